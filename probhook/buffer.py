@@ -1,0 +1,510 @@
+"""A bounded, preallocated ring buffer of probability rows with per-row metadata.
+
+>>> import numpy as np
+>>> from probhook import ProbBuffer
+>>> buf = ProbBuffer(3, capacity=2, labels=["a", "b", "c"])
+>>> buf.append_batch(np.eye(3, dtype=np.float32), keys=["p1", "p2", "p3"])
+>>> len(buf), buf.evicted, buf.keys
+(2, 1, ['p2', 'p3'])
+>>> buf.lookup("p3").probs
+array([0., 0., 1.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+OverflowPolicy = Literal["overwrite", "error", "spill"]
+ColumnKind = Literal["int", "str"]
+INT_NA = np.iinfo(np.int64).min
+"""Stored in an ``int`` column where a row has no value (exported as a missing value)."""
+
+_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
+
+
+class BufferFullError(RuntimeError):
+    """Raised by ``on_overflow="error"`` when an append would exceed the capacity."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A block of rows in chronological order: what reads return and what sinks receive.
+
+    ``columns`` holds ``key``, ``head`` and every extra column (strings as ``object`` arrays,
+    ``None`` where missing; integers as ``int64`` with :data:`INT_NA` where missing).
+    """
+
+    probs: npt.NDArray[np.floating[Any]]
+    seq: npt.NDArray[np.int64]
+    finite: npt.NDArray[np.bool_]
+    columns: dict[str, npt.NDArray[Any]]
+    labels: tuple[str, ...]
+    logits: npt.NDArray[np.float32] | None = None
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def __iter__(self) -> Iterator[Row]:
+        for i in range(len(self)):
+            yield self.row(i)
+
+    def row(self, i: int) -> Row:
+        cols = {name: _scalar(values[i]) for name, values in self.columns.items()}
+        logits = None if self.logits is None else self.logits[i]
+        return Row(self.probs[i], int(self.seq[i]), bool(self.finite[i]), cols, logits)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One captured row: its probabilities, sequence number, finiteness flag and metadata."""
+
+    probs: npt.NDArray[np.floating[Any]]
+    seq: int
+    finite: bool
+    columns: dict[str, Any] = field(default_factory=dict)
+    logits: npt.NDArray[np.float32] | None = None
+
+    @property
+    def key(self) -> Any:
+        return self.columns.get("key")
+
+    @property
+    def head(self) -> str | None:
+        head = self.columns.get("head")
+        return None if head is None else str(head)
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return None if value == INT_NA else int(value)
+    return value
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where rows go before the ring buffer overwrites them (``on_overflow="spill"``).
+
+    ``write`` receives blocks in sequence order, each row exactly once; ``close`` is called once
+    by the owner when no more rows will come.
+    """
+
+    def write(self, rows: Rows) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SeqCounter:
+    """A thread-safe source of consecutive sequence numbers, shareable between buffers."""
+
+    def __init__(self, start: int = 0) -> None:
+        self._next = start
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> int:
+        with self._lock:
+            first = self._next
+            self._next += n
+            return first
+
+    def __getstate__(self) -> dict[str, int]:
+        return {"next": self._next}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self._next, self._lock = state["next"], threading.Lock()
+
+
+class ProbBuffer:
+    """Fixed-capacity struct-of-arrays store for ``(n_classes,)`` probability rows.
+
+    Args:
+        n_classes: row width.
+        capacity: rows kept; or give ``max_bytes`` and the row count is derived from it.
+        labels: class names in column order (default ``"0" .. "C-1"``).
+        dtype: ``"float32"`` (default), ``"float16"`` or ``"float64"`` for the probabilities.
+        columns: extra metadata columns, name -> ``"int"`` or ``"str"`` (``key`` and ``head``
+            always exist).
+        on_overflow: ``"overwrite"`` (oldest rows go, counted in ``evicted``), ``"error"``
+            (raise :class:`BufferFullError`) or ``"spill"`` (rows go to ``sink`` before they are
+            overwritten; :meth:`flush` writes the rest).
+        keep_logits: also keep the raw float32 logits (doubles memory for float32 rows).
+        seq_counter: share sequence numbers with other buffers (one per head of a capture).
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        capacity: int | None = None,
+        *,
+        max_bytes: int | None = None,
+        labels: Sequence[str] | None = None,
+        dtype: str = "float32",
+        columns: Mapping[str, ColumnKind] | None = None,
+        on_overflow: OverflowPolicy = "overwrite",
+        sink: Sink | None = None,
+        keep_logits: bool = False,
+        seq_counter: SeqCounter | None = None,
+        spill_chunk: int | None = None,
+    ) -> None:
+        if not isinstance(n_classes, int) or n_classes < 1:
+            raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if on_overflow not in ("overwrite", "error", "spill"):
+            raise ValueError(
+                f"on_overflow must be 'overwrite', 'error' or 'spill', got {on_overflow!r}"
+            )
+        if on_overflow == "spill" and sink is None:
+            raise ValueError("on_overflow='spill' needs a sink= that receives evicted rows")
+        schema: dict[str, ColumnKind] = {"key": "str", "head": "str", **(columns or {})}
+        for name, kind in schema.items():
+            if kind not in ("int", "str"):
+                raise ValueError(f"column {name!r} has kind {kind!r}; expected 'int' or 'str'")
+        self.labels = tuple(labels) if labels is not None else tuple(map(str, range(n_classes)))
+        if len(self.labels) != n_classes:
+            raise ValueError(f"{len(self.labels)} labels given for {n_classes} classes")
+        self.n_classes, self.dtype = n_classes, np.dtype(_DTYPES[dtype])
+        self.schema, self.keep_logits = schema, keep_logits
+        self.capacity = self._resolve_capacity(capacity, max_bytes)
+        self.on_overflow, self.sink = on_overflow, sink
+        self.spill_chunk = spill_chunk or max(1, self.capacity // 4)
+        cap = self.capacity
+        self._probs = np.zeros((cap, n_classes), dtype=self.dtype)
+        self._logits = np.zeros((cap, n_classes), dtype=np.float32) if keep_logits else None
+        self._seq = np.zeros(cap, dtype=np.int64)
+        self._finite = np.ones(cap, dtype=bool)
+        # String columns hold references to the caller's objects (no object is created per
+        # row); once a row is overwritten its key can be freed, so memory stays bounded even
+        # when every page has a unique id.
+        self._cols = {
+            name: np.full(cap, None, object) if kind == "str" else np.full(cap, INT_NA, np.int64)
+            for name, kind in schema.items()
+        }
+        self._start = self._size = self._evicted = self._unspilled = 0
+        self._counter = seq_counter or SeqCounter()
+        self._lock = threading.Lock()
+
+    def _resolve_capacity(self, capacity: int | None, max_bytes: int | None) -> int:
+        if (capacity is None) == (max_bytes is None):
+            raise ValueError("give exactly one of capacity= (rows) or max_bytes= (memory budget)")
+        if capacity is None:
+            assert max_bytes is not None
+            capacity = max_bytes // self.row_nbytes
+            if capacity < 1:
+                raise ValueError(
+                    f"max_bytes={max_bytes} holds no row; one row takes {self.row_nbytes} bytes"
+                )
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be a positive int, got {capacity!r}")
+        return capacity
+
+    @property
+    def row_nbytes(self) -> int:
+        """Bytes one row occupies across all columns."""
+        per_class = self.dtype.itemsize + (4 if self.keep_logits else 0)
+        meta = 8 * len(self.schema)
+        return self.n_classes * per_class + 8 + 1 + meta
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the preallocated arrays."""
+        arrays = [self._probs, self._seq, self._finite, *self._cols.values()]
+        if self._logits is not None:
+            arrays.append(self._logits)
+        return sum(a.nbytes for a in arrays)
+
+    @property
+    def evicted(self) -> int:
+        """Rows dropped from the buffer so far (overwritten or spilled)."""
+        return self._evicted
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __repr__(self) -> str:
+        return (
+            f"ProbBuffer({len(self)}/{self.capacity} rows x {self.n_classes} classes, "
+            f"evicted={self.evicted}, {self.nbytes / 2**20:.1f} MiB)"
+        )
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def append(
+        self,
+        row: npt.ArrayLike,
+        *,
+        key: Hashable | None = None,
+        head: str | None = None,
+        logits: npt.ArrayLike | None = None,
+        **columns: Any,
+    ) -> None:
+        """Append one ``(n_classes,)`` row; ``columns`` name extra column values."""
+        probs = self._check(row, 1)
+        lg = None if logits is None else self._check(logits, 1, "logits")[None]
+        self._write(probs[None], lg, {"key": [key], "head": [head], **{k: [v] for k, v in columns.items()}})
+
+    def append_batch(
+        self,
+        rows: npt.ArrayLike,
+        *,
+        keys: Hashable | Sequence[Hashable | None] | None = None,
+        head: str | None = None,
+        logits: npt.ArrayLike | None = None,
+        **columns: Any,
+    ) -> None:
+        """Append ``(n, n_classes)`` rows in one vectorised copy.
+
+        ``keys`` and each extra column are a single value for every row or one value per row.
+        """
+        probs = self._check(rows, 2)
+        lg = None if logits is None else self._check(logits, 2, "logits")
+        if lg is not None and lg.shape[0] != probs.shape[0]:
+            raise ValueError(f"logits have {lg.shape[0]} rows, probabilities {probs.shape[0]}")
+        self._write(probs, lg, {"key": keys, "head": head, **columns})
+
+    def _check(self, values: npt.ArrayLike, ndim: int, what: str = "rows") -> npt.NDArray[Any]:
+        arr = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+        if arr.dtype.kind != "f":
+            raise TypeError(f"{what} must be floating point, got dtype {arr.dtype}")
+        if arr.ndim != ndim or arr.shape[-1] != self.n_classes:
+            shape = "(n_classes,)" if ndim == 1 else "(n, n_classes)"
+            raise ValueError(
+                f"{what} must have shape {shape} with n_classes={self.n_classes}, got {arr.shape}"
+            )
+        return arr
+
+    def _encode(self, name: str, values: Any, n: int) -> npt.NDArray[Any]:
+        kind = self.schema.get(name)
+        if kind is None:
+            raise KeyError(f"unknown column {name!r}; this buffer has {sorted(self.schema)}")
+        per_row = isinstance(values, (list, tuple, np.ndarray))
+        if per_row and len(values) != n:
+            raise ValueError(f"column {name!r} has {len(values)} values for {n} rows")
+        if kind == "str":
+            if per_row:
+                return np.fromiter(values, dtype=object, count=n)
+            out = np.empty(n, dtype=object)
+            out.fill(values)
+            return out
+        if per_row:
+            return np.array([INT_NA if v is None else v for v in values], dtype=np.int64)
+        return np.full(n, INT_NA if values is None else values, np.int64)
+
+    def _write(
+        self,
+        probs: npt.NDArray[Any],
+        logits: npt.NDArray[Any] | None,
+        columns: Mapping[str, Any],
+    ) -> None:
+        n, cap = len(probs), self.capacity
+        unknown = sorted(set(columns) - set(self.schema))
+        if unknown:
+            raise KeyError(f"unknown column {unknown[0]!r}; this buffer has {sorted(self.schema)}")
+        if self.keep_logits and logits is None:
+            raise ValueError("this buffer keeps logits (keep_logits=True): pass logits=")
+        finite = np.isfinite(probs).all(axis=1)
+        if logits is not None:
+            finite &= ~np.isnan(logits).any(axis=1) & ~np.isposinf(logits).any(axis=1)
+        with self._lock:
+            values_by_column = {name: self._encode(name, columns.get(name), n) for name in self.schema}
+            if self.on_overflow == "error" and self._size + n > cap:
+                raise BufferFullError(
+                    f"appending {n} rows to a buffer holding {self._size} of capacity={cap} "
+                    "would overflow; raise capacity= (or max_bytes=), or use "
+                    "on_overflow='overwrite' or 'spill'"
+                )
+            first_seq = self._counter.take(n)
+            seq = np.arange(first_seq, first_seq + n, dtype=np.int64)
+            block = (probs, logits, seq, finite, values_by_column)
+            if n > cap:  # only the newest ``cap`` rows can stay
+                if self.on_overflow == "spill":
+                    self._spill(self._size)
+                    assert self.sink is not None
+                    self.sink.write(self._rows_from_block(block, slice(0, n - cap)))
+                self._evicted += self._size + n - cap
+                self._start = self._size = self._unspilled = 0
+                block = _slice_block(block, slice(n - cap, n))
+                n = cap
+            overflow = self._size + n - cap
+            if overflow > 0:
+                if self.on_overflow == "spill":
+                    spilled = self._size - self._unspilled
+                    if overflow > spilled:
+                        # spill in chunks so that the sink writes row groups, not single rows
+                        self._spill(max(overflow - spilled, self.spill_chunk))
+                self._evicted += overflow
+            self._store(block, n)
+            if overflow > 0:
+                self._start = (self._start + overflow) % cap
+                self._size -= overflow
+            self._size += n
+            self._unspilled = min(self._unspilled + n, self._size)
+
+    def _store(self, block: tuple[Any, ...], n: int) -> None:
+        probs, logits, seq, finite, values_by_column = block
+        pos = (self._start + self._size) % self.capacity
+        first = min(n, self.capacity - pos)
+        parts = ((slice(pos, pos + first), slice(0, first)), (slice(0, n - first), slice(first, n)))
+        for dst, src in parts:
+            self._probs[dst] = probs[src]
+            self._seq[dst] = seq[src]
+            self._finite[dst] = finite[src]
+            if self._logits is not None:
+                self._logits[dst] = logits[src]
+            for name, values in values_by_column.items():
+                self._cols[name][dst] = values[src]
+
+    def _spill(self, n: int) -> None:
+        """Write the ``n`` oldest rows not yet spilled to the sink; they stay readable."""
+        spilled = self._size - self._unspilled
+        n = min(n, self._unspilled)
+        if n <= 0:
+            return
+        assert self.sink is not None
+        self.sink.write(self._rows(self._index(spilled, spilled + n)))
+        self._unspilled -= n
+
+    def flush(self) -> None:
+        """Spill every row not yet written to the sink (for ``on_overflow="spill"``)."""
+        if self.sink is None:
+            return
+        with self._lock:
+            self._spill(self._unspilled)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _index(self, lo: int = 0, hi: int | None = None) -> npt.NDArray[np.intp]:
+        hi = self._size if hi is None else hi
+        return (self._start + np.arange(lo, hi)) % self.capacity
+
+    def _rows(self, idx: npt.NDArray[np.intp]) -> Rows:
+        columns = {name: values[idx] for name, values in self._cols.items()}
+        logits = None if self._logits is None else self._logits[idx]
+        return Rows(self._probs[idx], self._seq[idx], self._finite[idx], columns, self.labels, logits)
+
+    def _rows_from_block(self, block: tuple[Any, ...], sl: slice) -> Rows:
+        probs, logits, seq, finite, values_by_column = block
+        columns = {name: values[sl] for name, values in values_by_column.items()}
+        lg = None if logits is None else logits[sl]
+        return Rows(probs[sl].astype(self.dtype), seq[sl], finite[sl], columns, self.labels, lg)
+
+    def rows(self) -> Rows:
+        """All kept rows, oldest first (copies)."""
+        with self._lock:
+            return self._rows(self._index())
+
+    def latest(self, n: int) -> Rows:
+        """The ``n`` newest rows, oldest of them first."""
+        with self._lock:
+            return self._rows(self._index(max(0, self._size - n)))
+
+    @property
+    def probs(self) -> npt.NDArray[np.floating[Any]]:
+        return self.rows().probs
+
+    @property
+    def logits(self) -> npt.NDArray[np.float32] | None:
+        return self.rows().logits
+
+    @property
+    def seq(self) -> npt.NDArray[np.int64]:
+        return self.rows().seq
+
+    @property
+    def finite(self) -> npt.NDArray[np.bool_]:
+        return self.rows().finite
+
+    @property
+    def keys(self) -> list[Any]:
+        return self.column("key").tolist()
+
+    def column(self, name: str) -> npt.NDArray[Any]:
+        """One metadata column, oldest first."""
+        if name not in self.schema:
+            raise KeyError(f"unknown column {name!r}; this buffer has {sorted(self.schema)}")
+        return self.rows().columns[name]
+
+    def lookup(self, key: Hashable, column: str = "key") -> Row | None:
+        """The most recent row whose ``column`` equals ``key``, or None."""
+        if column not in self.schema:
+            raise KeyError(f"unknown column {column!r}; this buffer has {sorted(self.schema)}")
+        with self._lock:
+            idx = self._index()
+            hits = idx[self._cols[column][idx] == key]
+            return None if len(hits) == 0 else self._rows(hits[-1:]).row(0)
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.rows())
+
+    # -- persistence and merging ----------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        state["sink"] = None  # open files and writers do not travel between processes
+        if state["on_overflow"] == "spill":
+            state["on_overflow"] = "overwrite"
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def merge(cls, *buffers: ProbBuffer, capacity: int | None = None) -> ProbBuffer:
+        """One buffer with the rows of ``buffers`` ordered by sequence number.
+
+        All buffers must share labels, dtype and columns. ``capacity`` defaults to the total row
+        count; ties in sequence number (buffers from separate processes) keep argument order.
+        """
+        if not buffers:
+            raise ValueError("merge needs at least one buffer")
+        first = buffers[0]
+        for other in buffers[1:]:
+            if (other.labels, other.schema, other.dtype, other.keep_logits) != (
+                first.labels,
+                first.schema,
+                first.dtype,
+                first.keep_logits,
+            ):
+                raise ValueError(
+                    "cannot merge buffers with different label spaces, columns, dtype or "
+                    f"keep_logits: {first.labels} vs {other.labels}"
+                )
+        parts = [b.rows() for b in buffers]
+        order = np.argsort(np.concatenate([p.seq for p in parts]), kind="stable")
+        total = int(sum(len(p) for p in parts))
+        extra = {k: v for k, v in first.schema.items() if k not in ("key", "head")}
+        out = cls(
+            first.n_classes,
+            capacity or max(total, 1),
+            labels=first.labels,
+            dtype=str(first.dtype),
+            columns=extra,
+            keep_logits=first.keep_logits,
+        )
+        logits = np.concatenate([p.logits for p in parts])[order] if first.keep_logits else None  # type: ignore[misc]
+        columns = {
+            name: np.concatenate([p.columns[name] for p in parts])[order].tolist()
+            for name in first.schema
+        }
+        keys, head = columns.pop("key"), columns.pop("head")
+        out._write(
+            np.concatenate([p.probs for p in parts])[order],
+            logits,
+            {"key": keys, "head": head, **columns},
+        )
+        out._seq[: len(out)] = np.concatenate([p.seq for p in parts])[order][-len(out) :]
+        out._counter = SeqCounter(int(out._seq[: len(out)].max(initial=-1)) + 1)
+        return out
+
+
+def _slice_block(block: tuple[Any, ...], sl: slice) -> tuple[Any, ...]:
+    probs, logits, seq, finite, values_by_column = block
+    lg = None if logits is None else logits[sl]
+    return probs[sl], lg, seq[sl], finite[sl], {k: v[sl] for k, v in values_by_column.items()}

@@ -1,0 +1,59 @@
+"""One row's probability distribution with its labels: what ``cap.get(key)`` returns.
+
+>>> import numpy as np
+>>> from probhook import Distribution
+>>> d = Distribution(np.array([0.1, 0.7, 0.2]), ("letter", "invoice", "memo"))
+>>> d.predicted, round(d.confidence, 2)
+('invoice', 0.7)
+>>> d.top_k(2)
+[('invoice', 0.7), ('memo', 0.2)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Probabilities over ``labels`` for one captured row, with the row's metadata."""
+
+    probs: npt.NDArray[np.floating[Any]]
+    labels: tuple[str, ...]
+    key: Any = None
+    head: str | None = None
+    seq: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def predicted(self) -> str:
+        """The label with the highest probability."""
+        return self.labels[int(np.argmax(self.probs))]
+
+    @property
+    def confidence(self) -> float:
+        """The highest probability."""
+        return float(np.max(self.probs))
+
+    def top_k(self, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` most probable labels with their probabilities, most probable first."""
+        order = np.argsort(-self.probs, kind="stable")[:k]
+        return [(self.labels[i], float(self.probs[i])) for i in order]
+
+    def as_dict(self) -> dict[str, float]:
+        """``{label: probability}`` in column order."""
+        return {label: float(p) for label, p in zip(self.labels, self.probs)}
+
+    def __repr__(self) -> str:
+        top = ", ".join(f"{label}={p:.3f}" for label, p in self.top_k(3))
+        where = f" key={self.key!r}" if self.key is not None else ""
+        return f"Distribution({top}{', ...' if len(self.labels) > 3 else ''}{where})"
+
+    def _repr_html_(self) -> str:
+        from probhook.notebook import distribution_html
+
+        return distribution_html(self)

@@ -1,0 +1,204 @@
+import pickle
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from probhook.buffer import INT_NA, BufferFullError, ProbBuffer
+from probhook.testing import CollectingSink
+
+C = 3
+
+
+def rows(start, n):
+    """Rows whose values encode their global index, so order and tearing are checkable."""
+    return np.arange(start, start + n, dtype=np.float32)[:, None].repeat(C, axis=1)
+
+
+ops = st.lists(
+    st.one_of(st.just(("one", 1)), st.tuples(st.just("batch"), st.integers(0, 25))),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(capacity=st.integers(1, 17), ops=ops)
+def test_wraparound_matches_reference(capacity, ops):
+    buf = ProbBuffer(C, capacity, columns={"page": "int"})
+    reference, total = [], 0
+    for kind, n in ops:
+        if kind == "one":
+            buf.append(rows(total, 1)[0], key=f"k{total}", page=total)
+        else:
+            idx = list(range(total, total + n))
+            buf.append_batch(rows(total, n), keys=[f"k{i}" for i in idx], page=idx)
+        reference.extend(range(total, total + n))
+        total += n
+    kept = reference[-capacity:] if reference else []
+    assert len(buf) == len(kept)
+    assert buf.evicted == total - len(kept)
+    np.testing.assert_array_equal(buf.probs[:, 0], np.array(kept, dtype=np.float32))
+    assert buf.seq.tolist() == kept
+    assert buf.keys == [f"k{i}" for i in kept]
+    assert buf.column("page").tolist() == kept
+    assert [r.seq for r in buf.latest(3)] == kept[-3:]
+    if kept:
+        assert buf.lookup(f"k{kept[-1]}").seq == kept[-1]
+        assert buf.lookup(f"k{kept[0]}").columns["page"] == kept[0]
+
+
+@settings(max_examples=100, deadline=None)
+@given(capacity=st.integers(1, 12), sizes=st.lists(st.integers(0, 30), max_size=20),
+       chunk=st.integers(1, 8))
+def test_spill_writes_every_row_once_in_order(capacity, sizes, chunk):
+    sink = CollectingSink()
+    buf = ProbBuffer(C, capacity, on_overflow="spill", sink=sink, spill_chunk=chunk)
+    total = 0
+    for n in sizes:
+        buf.append_batch(rows(total, n), keys=[str(i) for i in range(total, total + n)])
+        total += n
+        # everything evicted so far has reached the sink, and the buffer still holds the rest
+        assert set(range(buf.evicted)) <= set(sink.seq)
+    buf.flush()
+    assert sink.seq == list(range(total))
+    written = np.concatenate([b.probs[:, 0] for b in sink.blocks]) if sink.blocks else []
+    np.testing.assert_array_equal(written, np.arange(total, dtype=np.float32))
+    assert [k for b in sink.blocks for k in b.columns["key"]] == [str(i) for i in range(total)]
+    assert buf.seq.tolist() == list(range(total))[-capacity:]
+
+
+def test_spill_batches_rows_into_chunks():
+    sink = CollectingSink()
+    buf = ProbBuffer(C, 100, on_overflow="spill", sink=sink)
+    for i in range(1000):
+        buf.append(rows(i, 1)[0])
+    assert {len(b) for b in sink.blocks} == {25}, "single appends must not write single rows"
+
+
+def test_error_policy_names_capacity_and_keeps_state():
+    buf = ProbBuffer(C, 4, on_overflow="error")
+    buf.append_batch(rows(0, 3))
+    with pytest.raises(BufferFullError, match=r"capacity=4.*raise capacity="):
+        buf.append_batch(rows(3, 2))
+    assert len(buf) == 3 and buf.seq.tolist() == [0, 1, 2]
+
+
+def test_spill_requires_sink_and_capacity_is_validated():
+    with pytest.raises(ValueError, match="needs a sink"):
+        ProbBuffer(C, 4, on_overflow="spill")
+    with pytest.raises(ValueError, match="exactly one of capacity"):
+        ProbBuffer(C)
+    with pytest.raises(ValueError, match="holds no row"):
+        ProbBuffer(C, max_bytes=3)
+    with pytest.raises(ValueError, match="on_overflow"):
+        ProbBuffer(C, 4, on_overflow="drop")
+
+
+def test_max_bytes_derives_capacity_and_nbytes_is_real():
+    buf = ProbBuffer(10, max_bytes=1_000_000, columns={"page_number": "int"})
+    assert buf.capacity == 1_000_000 // buf.row_nbytes
+    assert buf.nbytes <= 1_000_000
+    assert buf.nbytes == buf.capacity * buf.row_nbytes
+    assert ProbBuffer(10, 8, dtype="float16").nbytes < ProbBuffer(10, 8, dtype="float64").nbytes
+
+
+def test_wrong_width_and_dtype_are_clear_errors():
+    buf = ProbBuffer(C, 4)
+    with pytest.raises(ValueError, match=r"n_classes=3, got \(4,\)"):
+        buf.append(np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match=r"\(n, n_classes\)"):
+        buf.append_batch(np.zeros((2, 5), np.float32))
+    with pytest.raises(TypeError, match="floating point"):
+        buf.append(np.zeros(3, np.int64))
+    with pytest.raises(KeyError, match="unknown column 'page'"):
+        buf.append(np.zeros(3, np.float32), page=1)
+    with pytest.raises(ValueError, match="2 values for 3 rows"):
+        buf.append_batch(np.zeros((3, 3), np.float32), keys=["a", "b"])
+
+
+def test_non_finite_rows_are_kept_and_flagged():
+    buf = ProbBuffer(C, 4, keep_logits=True)
+    bad = np.array([np.nan, 0.5, 0.5], np.float32)
+    buf.append(bad, logits=np.array([np.nan, 0, 0], np.float32))
+    buf.append(np.array([0.0, 0.5, 0.5], np.float32), logits=np.array([-np.inf, 0, 0], np.float32))
+    assert buf.finite.tolist() == [False, True]  # -inf logit is a valid (masked) class
+    assert np.isnan(buf.probs[0, 0])
+
+
+def test_int_columns_mark_missing_values():
+    buf = ProbBuffer(C, 4, columns={"page_number": "int"})
+    buf.append(np.zeros(3, np.float32), page_number=None)
+    assert buf.column("page_number")[0] == INT_NA
+    assert next(iter(buf)).columns["page_number"] is None
+
+
+def test_threads_lose_no_row_and_never_tear_one():
+    buf = ProbBuffer(4, 80_000)
+    n_threads, per_thread = 8, 10_000
+
+    def work(t):
+        for i in range(per_thread):
+            value = float(t * per_thread + i)
+            buf.append(np.full(4, value, np.float32), key=t)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    probs = buf.probs
+    assert len(buf) == n_threads * per_thread and buf.evicted == 0
+    assert (probs == probs[:, :1]).all(), "a row mixes values from two appends"
+    assert sorted(probs[:, 0].astype(int).tolist()) == list(range(n_threads * per_thread))
+    assert buf.seq.tolist() == list(range(n_threads * per_thread))
+    for t in range(n_threads):  # each thread's rows keep that thread's order
+        mine = probs[np.array(buf.keys) == t, 0]
+        assert (np.diff(mine) > 0).all()
+
+
+def test_memory_is_flat_after_warm_up():
+    capacity, per_batch = 10_000, 100
+    buf = ProbBuffer(16, capacity, columns={"page_number": "int"})
+    batch = np.random.default_rng(0).random((per_batch, 16), dtype=np.float32)
+
+    def run(n_batches, offset):
+        for i in range(n_batches):
+            # unique keys of equal length, as page ids are: the worst case for a key column
+            keys = [f"page-{offset + i:09d}-{j:03d}" for j in range(per_batch)]
+            buf.append_batch(batch, keys=keys, page_number=i)
+
+    tracemalloc.start()  # before warm-up, so that keys freed later are seen being freed
+    run(2 * capacity // per_batch, 0)
+    before = tracemalloc.take_snapshot()
+    run(100 * capacity // per_batch, 10**6)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    growth = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    assert growth < 0.01 * buf.nbytes, (growth, buf.nbytes)
+
+
+def test_pickle_round_trip():
+    buf = ProbBuffer(C, 5, labels=["a", "b", "c"], columns={"page_number": "int"})
+    buf.append_batch(rows(0, 7), keys=list("abcdefg"), head="h", page_number=list(range(7)))
+    clone = pickle.loads(pickle.dumps(buf))
+    np.testing.assert_array_equal(clone.probs, buf.probs)
+    assert clone.keys == buf.keys and clone.labels == buf.labels and clone.evicted == 2
+    assert clone.column("head").tolist() == ["h"] * 5
+    clone.append(rows(7, 1)[0], key="h")  # lock and counter work after unpickling
+    assert clone.seq.tolist() == [3, 4, 5, 6, 7]
+
+
+def test_merge_orders_by_sequence_number():
+    a, b = ProbBuffer(C, 10, labels="xyz"), ProbBuffer(C, 10, labels="xyz")
+    b._counter = a._counter  # as the heads of one capture share a counter
+    a.append(rows(0, 1)[0], key="a0")
+    b.append(rows(1, 1)[0], key="b1")
+    a.append(rows(2, 1)[0], key="a2")
+    merged = ProbBuffer.merge(pickle.loads(pickle.dumps(b)), a)
+    assert merged.keys == ["a0", "b1", "a2"] and merged.seq.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(merged.probs[:, 0], [0, 1, 2])
+    with pytest.raises(ValueError, match="different label spaces"):
+        ProbBuffer.merge(a, ProbBuffer(C, 10))
