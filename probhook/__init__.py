@@ -8,17 +8,23 @@
 (3, 4)
 """
 
+from probhook import metrics
 from probhook.buffer import BufferFullError, ProbBuffer, Sink
-from probhook.capture import Capture, HeadView, capture_probs
-from probhook.distribution import Distribution
+from probhook.capture import Capture, capture_probs
+from probhook.distribution import Distribution, DocumentDistribution
+from probhook.export import load
+from probhook.views import HeadView
 
 __all__ = [
     "BufferFullError",
     "Capture",
     "Distribution",
+    "DocumentDistribution",
     "HeadView",
     "ProbBuffer",
     "Sink",
     "capture_probs",
+    "load",
+    "metrics",
 ]
 __version__ = "0.1.0"

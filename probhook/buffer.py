@@ -246,7 +246,9 @@ class ProbBuffer:
         """Append one ``(n_classes,)`` row; ``columns`` name extra column values."""
         probs = self._check(row, 1)
         lg = None if logits is None else self._check(logits, 1, "logits")[None]
-        self._write(probs[None], lg, {"key": [key], "head": [head], **{k: [v] for k, v in columns.items()}})
+        self._write(
+            probs[None], lg, {"key": [key], "head": [head], **{k: [v] for k, v in columns.items()}}
+        )
 
     def append_batch(
         self,
@@ -311,7 +313,9 @@ class ProbBuffer:
         if logits is not None:
             finite &= ~np.isnan(logits).any(axis=1) & ~np.isposinf(logits).any(axis=1)
         with self._lock:
-            values_by_column = {name: self._encode(name, columns.get(name), n) for name in self.schema}
+            values_by_column = {
+                name: self._encode(name, columns.get(name), n) for name in self.schema
+            }
             if self.on_overflow == "error" and self._size + n > cap:
                 raise BufferFullError(
                     f"appending {n} rows to a buffer holding {self._size} of capacity={cap} "
@@ -385,7 +389,9 @@ class ProbBuffer:
     def _rows(self, idx: npt.NDArray[np.intp]) -> Rows:
         columns = {name: values[idx] for name, values in self._cols.items()}
         logits = None if self._logits is None else self._logits[idx]
-        return Rows(self._probs[idx], self._seq[idx], self._finite[idx], columns, self.labels, logits)
+        return Rows(
+            self._probs[idx], self._seq[idx], self._finite[idx], columns, self.labels, logits
+        )
 
     def _rows_from_block(self, block: tuple[Any, ...], sl: slice) -> Rows:
         probs, logits, seq, finite, values_by_column = block
@@ -421,7 +427,7 @@ class ProbBuffer:
 
     @property
     def keys(self) -> list[Any]:
-        return self.column("key").tolist()
+        return list(self.column("key"))
 
     def column(self, name: str) -> npt.NDArray[Any]:
         """One metadata column, oldest first."""
@@ -478,29 +484,42 @@ class ProbBuffer:
                 )
         parts = [b.rows() for b in buffers]
         order = np.argsort(np.concatenate([p.seq for p in parts]), kind="stable")
-        total = int(sum(len(p) for p in parts))
-        extra = {k: v for k, v in first.schema.items() if k not in ("key", "head")}
-        out = cls(
-            first.n_classes,
-            capacity or max(total, 1),
-            labels=first.labels,
-            dtype=str(first.dtype),
-            columns=extra,
-            keep_logits=first.keep_logits,
-        )
-        logits = np.concatenate([p.logits for p in parts])[order] if first.keep_logits else None  # type: ignore[misc]
-        columns = {
-            name: np.concatenate([p.columns[name] for p in parts])[order].tolist()
-            for name in first.schema
-        }
-        keys, head = columns.pop("key"), columns.pop("head")
-        out._write(
+        logits = [p.logits for p in parts if p.logits is not None]
+        merged = Rows(
             np.concatenate([p.probs for p in parts])[order],
-            logits,
-            {"key": keys, "head": head, **columns},
+            np.concatenate([p.seq for p in parts])[order],
+            np.concatenate([p.finite for p in parts])[order],
+            {n: np.concatenate([p.columns[n] for p in parts])[order] for n in first.schema},
+            first.labels,
+            np.concatenate(logits)[order] if logits else None,
         )
-        out._seq[: len(out)] = np.concatenate([p.seq for p in parts])[order][-len(out) :]
-        out._counter = SeqCounter(int(out._seq[: len(out)].max(initial=-1)) + 1)
+        return cls.from_rows(merged, first.schema, capacity=capacity, dtype=str(first.dtype))
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Rows,
+        schema: Mapping[str, ColumnKind],
+        *,
+        capacity: int | None = None,
+        dtype: str = "float32",
+    ) -> ProbBuffer:
+        """A buffer holding ``rows`` with their sequence numbers (merged or loaded data)."""
+        extra = {k: v for k, v in schema.items() if k not in ("key", "head")}
+        out = cls(
+            rows.probs.shape[1],
+            capacity or max(len(rows), 1),
+            labels=rows.labels,
+            dtype=dtype,
+            columns=extra,
+            keep_logits=rows.logits is not None,
+        )
+        columns = {name: list(values) for name, values in rows.columns.items()}
+        out._write(rows.probs, rows.logits, columns)
+        n = len(out)
+        out._seq[:n] = rows.seq[len(rows) - n :]
+        out._finite[:n] = rows.finite[len(rows) - n :]
+        out._counter = SeqCounter(int(rows.seq.max(initial=-1)) + 1)
         return out
 
 

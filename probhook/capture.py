@@ -24,11 +24,19 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 from probhook.buffer import ColumnKind, OverflowPolicy, ProbBuffer, SeqCounter, Sink
 from probhook.distribution import Distribution
-from probhook.heads import ACTIVATIONS, HeadSpec, Selector, activate, find_heads, logits_of, resolve_activation
+from probhook.heads import (
+    ACTIVATIONS,
+    HeadSpec,
+    Selector,
+    activate,
+    find_heads,
+    logits_of,
+    resolve_activation,
+)
+from probhook.views import HeadView
 
 if TYPE_CHECKING:
     import torch
@@ -72,75 +80,6 @@ def _adapter_for(target: Any) -> Adapter:
     return integration_for(target) or _ModuleAdapter(target)
 
 
-class HeadView:
-    """The rows of one head: the read interface shared by captures, heads and loaded files."""
-
-    def __init__(self, name: str, key_of: Callable[[Any], Any] = lambda k: k) -> None:
-        self.name = name
-        self.buffer: ProbBuffer | None = None
-        self._normalize_key = key_of
-        self._labels: tuple[str, ...] | None = None
-
-    @property
-    def labels(self) -> list[str]:
-        labels = self.buffer.labels if self.buffer is not None else self._labels
-        return list(labels or ())
-
-    @property
-    def probs(self) -> npt.NDArray[np.floating[Any]]:
-        if self.buffer is None:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.buffer.probs
-
-    @property
-    def logits(self) -> npt.NDArray[np.float32] | None:
-        return None if self.buffer is None else self.buffer.logits
-
-    @property
-    def keys(self) -> list[Any]:
-        return [] if self.buffer is None else self.buffer.keys
-
-    def column(self, name: str) -> npt.NDArray[Any]:
-        return np.array([]) if self.buffer is None else self.buffer.column(name)
-
-    @property
-    def capacity(self) -> int | None:
-        return None if self.buffer is None else self.buffer.capacity
-
-    @property
-    def evicted(self) -> int:
-        return 0 if self.buffer is None else self.buffer.evicted
-
-    @property
-    def nbytes(self) -> int:
-        return 0 if self.buffer is None else self.buffer.nbytes
-
-    def __len__(self) -> int:
-        return 0 if self.buffer is None else len(self.buffer)
-
-    def get(self, key: Any) -> Distribution | None:
-        """The most recent distribution captured under ``key``, or None."""
-        if self.buffer is None:
-            return None
-        row = self.buffer.lookup(self._normalize_key(key))
-        if row is None:
-            return None
-        meta = {k: v for k, v in row.columns.items() if k not in ("key", "head")}
-        return Distribution(row.probs, self.buffer.labels, row.key, self.name, row.seq, meta)
-
-    def distributions(self) -> Iterator[Distribution]:
-        """Every kept row as a :class:`Distribution`, oldest first."""
-        if self.buffer is None:
-            return
-        labels = self.buffer.labels
-        for row in self.buffer:
-            meta = {k: v for k, v in row.columns.items() if k not in ("key", "head")}
-            yield Distribution(row.probs, labels, row.key, self.name, row.seq, meta)
-
-    def __repr__(self) -> str:
-        return f"<head {self.name!r}: {len(self)} rows, {len(self.labels)} classes>"
-
-
 class Capture(HeadView):
     """A set of forward hooks and the distributions they captured.
 
@@ -175,10 +114,14 @@ class Capture(HeadView):
     ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-        if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
+        if not (
+            isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0
+        ):
             raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
         if sink is not None and on_overflow == "error":
-            raise ValueError("sink= spills rows the buffer cannot keep; it cannot go with on_overflow='error'")
+            raise ValueError(
+                "sink= spills rows the buffer cannot keep; it cannot go with on_overflow='error'"
+            )
         ProbBuffer(1, capacity, dtype=dtype)  # validates capacity and dtype before any hook exists
         super().__init__("capture")
         self.target, self.selector = target, heads
@@ -186,7 +129,8 @@ class Capture(HeadView):
         self.capacity_per_head, self.dtype, self.keep_logits = capacity, dtype, keep_logits
         self.on_overflow: OverflowPolicy = "spill" if sink is not None else on_overflow
         self._labels_arg = labels
-        self._sink_arg, self.sink = sink, None
+        self._sink_arg = sink
+        self.sink: Sink | None = None
         self.heads: dict[str, HeadView] = {}
         self._counter = SeqCounter()
         self._meta: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -263,7 +207,8 @@ class Capture(HeadView):
 
     def __call__(self, fn: F) -> F:
         """Decorate ``fn``: each call runs inside this capture; ``fn.capture`` is the capture."""
-        param = self.target if isinstance(self.target, str) else None
+        path: list[str] = self.target.split(".") if isinstance(self.target, str) else []
+        param = path[0] if path else None
         signature = inspect.signature(fn)
         if param is not None and param not in signature.parameters:
             raise TypeError(f"{fn.__qualname__} has no parameter {param!r} to capture")
@@ -275,6 +220,8 @@ class Capture(HeadView):
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
                 target = bound.arguments[param]
+                for attr in path[1:]:  # "self.model" on a method
+                    target = getattr(target, attr)
             self.start(target)
             ok = False
             try:
@@ -311,8 +258,14 @@ class Capture(HeadView):
 
     # -- hooks --------------------------------------------------------------------------------
 
-    def hook(self, spec: HeadSpec, stack: contextlib.ExitStack) -> None:
-        """Register the forward hook for ``spec`` in ``stack`` (removed when it closes)."""
+    def hook(self, spec: HeadSpec, stack: contextlib.ExitStack | None = None) -> None:
+        """Register the forward hook for ``spec``; it is removed when the capture stops.
+
+        Integrations call this while the capture runs to follow a module swapped in mid-run.
+        """
+        stack = stack or self._stack
+        if stack is None:
+            raise RuntimeError("hook() needs an active capture or an explicit ExitStack")
         activation = resolve_activation(self.activation, spec.module)
         view = self.heads.get(spec.name)
         if view is None:
@@ -332,7 +285,9 @@ class Capture(HeadView):
             labels = labels.get(spec.name)
         return tuple(map(str, labels)) if labels is not None else spec.labels
 
-    def _record(self, spec: HeadSpec, view: HeadView, activation: str, logits: torch.Tensor) -> None:
+    def _record(
+        self, spec: HeadSpec, view: HeadView, activation: str, logits: torch.Tensor
+    ) -> None:
         import torch
 
         probs = activate(logits, activation, self.temperature)
@@ -359,7 +314,8 @@ class Capture(HeadView):
             labels = view._labels
             if labels is not None and len(labels) != n_classes:
                 raise ValueError(
-                    f"head {spec.name!r} has {n_classes} outputs but {len(labels)} labels were given: {labels}"
+                    f"head {spec.name!r} has {n_classes} outputs but {len(labels)} labels "
+                    f"were given: {labels}"
                 )
             if self.sink is None and self._sink_arg is not None:
                 from probhook.export import open_sink
@@ -393,7 +349,7 @@ class Capture(HeadView):
             "read one through cap.heads[name]"
         )
 
-    @property  # type: ignore[override]
+    @property
     def buffer(self) -> ProbBuffer | None:
         return self._single().buffer if self.heads else None
 

@@ -46,7 +46,7 @@ class Distribution:
 
     def as_dict(self) -> dict[str, float]:
         """``{label: probability}`` in column order."""
-        return {label: float(p) for label, p in zip(self.labels, self.probs)}
+        return {label: float(p) for label, p in zip(self.labels, self.probs, strict=False)}
 
     def __repr__(self) -> str:
         top = ", ".join(f"{label}={p:.3f}" for label, p in self.top_k(3))
@@ -57,3 +57,24 @@ class Distribution:
         from probhook.notebook import distribution_html
 
         return distribution_html(self)
+
+
+@dataclass(frozen=True)
+class DocumentDistribution:
+    """The pages of one document and their aggregate.
+
+    ``mean`` is the unweighted mean of the page distributions: every page counts once, whatever
+    its length, so a one-line cover page weighs as much as a dense one.
+    """
+
+    document_id: Any
+    pages: list[Distribution]
+    mean: Distribution
+
+    @property
+    def predicted(self) -> str:
+        return self.mean.predicted
+
+    @property
+    def confidence(self) -> float:
+        return self.mean.confidence

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 Activation = Literal["auto", "softmax", "sigmoid", "none"]
 ACTIVATIONS = ("auto", "softmax", "sigmoid", "none")
-Selector = Union[str, type, Callable[[str, Any], bool], Sequence[Union[str, type, Callable[[str, Any], bool]]]]
+Predicate = Callable[[str, Any], bool]
+Selector = Union[str, type, Predicate, Sequence[Union[str, type, Predicate]]]  # noqa: UP007
 
 
 @dataclass
@@ -104,7 +105,9 @@ def check_hookable(module: Any) -> None:
         )
 
 
-def find_heads(target: Any, heads: Selector | None = None, *, root_name: str = "model") -> list[HeadSpec]:
+def find_heads(
+    target: Any, heads: Selector | None = None, *, root_name: str = "model"
+) -> list[HeadSpec]:
     """The heads of ``target`` (a module or a list of modules), each with a readable name.
 
     Without ``heads=``: every outermost Hugging Face ``*For...Classification`` model, else the
@@ -141,7 +144,9 @@ def _heads_of(module: Any, heads: Selector | None, root_name: str) -> list[HeadS
         found = [(n, m) for n, m in named if _is_hf_classifier(m)]
         if not found:
             if not any(isinstance(m, torch.nn.Linear) for _, m in named):
-                raise ValueError(_not_found(module, named, "no Linear layer and no *ForSequenceClassification"))
+                raise ValueError(
+                    _not_found(module, named, "no Linear layer and no *ForSequenceClassification")
+                )
             found = [("", module)]
     else:
         selectors = heads if isinstance(heads, (list, tuple)) else [heads]
@@ -149,7 +154,8 @@ def _heads_of(module: Any, heads: Selector | None, root_name: str) -> list[HeadS
         if not found:
             raise ValueError(_not_found(module, named, f"nothing matched heads={heads!r}"))
     return [
-        HeadSpec(root_name if n == "" else n, m, labels=config_labels(m)) for n, m in _outermost(found)
+        HeadSpec(root_name if n == "" else n, m, labels=config_labels(m))
+        for n, m in _outermost(found)
     ]
 
 
@@ -182,7 +188,8 @@ def logits_of(output: Any, head: str) -> torch.Tensor:
         )
     if logits.ndim != 2:
         raise ValueError(
-            f"head {head!r} returned logits of shape {tuple(logits.shape)}; expected (batch, classes)"
+            f"head {head!r} returned logits of shape {tuple(logits.shape)}; "
+            "expected (batch, classes)"
         )
     return logits
 

@@ -84,7 +84,9 @@ class TinyModel:
         from transformers import BertTokenizerFast
 
         # transformers 5 ignores ``vocab_file=`` in this constructor; ``vocab=`` is honoured.
-        return BertTokenizerFast(vocab=os.fspath(self.path / "vocab.txt"), model_max_length=self.max_length)
+        return BertTokenizerFast(
+            vocab=os.fspath(self.path / "vocab.txt"), model_max_length=self.max_length
+        )
 
     def load_model(self) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
@@ -230,7 +232,7 @@ def make_pages(
     seed: int = 0,
 ) -> list[Any]:
     """``n_pages`` pages spread over ``n_documents`` multi-page documents (shared ``document_id``,
-    increasing ``page_number``), with random words; pages whose index is in ``empty_pages`` have none.
+    increasing ``page_number``), with random words; pages listed in ``empty_pages`` have none.
     """
     rng = random.Random(seed)
     pages = []
@@ -279,7 +281,7 @@ def make_pipe(*models: TinyModel) -> Any:
 
 
 def run_pipe(pipe: Any, pages: Sequence[Any]) -> list[Any]:
-    """Run ``pipe`` over ``pages`` in order and return the resulting deepdoctection ``Page`` objects."""
+    """Run ``pipe`` over ``pages`` in order; return the deepdoctection ``Page`` objects."""
     import deepdoctection as dd
 
     flow = pipe.analyze(dataset_dataflow=dd.DataFromList(list(pages), shuffle=False))
@@ -303,3 +305,51 @@ class CollectingSink:
     @property
     def seq(self) -> list[int]:
         return [int(s) for block in self.blocks for s in block.seq]
+
+
+def register_analyzer_model(tiny: TinyModel, name: str | None = None) -> str:
+    """Place ``tiny`` where ``dd.get_dd_analyzer`` looks for weights and configs, register a
+    local ``ModelProfile`` for it, and return the profile name for ``LM_SEQUENCE_CLASS.WEIGHTS``.
+    """
+    import shutil
+
+    import deepdoctection as dd
+    from dd_core.utils.env_info import SETTINGS
+
+    wrappers = {
+        "layoutlm": "HFLayoutLmSequenceClassifier",
+        "layoutlmv3": "HFLayoutLmv3SequenceClassifier",
+        "lilt": "HFLiltSequenceClassifier",
+        "bert": "HFLmSequenceClassifier",
+    }
+    name = name or f"probhook/tiny-{tiny.kind}"
+    # weights folder and configs folder (config.json next to the tokenizer files) by profile name
+    for root in (Path(SETTINGS.MODEL_DIR), Path(SETTINGS.CONFIGS_DIR)):
+        shutil.copytree(tiny.path, root / name, dirs_exist_ok=True)
+    if not dd.ModelCatalog.is_registered(name):
+        dd.ModelCatalog.register(
+            name,
+            dd.ModelProfile(
+                name=name,
+                description=f"tiny random {tiny.kind} document classifier (probhook.testing)",
+                size=[],
+                config=f"{name}/config.json",
+                categories={i + 1: dd.get_type(label) for i, label in enumerate(tiny.labels)},
+                dl_library="PT",
+                model_wrapper=wrappers[tiny.kind],
+            ),
+        )
+    return name
+
+
+def analyzer_overrides(profile: str) -> list[str]:
+    """``config_overwrite`` for ``get_dd_analyzer``: only the sequence classifier, no OCR/layout."""
+    return [
+        "USE_LAYOUT=False",
+        "USE_LAYOUT_NMS=False",
+        "USE_TABLE_SEGMENTATION=False",
+        "USE_OCR=False",
+        "USE_PDF_MINER=False",
+        "USE_LM_SEQUENCE_CLASS=True",
+        f"LM_SEQUENCE_CLASS.WEIGHTS={profile}",
+    ]

@@ -51,8 +51,11 @@ def test_wraparound_matches_reference(capacity, ops):
 
 
 @settings(max_examples=100, deadline=None)
-@given(capacity=st.integers(1, 12), sizes=st.lists(st.integers(0, 30), max_size=20),
-       chunk=st.integers(1, 8))
+@given(
+    capacity=st.integers(1, 12),
+    sizes=st.lists(st.integers(0, 30), max_size=20),
+    chunk=st.integers(1, 8),
+)
 def test_spill_writes_every_row_once_in_order(capacity, sizes, chunk):
     sink = CollectingSink()
     buf = ProbBuffer(C, capacity, on_overflow="spill", sink=sink, spill_chunk=chunk)
@@ -83,7 +86,8 @@ def test_error_policy_names_capacity_and_keeps_state():
     buf.append_batch(rows(0, 3))
     with pytest.raises(BufferFullError, match=r"capacity=4.*raise capacity="):
         buf.append_batch(rows(3, 2))
-    assert len(buf) == 3 and buf.seq.tolist() == [0, 1, 2]
+    assert len(buf) == 3
+    assert buf.seq.tolist() == [0, 1, 2]
 
 
 def test_spill_requires_sink_and_capacity_is_validated():
@@ -150,7 +154,8 @@ def test_threads_lose_no_row_and_never_tear_one():
     for t in threads:
         t.join()
     probs = buf.probs
-    assert len(buf) == n_threads * per_thread and buf.evicted == 0
+    assert len(buf) == n_threads * per_thread
+    assert buf.evicted == 0
     assert (probs == probs[:, :1]).all(), "a row mixes values from two appends"
     assert sorted(probs[:, 0].astype(int).tolist()) == list(range(n_threads * per_thread))
     assert buf.seq.tolist() == list(range(n_threads * per_thread))
@@ -185,7 +190,9 @@ def test_pickle_round_trip():
     buf.append_batch(rows(0, 7), keys=list("abcdefg"), head="h", page_number=list(range(7)))
     clone = pickle.loads(pickle.dumps(buf))
     np.testing.assert_array_equal(clone.probs, buf.probs)
-    assert clone.keys == buf.keys and clone.labels == buf.labels and clone.evicted == 2
+    assert clone.keys == buf.keys
+    assert clone.labels == buf.labels
+    assert clone.evicted == 2
     assert clone.column("head").tolist() == ["h"] * 5
     clone.append(rows(7, 1)[0], key="h")  # lock and counter work after unpickling
     assert clone.seq.tolist() == [3, 4, 5, 6, 7]
@@ -198,7 +205,8 @@ def test_merge_orders_by_sequence_number():
     b.append(rows(1, 1)[0], key="b1")
     a.append(rows(2, 1)[0], key="a2")
     merged = ProbBuffer.merge(pickle.loads(pickle.dumps(b)), a)
-    assert merged.keys == ["a0", "b1", "a2"] and merged.seq.tolist() == [0, 1, 2]
+    assert merged.keys == ["a0", "b1", "a2"]
+    assert merged.seq.tolist() == [0, 1, 2]
     np.testing.assert_array_equal(merged.probs[:, 0], [0, 1, 2])
     with pytest.raises(ValueError, match="different label spaces"):
         ProbBuffer.merge(a, ProbBuffer(C, 10))

@@ -1,0 +1,20 @@
+import pytest
+
+from probhook.testing import TinyModel, build_model, offline_environment
+
+offline_environment()  # before anything imports deepdoctection
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """``tiny(kind, **options)``: a saved tiny model, built once per test session."""
+    cache: dict[tuple, TinyModel] = {}
+
+    def get(kind: str = "layoutlm", **options) -> TinyModel:
+        key = (kind, tuple(sorted(options.items())))
+        if key not in cache:
+            path = tmp_path_factory.mktemp(f"{kind}-model")
+            cache[key] = build_model(kind, path, **options)
+        return cache[key]
+
+    return get
