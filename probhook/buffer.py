@@ -12,6 +12,7 @@ array([0., 0., 1.], dtype=float32)
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ ColumnKind = Literal["int", "str"]
 INT_NA = np.iinfo(np.int64).min
 """Stored in an ``int`` column where a row has no value (exported as a missing value)."""
 
+_PER_ROW = (list, tuple, np.ndarray)
 _DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
 
 
@@ -170,6 +172,7 @@ class ProbBuffer:
             raise ValueError(f"{len(self.labels)} labels given for {n_classes} classes")
         self.n_classes, self.dtype = n_classes, np.dtype(_DTYPES[dtype])
         self.schema, self.keep_logits = schema, keep_logits
+        self._names = frozenset(schema)
         self.capacity = self._resolve_capacity(capacity, max_bytes)
         self.on_overflow, self.sink = on_overflow, sink
         self.spill_chunk = spill_chunk or max(1, self.capacity // 4)
@@ -245,10 +248,43 @@ class ProbBuffer:
     ) -> None:
         """Append one ``(n_classes,)`` row; ``columns`` name extra column values."""
         probs = self._check(row, 1)
+        if logits is None and self.on_overflow == "overwrite" and self._single_values(columns):
+            self._append_one(probs, key, head, columns)
+            return
         lg = None if logits is None else self._check(logits, 1, "logits")[None]
-        self._write(
-            probs[None], lg, {"key": [key], "head": [head], **{k: [v] for k, v in columns.items()}}
+        scalars = {"key": key, "head": head, **columns}  # a tuple key is one value, not a row each
+        self._write(probs[None], lg, {k: _Same(v) for k, v in scalars.items()})
+
+    def _single_values(self, columns: Mapping[str, Any]) -> bool:
+        return self._names.issuperset(columns) and not any(
+            type(v) in _PER_ROW for v in columns.values()
         )
+
+    def _append_one(
+        self, probs: npt.NDArray[Any], key: Any, head: Any, columns: dict[str, Any]
+    ) -> None:
+        """The hot single-row case (one page per forward): plain index writes, no block."""
+        # A finite sum of squares means every entry is finite; NaN means one is NaN; inf may be
+        # an overflow of huge finite values, so only then is each entry checked.
+        square = float(probs.dot(probs))
+        finite = math.isfinite(square) or (square == math.inf and bool(np.isfinite(probs).all()))
+        cols = self._cols
+        with self._lock:
+            pos = (self._start + self._size) % self.capacity
+            self._probs[pos] = probs
+            self._seq[pos] = self._counter.take(1)
+            self._finite[pos] = finite
+            cols["key"][pos] = key
+            cols["head"][pos] = head
+            for name, value in columns.items():
+                if self.schema[name] == "int" and value is None:
+                    value = INT_NA
+                cols[name][pos] = value
+            if self._size == self.capacity:
+                self._start = (self._start + 1) % self.capacity
+                self._evicted += 1
+            else:
+                self._size += 1
 
     def append_batch(
         self,
@@ -264,13 +300,27 @@ class ProbBuffer:
         ``keys`` and each extra column are a single value for every row or one value per row.
         """
         probs = self._check(rows, 2)
+        if (
+            len(probs) == 1
+            and logits is None
+            and self.on_overflow == "overwrite"
+            and type(keys) not in _PER_ROW
+            and (not columns or self._single_values(columns))
+        ):
+            self._append_one(probs[0], keys, head, columns)
+            return
         lg = None if logits is None else self._check(logits, 2, "logits")
         if lg is not None and lg.shape[0] != probs.shape[0]:
             raise ValueError(f"logits have {lg.shape[0]} rows, probabilities {probs.shape[0]}")
         self._write(probs, lg, {"key": keys, "head": head, **columns})
 
     def _check(self, values: npt.ArrayLike, ndim: int, what: str = "rows") -> npt.NDArray[Any]:
-        arr = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+        if type(values) is np.ndarray:
+            arr = values
+        elif hasattr(values, "detach"):
+            arr = values.detach().cpu().numpy()
+        else:
+            arr = np.asarray(values)
         if arr.dtype.kind != "f":
             raise TypeError(f"{what} must be floating point, got dtype {arr.dtype}")
         if arr.ndim != ndim or arr.shape[-1] != self.n_classes:
@@ -280,22 +330,19 @@ class ProbBuffer:
             )
         return arr
 
-    def _encode(self, name: str, values: Any, n: int) -> npt.NDArray[Any]:
-        kind = self.schema.get(name)
-        if kind is None:
-            raise KeyError(f"unknown column {name!r}; this buffer has {sorted(self.schema)}")
-        per_row = isinstance(values, (list, tuple, np.ndarray))
-        if per_row and len(values) != n:
-            raise ValueError(f"column {name!r} has {len(values)} values for {n} rows")
-        if kind == "str":
-            if per_row:
+    def _encode(self, name: str, values: Any, n: int) -> Any:
+        """One value per row as an array, or one value for all rows as :class:`_Same`."""
+        if type(values) is _Same:
+            values = values.value
+        elif isinstance(values, (list, tuple, np.ndarray)):
+            if len(values) != n:
+                raise ValueError(f"column {name!r} has {len(values)} values for {n} rows")
+            if self.schema[name] == "str":
                 return np.fromiter(values, dtype=object, count=n)
-            out = np.empty(n, dtype=object)
-            out.fill(values)
-            return out
-        if per_row:
             return np.array([INT_NA if v is None else v for v in values], dtype=np.int64)
-        return np.full(n, INT_NA if values is None else values, np.int64)
+        if self.schema[name] == "int":
+            return _Same(INT_NA if values is None else int(values))
+        return _Same(values)
 
     def _write(
         self,
@@ -304,14 +351,14 @@ class ProbBuffer:
         columns: Mapping[str, Any],
     ) -> None:
         n, cap = len(probs), self.capacity
-        unknown = sorted(set(columns) - set(self.schema))
-        if unknown:
-            raise KeyError(f"unknown column {unknown[0]!r}; this buffer has {sorted(self.schema)}")
+        if not self._names.issuperset(columns):
+            unknown = sorted(set(columns) - self._names)[0]
+            raise KeyError(f"unknown column {unknown!r}; this buffer has {sorted(self.schema)}")
         if self.keep_logits and logits is None:
             raise ValueError("this buffer keeps logits (keep_logits=True): pass logits=")
-        finite = np.isfinite(probs).all(axis=1)
-        if logits is not None:
-            finite &= ~np.isnan(logits).any(axis=1) & ~np.isposinf(logits).any(axis=1)
+        finite = _finite_rows(probs)
+        if logits is not None:  # -inf logits are masked classes; NaN and +inf are not
+            finite &= ~(np.isnan(logits) | np.isposinf(logits)).any(axis=1)
         with self._lock:
             values_by_column = {
                 name: self._encode(name, columns.get(name), n) for name in self.schema
@@ -353,7 +400,9 @@ class ProbBuffer:
         probs, logits, seq, finite, values_by_column = block
         pos = (self._start + self._size) % self.capacity
         first = min(n, self.capacity - pos)
-        parts = ((slice(pos, pos + first), slice(0, first)), (slice(0, n - first), slice(first, n)))
+        parts = [(slice(pos, pos + first), slice(0, first))]
+        if first < n:  # wraps around the end
+            parts.append((slice(0, n - first), slice(first, n)))
         for dst, src in parts:
             self._probs[dst] = probs[src]
             self._seq[dst] = seq[src]
@@ -361,7 +410,7 @@ class ProbBuffer:
             if self._logits is not None:
                 self._logits[dst] = logits[src]
             for name, values in values_by_column.items():
-                self._cols[name][dst] = values[src]
+                self._cols[name][dst] = values.value if type(values) is _Same else values[src]
 
     def _spill(self, n: int) -> None:
         """Write the ``n`` oldest rows not yet spilled to the sink; they stay readable."""
@@ -395,7 +444,11 @@ class ProbBuffer:
 
     def _rows_from_block(self, block: tuple[Any, ...], sl: slice) -> Rows:
         probs, logits, seq, finite, values_by_column = block
-        columns = {name: values[sl] for name, values in values_by_column.items()}
+        n = len(seq[sl])
+        columns = {
+            name: values.expand(n, self._cols[name].dtype) if type(values) is _Same else values[sl]
+            for name, values in values_by_column.items()
+        }
         lg = None if logits is None else logits[sl]
         return Rows(probs[sl].astype(self.dtype), seq[sl], finite[sl], columns, self.labels, lg)
 
@@ -523,7 +576,30 @@ class ProbBuffer:
         return out
 
 
+def _finite_rows(values: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Per-row finiteness. Whole-array max and min are fast contiguous reductions that see any
+    NaN or inf, so they settle the common all-finite case; only then is each row checked."""
+    if len(values) and np.isfinite(values.max()) and np.isfinite(values.min()):
+        return np.broadcast_to(True, len(values))  # read-only view, no allocation
+    return np.isfinite(values).all(axis=1)  # type: ignore[no-any-return]
+
+
+class _Same:
+    """One column value shared by every row of an append (stored by broadcasting)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def expand(self, n: int, dtype: Any) -> npt.NDArray[Any]:
+        out = np.empty(n, dtype=dtype)
+        out.fill(self.value)
+        return out
+
+
 def _slice_block(block: tuple[Any, ...], sl: slice) -> tuple[Any, ...]:
-    probs, logits, seq, finite, values_by_column = block
+    probs, logits, seq, finite, columns = block
     lg = None if logits is None else logits[sl]
-    return probs[sl], lg, seq[sl], finite[sl], {k: v[sl] for k, v in values_by_column.items()}
+    cols = {k: v if type(v) is _Same else v[sl] for k, v in columns.items()}
+    return probs[sl], lg, seq[sl], finite[sl], cols

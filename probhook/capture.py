@@ -288,24 +288,31 @@ class Capture(HeadView):
     def _record(
         self, spec: HeadSpec, view: HeadView, activation: str, logits: torch.Tensor
     ) -> None:
-        import torch
-
         probs = activate(logits, activation, self.temperature)
         if self.keep_logits:
+            import torch
+
             both = torch.stack((probs, logits.detach().float())).cpu().numpy()  # one host copy
             host, raw = both[0], both[1]
         else:
             host, raw = probs.cpu().numpy(), None
         buffer = view.buffer or self._allocate(spec, view, host.shape[1])
-        meta = self._meta.get() or {}
-        keys = meta.get("key")
-        if isinstance(keys, list) and len(keys) != len(host):
-            raise ValueError(
-                f"keys_for() gave {len(keys)} keys but head {spec.name!r} produced {len(host)} rows"
-            )
-        columns = {k: v for k, v in meta.items() if k != "key" and k in buffer.schema}
-        buffer.append_batch(host, keys=keys, head=spec.name, logits=raw, **columns)
-        self._forwards[spec.name] = self._forwards.get(spec.name, 0) + 1
+        meta = self._meta.get()
+        if meta is None:
+            if raw is None and len(host) == 1:  # the common one-page forward
+                buffer.append(host[0], head=spec.name)
+            else:
+                buffer.append_batch(host, head=spec.name, logits=raw)
+        else:
+            keys = meta.get("key")
+            if type(keys) is list and len(keys) != len(host):
+                raise ValueError(
+                    f"keys_for() gave {len(keys)} keys but head {spec.name!r} produced "
+                    f"{len(host)} rows"
+                )
+            columns = {k: v for k, v in meta.items() if k != "key" and k in buffer.schema}
+            buffer.append_batch(host, keys=keys, head=spec.name, logits=raw, **columns)
+        self._forwards[spec.name] += 1
 
     def _allocate(self, spec: HeadSpec, view: HeadView, n_classes: int) -> ProbBuffer:
         with self._lock:

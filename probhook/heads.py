@@ -173,6 +173,8 @@ def logits_of(output: Any, head: str) -> torch.Tensor:
     """The ``(batch, classes)`` logits in a forward output, or a clear error about what it was."""
     import torch
 
+    if type(output) is torch.Tensor and output.ndim == 2:  # the plain classifier case, fast
+        return output
     logits = getattr(output, "logits", output)
     if isinstance(logits, (tuple, list)) and logits and isinstance(logits[0], torch.Tensor):
         logits = logits[0]
@@ -198,12 +200,13 @@ def activate(logits: torch.Tensor, activation: str, temperature: float) -> torch
     """float32 probabilities from logits, on the logits' device, detached."""
     import torch
 
-    with torch.no_grad():
-        x = logits.detach().float()
-        if temperature != 1.0:
-            x = x / temperature
-        if activation == "softmax":
-            return torch.softmax(x, dim=-1)
-        if activation == "sigmoid":
-            return torch.sigmoid(x)
-        return x
+    x = logits.detach()  # detached: no graph is built, so no no_grad() is needed
+    if x.dtype != torch.float32:  # softmax in float32, as deepdoctection's own score is
+        x = x.float()
+    if temperature != 1.0:
+        x = x / temperature
+    if activation == "softmax":
+        return torch.softmax(x, dim=-1)
+    if activation == "sigmoid":
+        return torch.sigmoid(x)
+    return x

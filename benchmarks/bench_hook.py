@@ -1,0 +1,68 @@
+"""Per-forward hook cost: probhook's hook against a minimal hand-written hook and no hook.
+
+The minimal hook does only ``softmax(logits).cpu()`` into a preallocated array (the floor for
+any capture); a hook's cost is its forward time minus the hook-less forward time of the same
+repeat.
+"""
+
+import contextlib
+import time
+
+import numpy as np
+import torch
+from _common import parse_args, ratio_stats, report
+
+from probhook import capture_probs
+
+args = parse_args(__doc__)
+repeats, forwards = (9, 500) if args.quick else (31, 2000)
+torch.manual_seed(0)
+torch.set_num_threads(1)
+model = torch.nn.Linear(32, 16).eval()  # a cheap forward, so the hook's own cost shows
+x = torch.randn(1, 32)
+floor = np.zeros((10_000, 16), np.float32)
+pos = [0]
+
+
+def minimal_hook(module, inputs, output):
+    floor[pos[0] % 10_000] = torch.softmax(output.detach(), -1).cpu().numpy()[0]
+    pos[0] += 1
+
+
+@contextlib.contextmanager
+def minimal():
+    handle = model.register_forward_hook(minimal_hook)
+    yield
+    handle.remove()
+
+
+@contextlib.contextmanager
+def probhook():
+    with capture_probs(model, capacity=10_000):
+        yield
+
+
+variants = {"none": contextlib.nullcontext, "minimal": minimal, "probhook": probhook}
+times = {name: [] for name in variants}
+for r in range(repeats):
+    for name in list(variants)[:: 1 if r % 2 == 0 else -1]:
+        with variants[name]():
+            start = time.perf_counter()
+            for _ in range(forwards):
+                model(x)
+            times[name].append((time.perf_counter() - start) / forwards)
+cost = {
+    n: [t - b for t, b in zip(times[n], times["none"], strict=True)]
+    for n in ("minimal", "probhook")
+}
+ratio = ratio_stats(cost["probhook"], cost["minimal"])
+rows = [
+    {"measure": f"{n} forward (us)", "median": float(np.median(t)) * 1e6} for n, t in times.items()
+]
+rows += [
+    {"measure": f"{n} hook cost (us)", "median": float(np.median(c)) * 1e6} for n, c in cost.items()
+]
+rows.append(
+    {"measure": "probhook hook cost / minimal hook cost (goal <= 1.5)", "median": ratio["median"]}
+)
+report("hook", rows, {"ratio": ratio, "seconds": times})

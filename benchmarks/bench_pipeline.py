@@ -1,0 +1,46 @@
+"""Pages per second of a real deepdoctection pipeline with and without capture_probs.
+
+A tiny LayoutLM (hidden 32, 2 layers) and a base-size one (hidden 768, 12 layers, 512 tokens,
+random weights), each run over the same synthetic pages, capture on and off alternating.
+"""
+
+import contextlib
+import tempfile
+import time
+
+from _common import parse_args, ratio_stats, report
+
+from probhook.testing import build_model, make_pages, make_pipe, offline_environment, run_pipe
+
+offline_environment()
+from probhook import capture_probs  # noqa: E402
+
+args = parse_args(__doc__)
+configs = [
+    ("tiny LayoutLM", {}, 32 if args.quick else 64, 7 if args.quick else 21),
+    ("base LayoutLM", {"hidden_size": 768, "num_layers": 12, "max_length": 512},
+     2 if args.quick else 4, 3 if args.quick else 7),
+]  # fmt: skip
+rows, raw = [], {}
+for name, options, n_pages, repeats in configs:
+    model = build_model("layoutlm", tempfile.mkdtemp(), **options)
+    pipe = make_pipe(model)
+    pages = make_pages(n_pages, n_documents=2, words_per_page=200)
+    run_pipe(pipe, pages[:1])  # warm-up (analyze() switches timers on at first use)
+    times = {"off": [], "on": []}
+    for r in range(repeats):
+        for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+            ctx = capture_probs(pipe) if mode == "on" else contextlib.nullcontext()
+            start = time.perf_counter()
+            with ctx:
+                run_pipe(pipe, pages)
+            times[mode].append(time.perf_counter() - start)
+    ratio = ratio_stats(times["off"], times["on"])  # throughput(on) / throughput(off)
+    rows.append({
+        "model": name, "pages": n_pages, "repeats": repeats,
+        "pages/s off": n_pages / sorted(times["off"])[len(times["off"]) // 2],
+        "pages/s on": n_pages / sorted(times["on"])[len(times["on"]) // 2],
+        "throughput on/off": ratio["median"], "q1": ratio["q1"], "q3": ratio["q3"],
+    })  # fmt: skip
+    raw[name] = times
+report("pipeline", rows, {"goal": ">= 0.98", "seconds": raw})
