@@ -580,7 +580,7 @@ def _finite_rows(values: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
     """Per-row finiteness. Whole-array max and min are fast contiguous reductions that see any
     NaN or inf, so they settle the common all-finite case; only then is each row checked."""
     if len(values) and np.isfinite(values.max()) and np.isfinite(values.min()):
-        return np.broadcast_to(True, len(values))  # read-only view, no allocation
+        return np.ones(len(values), dtype=bool)
     return np.isfinite(values).all(axis=1)  # type: ignore[no-any-return]
 
 
