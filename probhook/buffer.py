@@ -96,9 +96,11 @@ class Sink(Protocol):
     by the owner when no more rows will come.
     """
 
-    def write(self, rows: Rows) -> None: ...
+    def write(self, rows: Rows) -> None:
+        """Receive the next block of rows (oldest first)."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """No more rows will come: finish and release the destination."""
 
 
 class SeqCounter:
@@ -464,22 +466,27 @@ class ProbBuffer:
 
     @property
     def probs(self) -> npt.NDArray[np.floating[Any]]:
+        """Kept probabilities, oldest first (a copy)."""
         return self.rows().probs
 
     @property
     def logits(self) -> npt.NDArray[np.float32] | None:
+        """Kept logits (``keep_logits=True``), else None."""
         return self.rows().logits
 
     @property
     def seq(self) -> npt.NDArray[np.int64]:
+        """Global sequence numbers of the kept rows."""
         return self.rows().seq
 
     @property
     def finite(self) -> npt.NDArray[np.bool_]:
+        """False where a row (or its logits) held NaN or inf."""
         return self.rows().finite
 
     @property
     def keys(self) -> list[Any]:
+        """The key of each kept row, oldest first."""
         return list(self.column("key"))
 
     def column(self, name: str) -> npt.NDArray[Any]:

@@ -145,6 +145,7 @@ class Capture(HeadView):
 
     @property
     def active(self) -> bool:
+        """Whether the hooks are registered now."""
         return self._stack is not None
 
     def start(self, target: Any = None) -> None:
@@ -254,6 +255,7 @@ class Capture(HeadView):
         return self._meta.set(meta)
 
     def reset_meta(self, token: contextvars.Token[dict[str, Any] | None]) -> None:
+        """For integrations: undo :meth:`set_meta`."""
         self._meta.reset(token)
 
     # -- hooks --------------------------------------------------------------------------------
@@ -358,6 +360,7 @@ class Capture(HeadView):
 
     @property
     def buffer(self) -> ProbBuffer | None:
+        """The single head's buffer (None before the first forward)."""
         return self._single().buffer if self.heads else None
 
     @buffer.setter
@@ -367,9 +370,11 @@ class Capture(HeadView):
 
     @property
     def labels(self) -> list[str]:
+        """The single head's class names, in column order."""
         return self._single().labels
 
     def get(self, key: Any) -> Distribution | None:
+        """The single head's most recent distribution for ``key`` (a page, image or id)."""
         return self._single().get(key)
 
     def __bool__(self) -> bool:

@@ -73,8 +73,10 @@ class DocumentDistribution:
 
     @property
     def predicted(self) -> str:
+        """The most probable label of the mean distribution."""
         return self.mean.predicted
 
     @property
     def confidence(self) -> float:
+        """The top probability of the mean distribution."""
         return self.mean.confidence

@@ -9,10 +9,10 @@ The vocabulary shared by every target (plain modules, Hugging Face models, integ
 >>> import torch
 >>> from probhook.heads import find_heads
 >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
->>> [h.name for h in find_heads(model)]
-['model']
->>> [h.name for h in find_heads(model, heads="2")]
-['2']
+>>> print(*[h.name for h in find_heads(model)])
+model
+>>> print(*[h.name for h in find_heads(model, heads="2")])
+2
 """
 
 from __future__ import annotations

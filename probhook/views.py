@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from probhook.plots import Plotter
+
 
 class HeadView:
     """The rows of one head: the read interface shared by captures, heads and loaded files."""
@@ -41,36 +43,44 @@ class HeadView:
 
     @property
     def labels(self) -> list[str]:
+        """Class names in column order."""
         labels = self.buffer.labels if self.buffer is not None else self._labels
         return list(labels or ())
 
     @property
     def probs(self) -> npt.NDArray[np.floating[Any]]:
+        """``(n, C)`` probabilities of the kept rows, oldest first (a copy)."""
         if self.buffer is None:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return self.buffer.probs
 
     @property
     def logits(self) -> npt.NDArray[np.float32] | None:
+        """Raw logits of the kept rows (``keep_logits=True``), else None."""
         return None if self.buffer is None else self.buffer.logits
 
     @property
     def keys(self) -> list[Any]:
+        """The key of each kept row (page id), oldest first."""
         return [] if self.buffer is None else self.buffer.keys
 
     def column(self, name: str) -> npt.NDArray[Any]:
+        """One metadata column (``image_id``, ``page_number``, ...), oldest first."""
         return np.array([]) if self.buffer is None else self.buffer.column(name)
 
     @property
     def capacity(self) -> int | None:
+        """Rows the ring buffer keeps (None before the first forward)."""
         return None if self.buffer is None else self.buffer.capacity
 
     @property
     def evicted(self) -> int:
+        """Rows dropped so far to make room (written to the sink first, if any)."""
         return 0 if self.buffer is None else self.buffer.evicted
 
     @property
     def nbytes(self) -> int:
+        """Bytes the preallocated buffer holds."""
         return 0 if self.buffer is None else self.buffer.nbytes
 
     def __len__(self) -> int:
@@ -124,12 +134,15 @@ class HeadView:
     # -- confidence and calibration (see probhook.metrics for the functional forms) ----------
 
     def confidence(self) -> npt.NDArray[np.float64]:
+        """Top probability of each row."""
         return metrics.max_prob(self._probs2d())
 
     def margin(self) -> npt.NDArray[np.float64]:
+        """Top-1 minus top-2 probability of each row."""
         return metrics.margin(self._probs2d())
 
     def entropy(self, *, normalized: bool = False) -> npt.NDArray[np.float64]:
+        """Entropy of each row in nats, or divided by log C with ``normalized``."""
         return metrics.entropy(self._probs2d(), normalized=normalized)
 
     def top_k(self, k: int = 3) -> list[list[tuple[str, float]]]:
@@ -200,6 +213,14 @@ class HeadView:
 
         pq.write_table(self.to_arrow(), path)
         return os.fspath(path)
+
+    @property
+    def plot(self) -> Plotter:
+        """Plots of these rows: ``confidence()``, ``uncertainty()``, ``reliability(targets)``,
+        ``class_means()``, ``page(key)`` (matplotlib; each returns its Axes)."""
+        from probhook.plots import Plotter
+
+        return Plotter(self)
 
     def _repr_html_(self) -> str:
         from probhook.notebook import view_html
