@@ -1,0 +1,324 @@
+"""``probhook``: classify document pages with deepdoctection and keep every distribution.
+
+    probhook demo                                   # shipped model and sample PDFs
+    probhook run scans/ --model my-layoutlm/ --out results.parquet --min-confidence 0.7
+
+PDF text comes from deepdoctection's own PDF text extraction (pdfplumber); images need an OCR
+engine (tesseract). Every page's distribution is captured with ``capture_probs`` and streamed to
+``--out`` (Parquet); the table on stdout shows the top-k labels and flags uncertain pages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import shutil
+import sys
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+PDF_SUFFIXES = {".pdf"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+WRAPPERS = {
+    "layoutlm": "HFLayoutLmSequenceClassifier",
+    "layoutlmv2": "HFLayoutLmv2SequenceClassifier",
+    "layoutlmv3": "HFLayoutLmv3SequenceClassifier",
+    "lilt": "HFLiltSequenceClassifier",
+}
+TEXT_WRAPPER = "HFLmSequenceClassifier"  # bert, roberta, xlm-roberta, ...
+
+
+class UsageError(Exception):
+    """A problem with the command line itself: exit code 2, nothing is processed."""
+
+
+@dataclass
+class Inputs:
+    documents: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def collect_inputs(paths: list[Path], ocr: bool) -> Inputs:
+    """PDFs and (with OCR) images from files and folders; everything else is reported."""
+    found = Inputs()
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"no such file or folder: {path}")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            suffix = file.suffix.lower()
+            if suffix in PDF_SUFFIXES or (suffix in IMAGE_SUFFIXES and ocr):
+                found.documents.append(file)
+            elif suffix in IMAGE_SUFFIXES:
+                found.skipped.append((file, "image input needs an OCR engine: install tesseract"))
+            else:
+                found.skipped.append((file, f"not a PDF or image ({suffix or 'no suffix'})"))
+    return found
+
+
+def read_model_dir(model_dir: Path) -> tuple[str, list[str]]:
+    """The deepdoctection wrapper name and the labels of a Hugging Face classifier folder."""
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{model_dir} has no config.json: expected a Hugging Face model folder")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise UsageError(
+            f"{model_dir} holds {architectures or 'no architecture'}, not a sequence "
+            "classifier (*ForSequenceClassification): probhook classifies whole pages"
+        )
+    id2label = config.get("id2label") or {}
+    labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    if not labels:
+        raise UsageError(f"{config_path} has no id2label: the classifier's categories are unknown")
+    return WRAPPERS.get(config.get("model_type", ""), TEXT_WRAPPER), labels
+
+
+def build_analyzer(model_dir: Path, wrapper: str, labels: list[str], ocr: bool) -> Any:
+    """``dd.get_dd_analyzer`` with PDF text extraction and the classifier in ``model_dir``."""
+    import deepdoctection as dd
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    name = os.fspath(model_dir.resolve())
+    categories = {}
+    for i, label in enumerate(labels):
+        try:
+            categories[i + 1] = dd.get_type(label)
+        except KeyError:
+            raise UsageError(
+                f"label {label!r} of {model_dir} is not a deepdoctection document type "
+                "(e.g. letter, invoice, form, memo, email, resume, ...)"
+            ) from None
+    if not dd.ModelCatalog.is_registered(name):
+        # an absolute profile name makes deepdoctection read weights and configs in place
+        profile = dd.ModelProfile(name=name, description="probhook run", size=[],
+                                  config=os.path.join(name, "config.json"), categories=categories,
+                                  dl_library="PT", model_wrapper=wrapper)  # fmt: skip
+        dd.ModelCatalog.register(name, profile)
+    overrides = [
+        "USE_LAYOUT=False",
+        "USE_LAYOUT_NMS=False",
+        "USE_TABLE_SEGMENTATION=False",
+        "USE_PDF_MINER=True",
+        f"USE_OCR={ocr}",
+        "USE_LM_SEQUENCE_CLASS=True",
+        f"LM_SEQUENCE_CLASS.WEIGHTS={name}",
+    ]
+    return dd.get_dd_analyzer(config_overwrite=overrides)
+
+
+def ocr_available() -> bool:
+    return shutil.which("tesseract") is not None
+
+
+def _quiet_libraries() -> None:
+    """Keep stdout and stderr for probhook's table and warnings: libraries log at ERROR only."""
+    os.environ.setdefault("LOG_LEVEL", "ERROR")  # deepdoctection reads it when first imported
+    import torch  # noqa: F401  (torch resets its loggers' levels on import: import it first)
+
+    names = ("dd_core", "deepdoctection", "pypdf", "pdfminer", "transformers", "timm", "torch")
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+class Progress:
+    """A one-line progress bar on stderr, only on a terminal."""
+
+    def __init__(self, total: int, enabled: bool, stream: TextIO) -> None:
+        self.total, self.done, self.stream = total, 0, stream
+        self.enabled = enabled and stream.isatty()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.enabled:
+            filled = int(30 * self.done / max(self.total, 1))
+            bar = "#" * filled + "-" * (30 - filled)
+            self.stream.write(f"\r[{bar}] {self.done}/{self.total} {label[:40]:<40}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+
+
+def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run the pipeline over the inputs; print the table and summary; return the exit code."""
+    out, err = out or sys.stdout, err or sys.stderr
+    from probhook.testing import offline_environment
+
+    _quiet_libraries()
+    offline_environment()
+    ocr = ocr_available()
+    inputs = collect_inputs(args.docs, ocr)
+    wrapper, labels = read_model_dir(args.model)
+    for path, why in inputs.skipped:
+        print(f"warning: skipped {path}: {why}", file=err)
+    if not inputs.documents:
+        print("error: nothing to classify (no PDF, and no image with an OCR engine)", file=err)
+        return 1
+
+    from probhook import capture_probs
+
+    analyzer = build_analyzer(args.model, wrapper, labels, ocr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress(len(inputs.documents), enabled=not args.quiet, stream=err)
+    pages: list[Any] = []
+    with capture_probs(analyzer, sink=args.out) as cap:
+        for document in inputs.documents:
+            try:
+                flow = analyzer.analyze(path=os.fspath(document))
+                flow.reset_state()
+                pages.extend(flow)
+            except Exception as error:  # a broken document must not end the run
+                inputs.skipped.append((document, _reason(error)))
+                print(f"warning: skipped {document}: {_reason(error)}", file=err)
+            progress.step(document.name)
+    progress.close()
+    del flow
+    gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
+    print_table(cap, pages, args, out)
+    print_summary(cap, pages, inputs, args, out)
+    if args.plot:
+        save_plot(cap, args.plot)
+        print(f"plot: {args.plot}", file=out)
+    return 0 if len(cap) else 1
+
+
+def _reason(error: Exception) -> str:
+    name = type(error).__name__
+    if "Decrypt" in name or "encrypt" in str(error).lower():
+        return "encrypted PDF (no password given)"
+    return f"unreadable ({name}: {str(error)[:120]})"
+
+
+def _document_name(page: Any) -> str:
+    return Path(page.location or page.file_name).name
+
+
+def print_table(cap: Any, pages: list[Any], args: argparse.Namespace, out: TextIO) -> None:
+    width = max([len("document"), *(len(_document_name(p)) for p in pages)])
+    label_width = max([len("predicted"), *(len(label) for label in cap.labels)])
+    header = (f"{'document':<{width}} {'page':>4}  {'predicted':<{label_width}} {'conf':>5} "
+              f"{'margin':>6}  top-{args.top_k}")  # fmt: skip
+    print(header, file=out)
+    print("-" * (len(header) + 12 * args.top_k), file=out)
+    for page in pages:
+        name, dist = _document_name(page), cap.get(page)
+        if dist is None:
+            print(f"{name:<{width}} {page.page_number:>4}  (no words: not classified)", file=out)
+            continue
+        top = dist.top_k(args.top_k)
+        margin = _margin(dist)
+        flag = "  <- review" if _flagged(dist.confidence, margin, args) else ""
+        tops = "  ".join(f"{label} {p:.2f}" for label, p in top)
+        print(f"{name:<{width}} {page.page_number:>4}  {dist.predicted:<{label_width}} "
+              f"{dist.confidence:>5.2f} {margin:>6.2f}  {tops}{flag}", file=out)  # fmt: skip
+
+
+def _margin(dist: Any) -> float:
+    top = dist.top_k(2)
+    return float(top[0][1] - top[1][1]) if len(top) > 1 else 1.0
+
+
+def _flagged(confidence: float, margin: float, args: argparse.Namespace) -> bool:
+    low = args.min_confidence is not None and confidence < args.min_confidence
+    return low or (args.min_margin is not None and margin < args.min_margin)
+
+
+def print_summary(
+    cap: Any, pages: list[Any], inputs: Inputs, args: argparse.Namespace, out: TextIO
+) -> None:
+    dists = [d for d in (cap.get(p) for p in pages) if d is not None]
+    counts = Counter(d.predicted for d in dists)
+    flagged = sum(_flagged(d.confidence, _margin(d), args) for d in dists)
+    mean_conf = sum(d.confidence for d in dists) / len(dists) if dists else float("nan")
+    documents = len({p.document_id for p in pages})
+    print("", file=out)
+    print(f"{len(dists)} pages classified in {documents} documents; "
+          f"mean confidence {mean_conf:.2f}; {flagged} flagged for review", file=out)  # fmt: skip
+    print("predicted: " + ", ".join(f"{label} {n}" for label, n in counts.most_common()), file=out)
+    if inputs.skipped:
+        print(f"skipped {len(inputs.skipped)} inputs (see warnings on stderr)", file=out)
+    print(f"all rows: {args.out}", file=out)
+
+
+def save_plot(cap: Any, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax = cap.plot.confidence(bins=20)
+    ax.figure.savefig(path, dpi=120)
+    plt.close(ax.figure)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="probhook", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser(
+        "run", help="classify PDFs (and images, with OCR) and keep every distribution"
+    )
+    run.add_argument(
+        "docs", nargs="*", type=Path, help="PDF/image files or folders (default: demo samples)"
+    )
+    run.add_argument(
+        "--model", type=Path, help="Hugging Face sequence-classifier folder (default: demo model)"
+    )
+    demo = sub.add_parser("demo", help="run on the shipped sample PDFs with the shipped model")
+    for p in (run, demo):
+        p.add_argument(
+            "--out",
+            type=Path,
+            default=Path("probhook-results.parquet"),
+            help="Parquet file for every row",
+        )
+        p.add_argument("--top-k", type=int, default=3, help="labels shown per page (default 3)")
+        p.add_argument("--min-confidence", type=float, default=0.9,
+                       help="flag pages below this top probability (default 0.9)")  # fmt: skip
+        p.add_argument(
+            "--min-margin", type=float, default=None, help="flag pages below this top-1 minus top-2"
+        )
+        p.add_argument("--plot", type=Path, help="save a confidence histogram (PNG)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from probhook import demo
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "demo":
+        args.docs, args.model = [], None
+    if not args.docs and args.model is None:
+        args.docs, args.model = [demo.SAMPLES_DIR], demo.MODEL_DIR
+    elif not args.docs:
+        parser.error("give the documents to classify (files or folders)")
+    elif args.model is None:
+        args.model = demo.MODEL_DIR
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
+    try:
+        return classify(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
