@@ -19,7 +19,7 @@ args = parse_args(__doc__)
 configs = [
     ("tiny LayoutLM", {}, 32 if args.quick else 64, 7 if args.quick else 21),
     ("base LayoutLM", {"hidden_size": 768, "num_layers": 12, "max_length": 512},
-     2 if args.quick else 4, 3 if args.quick else 7),
+     1 if args.quick else 2, 5 if args.quick else 21),
 ]  # fmt: skip
 rows, raw = [], {}
 for name, options, n_pages, repeats in configs:

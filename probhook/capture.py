@@ -275,10 +275,11 @@ class Capture(HeadView):
         view._labels = self._labels_for(spec)
         self._forwards.setdefault(spec.name, 0)
 
-        def on_forward(module: Any, args: Any, kwargs: Any, output: Any) -> None:
+        def on_forward(module: Any, args: Any, output: Any) -> None:
+            # only the output matters: inputs (positional or keyword) are never looked at
             self._record(spec, view, activation, logits_of(output, spec.name))
 
-        handle = spec.module.register_forward_hook(on_forward, with_kwargs=True)
+        handle = spec.module.register_forward_hook(on_forward)
         stack.callback(handle.remove)
 
     def _labels_for(self, spec: HeadSpec) -> tuple[str, ...] | None:
