@@ -157,8 +157,7 @@ class ProbBuffer:
     ) -> None:
         if not isinstance(n_classes, int) or n_classes < 1:
             raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        self.check_options(capacity, dtype)
         if on_overflow not in ("overwrite", "error", "spill"):
             raise ValueError(
                 f"on_overflow must be 'overwrite', 'error' or 'spill', got {on_overflow!r}"
@@ -193,6 +192,14 @@ class ProbBuffer:
         self._start = self._size = self._evicted = self._unspilled = 0
         self._counter = seq_counter or SeqCounter()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def check_options(capacity: int | None, dtype: str) -> None:
+        """Reject a bad capacity or dtype with a clear error (``None``: from ``max_bytes``)."""
+        if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
+            raise ValueError(f"capacity must be a positive int, got {capacity!r}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
 
     def _resolve_capacity(self, capacity: int | None, max_bytes: int | None) -> int:
         if (capacity is None) == (max_bytes is None):

@@ -18,10 +18,11 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import os
 import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 import numpy as np
 
@@ -40,8 +41,23 @@ from probhook.views import HeadView
 
 if TYPE_CHECKING:
     import torch
+    from typing_extensions import Unpack
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CaptureOptions(TypedDict, total=False):
+    """The options of :func:`capture_probs` and :class:`Capture` (documented there)."""
+
+    capacity: int
+    heads: Selector | None
+    activation: str
+    temperature: float
+    labels: Sequence[str] | Mapping[str, Sequence[str]] | None
+    dtype: str
+    on_overflow: OverflowPolicy
+    sink: Sink | str | os.PathLike[str] | None
+    keep_logits: bool
 
 
 class Adapter(Protocol):
@@ -109,7 +125,7 @@ class Capture(HeadView):
         labels: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
         dtype: str = "float32",
         on_overflow: OverflowPolicy = "overwrite",
-        sink: Sink | str | Any | None = None,
+        sink: Sink | str | os.PathLike[str] | None = None,
         keep_logits: bool = False,
     ) -> None:
         if activation not in ACTIVATIONS:
@@ -122,7 +138,7 @@ class Capture(HeadView):
             raise ValueError(
                 "sink= spills rows the buffer cannot keep; it cannot go with on_overflow='error'"
             )
-        ProbBuffer(1, capacity, dtype=dtype)  # validates capacity and dtype before any hook exists
+        ProbBuffer.check_options(capacity, dtype)  # before any hook exists
         super().__init__("capture")
         self.target, self.selector = target, heads
         self.activation, self.temperature = activation, float(temperature)
@@ -387,25 +403,13 @@ class Capture(HeadView):
         return f"<Capture {state}, {heads}, capacity {self.capacity_per_head}/head>"
 
 
-def capture_probs(
-    target: Any = None,
-    *,
-    capacity: int = 10_000,
-    heads: Selector | None = None,
-    activation: str = "auto",
-    temperature: float = 1.0,
-    labels: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
-    dtype: str = "float32",
-    on_overflow: OverflowPolicy = "overwrite",
-    sink: Sink | str | Any | None = None,
-    keep_logits: bool = False,
-) -> Capture:
+def capture_probs(target: Any = None, **options: Unpack[CaptureOptions]) -> Capture:
     """Capture the full probability distribution of every forward of ``target``'s classifier heads.
 
     ``target`` is a ``torch.nn.Module`` (a Hugging Face ``*ForSequenceClassification`` or any
     module returning ``(batch, classes)`` logits), a list of modules, a deepdoctection pipeline,
     component or LM wrapper, or, for a decorator, the name of the decorated function's parameter
-    that holds the model.
+    that holds the model (``"self.model"`` on a method).
 
     >>> import torch
     >>> from probhook import capture_probs
@@ -417,30 +421,24 @@ def capture_probs(
     >>> len(predict.capture), predict.capture.get(None) is not None
     (3, True)
 
-    Args:
-        capacity: rows kept per head (a ring buffer: the oldest go first, counted in ``evicted``).
-        heads: which modules to hook: dotted name, glob, module type, predicate, or a list.
-        activation: ``"auto"`` (softmax; sigmoid for multi-label HF configs), ``"softmax"``,
-            ``"sigmoid"`` or ``"none"`` (keep logits).
-        temperature: logits are divided by it before the activation.
-        labels: class names in column order (or ``{head: names}``); default: the HF config's
-            ``id2label``, else ``"0" .. "C-1"``.
-        dtype: storage dtype of the probabilities: ``float32``, ``float16`` or ``float64``.
-        on_overflow: ``"overwrite"``, ``"error"`` or ``"spill"`` (see :class:`ProbBuffer`).
-        sink: a :class:`~probhook.buffer.Sink` or a file path (``.parquet`` or ``.arrows``)
-            that receives every row; implies ``on_overflow="spill"``.
-        keep_logits: also keep raw logits (for temperature fitting); costs 4 bytes per class
-            per row more.
+    The options are keyword-only and the same for :class:`Capture`.
+
+    Other Parameters:
+        capacity (int): rows kept per head (a ring buffer: the oldest go first, counted in
+            ``evicted``).
+        heads (Selector | None): which modules to hook: dotted name, glob, module type,
+            predicate, or a list of these.
+        activation (str): ``"auto"`` (softmax; sigmoid for multi-label HF configs),
+            ``"softmax"``, ``"sigmoid"`` or ``"none"`` (keep logits).
+        temperature (float): logits are divided by it before the activation.
+        labels (Sequence[str] | Mapping | None): class names in column order (or
+            ``{head: names}``); default: the HF config's ``id2label``, else ``"0" .. "C-1"``.
+        dtype (str): storage dtype of the probabilities: ``float32``, ``float16`` or ``float64``.
+        on_overflow (OverflowPolicy): ``"overwrite"``, ``"error"`` or ``"spill"`` (see
+            :class:`ProbBuffer`).
+        sink (Sink | str | os.PathLike | None): a :class:`~probhook.buffer.Sink` or a file path
+            (``.parquet`` or ``.arrows``) that receives every row; implies ``on_overflow="spill"``.
+        keep_logits (bool): also keep raw logits (for temperature fitting); costs 4 bytes per
+            class per row more.
     """
-    return Capture(
-        target,
-        capacity=capacity,
-        heads=heads,
-        activation=activation,
-        temperature=temperature,
-        labels=labels,
-        dtype=dtype,
-        on_overflow=on_overflow,
-        sink=sink,
-        keep_logits=keep_logits,
-    )
+    return Capture(target, **options)
