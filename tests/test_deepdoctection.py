@@ -184,3 +184,21 @@ def test_canonical_get_dd_analyzer_path(tiny):
         label, score = stored(page)
         assert cap.get(page).predicted == label
         assert round(cap.get(page).confidence, 8) == score
+
+
+def test_filtered_and_default_category_pages_get_no_row(tiny):
+    pipe = make_pipe(tiny("layoutlm"))
+    component = pipe.pipe_component_list[0]
+    pages_in = make_pages(4, seed=11)
+    skipped = pages_in[1].image_id
+    component.set_inbound_filter(lambda dp: dp.image_id == skipped)
+    with capture_probs(pipe) as cap:
+        pages = run_pipe(pipe, pages_in)
+    assert cap.get(skipped) is None and len(cap) == 3
+    assert [k for k in cap.keys] == [p.image_id for p in pages if p.image_id != skipped]
+
+    component.set_inbound_filter(lambda dp: False)
+    component.use_other_as_default_category = True  # empty pages get "other" without a forward
+    with capture_probs(pipe) as cap:
+        pages = run_pipe(pipe, make_pages(3, empty_pages=[0], seed=12))
+    assert cap.get(pages[0]) is None and len(cap) == 2
