@@ -194,11 +194,13 @@ def test_filtered_and_default_category_pages_get_no_row(tiny):
     component.set_inbound_filter(lambda dp: dp.image_id == skipped)
     with capture_probs(pipe) as cap:
         pages = run_pipe(pipe, pages_in)
-    assert cap.get(skipped) is None and len(cap) == 3
+    assert cap.get(skipped) is None
+    assert len(cap) == 3
     assert [k for k in cap.keys] == [p.image_id for p in pages if p.image_id != skipped]
 
     component.set_inbound_filter(lambda dp: False)
     component.use_other_as_default_category = True  # empty pages get "other" without a forward
     with capture_probs(pipe) as cap:
         pages = run_pipe(pipe, make_pages(3, empty_pages=[0], seed=12))
-    assert cap.get(pages[0]) is None and len(cap) == 2
+    assert cap.get(pages[0]) is None
+    assert len(cap) == 2
