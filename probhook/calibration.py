@@ -52,8 +52,14 @@ def fit_temperature(logits: npt.ArrayLike, targets: npt.ArrayLike, *, max_iter: 
     return float(log_t.exp().item())
 
 
-def _scores(probs: npt.NDArray[np.float64], method: Method) -> npt.NDArray[np.float64]:
-    """Non-conformity of every class in every row (lower = more conforming)."""
+def _scores(
+    probs: npt.NDArray[np.float64], method: Method, u: npt.NDArray[np.float64] | None = None
+) -> npt.NDArray[np.float64]:
+    """Non-conformity of every class in every row (lower = more conforming).
+
+    APS: the mass of the classes ranked above, plus the class's own mass (all of it, or a
+    uniform share ``u`` per row for randomised APS).
+    """
     if method == "lac":
         return 1.0 - probs
     if method == "aps":
@@ -61,17 +67,30 @@ def _scores(probs: npt.NDArray[np.float64], method: Method) -> npt.NDArray[np.fl
         cumulative = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
         scores = np.empty_like(probs)
         np.put_along_axis(scores, order, cumulative, axis=1)
-        return scores
+        return scores if u is None else scores - (1.0 - u[:, None]) * probs
     raise ValueError(f"method must be 'lac' or 'aps', got {method!r}")
 
 
+def _uniform(n: int, randomized: bool, seed: int | None) -> npt.NDArray[np.float64] | None:
+    return np.random.default_rng(seed).random(n) if randomized else None
+
+
 def conformal_threshold(
-    probs: npt.ArrayLike, targets: npt.ArrayLike, alpha: float = 0.1, method: Method = "lac"
+    probs: npt.ArrayLike,
+    targets: npt.ArrayLike,
+    alpha: float = 0.1,
+    method: Method = "lac",
+    *,
+    randomized: bool = False,
+    seed: int | None = None,
 ) -> float:
     """Split-conformal threshold from a labelled calibration set at miscoverage ``alpha``.
 
     Sets built with it contain the true class with probability >= 1 - alpha for exchangeable
-    data (LAC: smallest sets; APS: adaptive, non-randomised, slightly conservative).
+    data. LAC gives the smallest sets; APS adapts set size to how spread a row is. Plain APS is
+    deterministic and conservative (it keeps the class that crosses the threshold);
+    ``randomized=True`` gives coverage close to exactly 1 - alpha and smaller sets. Use the same
+    ``method`` and ``randomized`` for :func:`prediction_sets`.
     """
     p = np.asarray(probs, dtype=np.float64)
     t = np.asarray(targets)
@@ -88,17 +107,21 @@ def conformal_threshold(
             f"{n} calibration rows are too few for alpha={alpha}; "
             f"need >= {int(np.ceil(1 / alpha)) - 1}"
         )
-    true_scores = _scores(p, method)[np.arange(n), t]
+    true_scores = _scores(p, method, _uniform(n, randomized, seed))[np.arange(n), t]
     return float(np.quantile(true_scores, level, method="higher"))
 
 
 def prediction_sets(
-    probs: npt.ArrayLike, threshold: float, method: Method = "lac"
+    probs: npt.ArrayLike,
+    threshold: float,
+    method: Method = "lac",
+    *,
+    randomized: bool = False,
+    seed: int | None = None,
 ) -> npt.NDArray[np.bool_]:
     """``(n, C)`` membership mask of each row's prediction set."""
     p = np.asarray(probs, dtype=np.float64)
-    scores = _scores(p, method)
-    if method == "aps":  # include classes up to and including the one crossing the threshold
-        prev = scores - p
-        return prev < threshold
+    scores = _scores(p, method, _uniform(len(p), randomized, seed))
+    if method == "aps" and not randomized:  # keep the class that crosses the threshold
+        return (scores - p) < threshold
     return scores <= threshold

@@ -126,8 +126,8 @@ def test_temperature_scaling_lowers_held_out_nll_and_ece():
     )
 
 
-@pytest.mark.parametrize("method", ["lac", "aps"])
-def test_conformal_sets_reach_coverage(method):
+@pytest.mark.parametrize(("method", "randomized"), [("lac", False), ("aps", False), ("aps", True)])
+def test_conformal_sets_reach_coverage(method, randomized):
     rng = np.random.default_rng(42)
     alpha, coverages, sizes = 0.1, [], []
     logits, targets = overconfident(4000, 7)
@@ -135,12 +135,18 @@ def test_conformal_sets_reach_coverage(method):
     for _ in range(20):
         perm = rng.permutation(len(probs))
         cal, test = perm[:1000], perm[1000:]
-        q = conformal_threshold(probs[cal], targets[cal], alpha, method)
-        sets = prediction_sets(probs[test], q, method)
+        seeds = rng.integers(0, 2**31, 2)
+        q = conformal_threshold(probs[cal], targets[cal], alpha, method, randomized=randomized,
+                                seed=seeds[0])  # fmt: skip
+        sets = prediction_sets(probs[test], q, method, randomized=randomized, seed=seeds[1])
         coverages.append(sets[np.arange(len(test)), targets[test]].mean())
         sizes.append(sets.sum(1).mean())
     assert np.mean(coverages) >= 1 - alpha - 0.02
     assert min(coverages) >= 1 - alpha - 0.05
     assert np.mean(sizes) < 4  # informative, not the trivial full set
+    if randomized:  # close to exact coverage, not over-covering
+        assert np.mean(coverages) < 1 - alpha + 0.03
+    print(f"{method} randomized={randomized}: coverage {np.mean(coverages):.3f} "
+          f"(min {min(coverages):.3f}), mean set size {np.mean(sizes):.2f}")  # fmt: skip
     with pytest.raises(ValueError, match="too few"):
         conformal_threshold(probs[:5], targets[:5], alpha=0.05)
