@@ -162,11 +162,14 @@ class FileSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writers: dict[str, tuple[Any, Any]] = {}
         self.paths: dict[str, Path] = {}
+        self.closed = False
 
     def write(self, rows: Rows) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if self.closed:  # reopening would overwrite the finished file
+            raise RuntimeError(f"the sink writing {self.path} is closed; start a new capture")
         heads = rows.columns["head"]
         head = str(heads[0]) if len(heads) else ""
         kinds: dict[str, ColumnKind] = {
@@ -197,6 +200,7 @@ class FileSink:
             if handle is not None:
                 handle.close()
         self._writers.clear()
+        self.closed = True
 
 
 def open_sink(sink: Any) -> Sink:

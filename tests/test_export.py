@@ -128,6 +128,16 @@ def test_two_heads_write_two_files(tmp_path):
     assert cap.sink.paths["model0"].name == "run.parquet"
 
 
+def test_closed_file_sink_refuses_rows_instead_of_overwriting(tmp_path):
+    model = torch.nn.Linear(4, 3)
+    cap = capture_probs(model, capacity=2, sink=tmp_path / "run.parquet")
+    with cap:
+        model(torch.randn(3, 4))
+    with pytest.raises(RuntimeError, match="is closed"), cap:
+        model(torch.randn(3, 4))
+    assert len(read_table(tmp_path / "run.parquet")) == 3
+
+
 def test_bad_sink_is_a_clear_error(tmp_path):
     model = torch.nn.Linear(4, 3)
     with (

@@ -16,6 +16,7 @@ instance attribute is deleted again on exit. Column ``i`` of a head is the wrapp
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -173,12 +174,12 @@ def _wrap_serve(comp: _Component, capture: Capture, stack: contextlib.ExitStack)
     component = comp.component
     had_own = "serve" in vars(component)
     original = component.serve
-    hooked = {id(comp.model_of())}
+    hooked = weakref.WeakSet([comp.model_of()])  # ids could be reused by a new module
 
     def serve(dp: Any) -> Any:
         module = comp.model_of()
-        if id(module) not in hooked:  # language_model.model was swapped: follow it
-            hooked.add(id(module))
+        if module not in hooked:  # language_model.model was swapped: follow it
+            hooked.add(module)
             capture.hook(HeadSpec(comp.name, module, labels=comp.labels))
         token = capture.set_meta(page_meta(dp))
         try:
