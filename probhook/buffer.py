@@ -174,6 +174,9 @@ class ProbBuffer:
         self.n_classes, self.dtype = n_classes, np.dtype(_DTYPES[dtype])
         self.schema, self.keep_logits = schema, keep_logits
         self._names = frozenset(schema)
+        self._extra_int = [n for n, k in schema.items() if k == "int"]
+        self._extra_str = [n for n, k in schema.items() if k == "str" and n not in ("key", "head")]
+        self.fast_rows = on_overflow == "overwrite" and not keep_logits
         self.capacity = self._resolve_capacity(capacity, max_bytes)
         self.on_overflow, self.sink = on_overflow, sink
         self.spill_chunk = spill_chunk or max(1, self.capacity // 4)
@@ -185,7 +188,7 @@ class ProbBuffer:
         # String columns hold references to the caller's objects (no object is created per
         # row); once a row is overwritten its key can be freed, so memory stays bounded even
         # when every page has a unique id.
-        self._cols = {
+        self._cols: dict[str, npt.NDArray[Any]] = {
             name: np.full(cap, None, object) if kind == "str" else np.full(cap, INT_NA, np.int64)
             for name, kind in schema.items()
         }
@@ -257,8 +260,8 @@ class ProbBuffer:
     ) -> None:
         """Append one ``(n_classes,)`` row; ``columns`` name extra column values."""
         probs = self._check(row, 1)
-        if logits is None and self.on_overflow == "overwrite" and self._single_values(columns):
-            self._append_one(probs, key, head, columns)
+        if logits is None and self.fast_rows and self._single_values(columns):
+            self.append_row(probs, {"key": key, **columns}, head)
             return
         lg = None if logits is None else self._check(logits, 1, "logits")[None]
         scalars = {"key": key, "head": head, **columns}  # a tuple key is one value, not a row each
@@ -269,26 +272,35 @@ class ProbBuffer:
             type(v) in _PER_ROW for v in columns.values()
         )
 
-    def _append_one(
-        self, probs: npt.NDArray[Any], key: Any, head: Any, columns: dict[str, Any]
-    ) -> None:
-        """The hot single-row case (one page per forward): plain index writes, no block."""
+    def append_row(self, row: npt.NDArray[Any], meta: Mapping[str, Any] | None, head: Any) -> None:
+        """The hot path for hooks (one page per forward): ``row`` is a float ``(n_classes,)``
+        array already; ``meta`` holds ``key`` and any extra column values (others are ignored).
+
+        Only for ``on_overflow="overwrite"`` without logits; everything else uses
+        :meth:`append_batch`.
+        """
+        if row.shape != (self.n_classes,):
+            raise ValueError(f"row must have shape ({self.n_classes},), got {row.shape}")
         # A finite sum of squares means every entry is finite; NaN means one is NaN; inf may be
         # an overflow of huge finite values, so only then is each entry checked.
-        square = float(probs.dot(probs))
-        finite = math.isfinite(square) or (square == math.inf and bool(np.isfinite(probs).all()))
+        square = float(row.dot(row))
+        finite = math.isfinite(square) or (square == math.inf and bool(np.isfinite(row).all()))
         cols = self._cols
         with self._lock:
             pos = (self._start + self._size) % self.capacity
-            self._probs[pos] = probs
+            self._probs[pos] = row
             self._seq[pos] = self._counter.take(1)
             self._finite[pos] = finite
-            cols["key"][pos] = key
             cols["head"][pos] = head
-            for name, value in columns.items():
-                if self.schema[name] == "int" and value is None:
-                    value = INT_NA
-                cols[name][pos] = value
+            if meta is None:
+                cols["key"][pos] = None
+            else:
+                cols["key"][pos] = meta.get("key")
+                for name in self._extra_int:
+                    value = meta.get(name)
+                    cols[name][pos] = INT_NA if value is None else value
+                for name in self._extra_str:
+                    cols[name][pos] = meta.get(name)
             if self._size == self.capacity:
                 self._start = (self._start + 1) % self.capacity
                 self._evicted += 1
@@ -312,11 +324,11 @@ class ProbBuffer:
         if (
             len(probs) == 1
             and logits is None
-            and self.on_overflow == "overwrite"
+            and self.fast_rows
             and type(keys) not in _PER_ROW
             and (not columns or self._single_values(columns))
         ):
-            self._append_one(probs[0], keys, head, columns)
+            self.append_row(probs[0], {"key": keys, **columns}, head)
             return
         lg = None if logits is None else self._check(logits, 2, "logits")
         if lg is not None and lg.shape[0] != probs.shape[0]:

@@ -32,10 +32,11 @@ from probhook.heads import (
     ACTIVATIONS,
     HeadSpec,
     Selector,
-    activate,
     find_heads,
     logits_of,
+    make_activation,
     resolve_activation,
+    to_host,
 )
 from probhook.views import HeadView
 
@@ -179,12 +180,12 @@ class Capture(HeadView):
             )
         adapter = _adapter_for(target)
         specs = adapter.heads(self.selector)
+        self._forwards.clear()  # hooks count into this dict object: clear it, never replace it
         with contextlib.ExitStack() as stack:
             adapter.install(self, stack)
             for spec in specs:
                 self.hook(spec, stack)
             self._stack, self._adapter = stack.pop_all(), adapter
-        self._forwards = {spec.name: 0 for spec in specs}
 
     def stop(self, *, warn: bool = True) -> None:
         """Remove every hook and instance patch; write pending rows to the sink."""
@@ -291,9 +292,24 @@ class Capture(HeadView):
         view._labels = self._labels_for(spec)
         self._forwards.setdefault(spec.name, 0)
 
+        name, meta_var, forwards = spec.name, self._meta, self._forwards
+        apply = make_activation(activation, self.temperature)
+
         def on_forward(module: Any, args: Any, output: Any) -> None:
-            # only the output matters: inputs (positional or keyword) are never looked at
-            self._record(spec, view, activation, logits_of(output, spec.name))
+            # Runs on every forward: the common one-row case goes straight to the buffer.
+            probs = apply(logits_of(output, name))
+            buffer = view.buffer
+            meta = meta_var.get()
+            if (
+                buffer is not None
+                and buffer.fast_rows
+                and probs.shape[0] == 1
+                and (meta is None or type(meta.get("key")) is not list)
+            ):
+                buffer.append_row(to_host(probs)[0], meta, name)
+                forwards[name] += 1
+            else:
+                self._record(spec, view, probs, output)
 
         handle = spec.module.register_forward_hook(on_forward)
         stack.callback(handle.remove)
@@ -304,17 +320,16 @@ class Capture(HeadView):
             labels = labels.get(spec.name)
         return tuple(map(str, labels)) if labels is not None else spec.labels
 
-    def _record(
-        self, spec: HeadSpec, view: HeadView, activation: str, logits: torch.Tensor
-    ) -> None:
-        probs = activate(logits, activation, self.temperature)
+    def _record(self, spec: HeadSpec, view: HeadView, probs: torch.Tensor, output: Any) -> None:
+        """The general path: batches, per-row keys, kept logits, spill and error policies."""
         if self.keep_logits:
             import torch
 
-            both = torch.stack((probs, logits.detach().float())).cpu().numpy()  # one host copy
+            logits = logits_of(output, spec.name)
+            both = to_host(torch.stack((probs, logits.detach().float())))  # one host copy
             host, raw = both[0], both[1]
         else:
-            host, raw = probs.cpu().numpy(), None
+            host, raw = to_host(probs), None
         buffer = view.buffer or self._allocate(spec, view, host.shape[1])
         meta = self._meta.get()
         if meta is None:

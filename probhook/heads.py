@@ -196,17 +196,32 @@ def logits_of(output: Any, head: str) -> torch.Tensor:
     return logits
 
 
-def activate(logits: torch.Tensor, activation: str, temperature: float) -> torch.Tensor:
-    """float32 probabilities from logits, on the logits' device, detached."""
+def make_activation(activation: str, temperature: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-forward function for a head, resolved once: float32 probabilities (or scaled
+    logits for ``"none"``) from logits, on the logits' device, detached."""
     import torch
 
-    x = logits.detach()  # detached: no graph is built, so no no_grad() is needed
-    if x.dtype != torch.float32:  # softmax in float32, as deepdoctection's own score is
-        x = x.float()
-    if temperature != 1.0:
-        x = x / temperature
-    if activation == "softmax":
-        return torch.softmax(x, dim=-1)
-    if activation == "sigmoid":
-        return torch.sigmoid(x)
-    return x
+    functions: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "softmax": lambda x: torch.softmax(x, dim=-1),
+        "sigmoid": torch.sigmoid,
+        "none": lambda x: x,
+    }
+    fn = functions[activation]
+
+    def apply(logits: torch.Tensor) -> torch.Tensor:
+        x = logits.detach()  # detached: no graph is built, so no no_grad() is needed
+        if x.dtype is not torch.float32:  # softmax in float32, as deepdoctection's own score is
+            x = x.float()
+        if temperature != 1.0:
+            x = x / temperature
+        return fn(x)
+
+    return apply
+
+
+def to_host(values: torch.Tensor) -> Any:
+    """A numpy view of a CPU tensor, or one device-to-host copy of any other."""
+    try:
+        return values.numpy()
+    except TypeError:  # not on the CPU
+        return values.cpu().numpy()
