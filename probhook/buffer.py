@@ -104,23 +104,27 @@ class Sink(Protocol):
 
 
 class SeqCounter:
-    """A thread-safe source of consecutive sequence numbers, shareable between buffers."""
+    """Consecutive sequence numbers shared by buffers, with the one lock they all write under.
+
+    Buffers that share a counter share its lock, so a write takes a single lock and sequence
+    numbers follow write order across all of them.
+    """
 
     def __init__(self, start: int = 0) -> None:
         self._next = start
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def take(self, n: int) -> int:
-        with self._lock:
-            first = self._next
-            self._next += n
-            return first
+        """The first of ``n`` new numbers; call it with :attr:`lock` held."""
+        first = self._next
+        self._next = first + n
+        return first
 
     def __getstate__(self) -> dict[str, int]:
         return {"next": self._next}
 
     def __setstate__(self, state: dict[str, int]) -> None:
-        self._next, self._lock = state["next"], threading.Lock()
+        self._next, self.lock = state["next"], threading.Lock()
 
 
 class ProbBuffer:
@@ -174,6 +178,7 @@ class ProbBuffer:
         self.n_classes, self.dtype = n_classes, np.dtype(_DTYPES[dtype])
         self.schema, self.keep_logits = schema, keep_logits
         self._names = frozenset(schema)
+        self._row_shape = (n_classes,)
         self._extra_int = [n for n, k in schema.items() if k == "int"]
         self._extra_str = [n for n, k in schema.items() if k == "str" and n not in ("key", "head")]
         self.fast_rows = on_overflow == "overwrite" and not keep_logits
@@ -194,7 +199,7 @@ class ProbBuffer:
         }
         self._start = self._size = self._evicted = self._unspilled = 0
         self._counter = seq_counter or SeqCounter()
-        self._lock = threading.Lock()
+        self._lock = self._counter.lock
 
     @staticmethod
     def check_options(capacity: int | None, dtype: str) -> None:
@@ -279,7 +284,7 @@ class ProbBuffer:
         Only for ``on_overflow="overwrite"`` without logits; everything else uses
         :meth:`append_batch`.
         """
-        if row.shape != (self.n_classes,):
+        if row.shape != self._row_shape:
             raise ValueError(f"row must have shape ({self.n_classes},), got {row.shape}")
         # A finite sum of squares means every entry is finite; NaN means one is NaN; inf may be
         # an overflow of huge finite values, so only then is each entry checked.
@@ -530,7 +535,7 @@ class ProbBuffer:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_lock"]
+        del state["_lock"]  # the counter travels and brings a fresh lock
         state["sink"] = None  # open files and writers do not travel between processes
         if state["on_overflow"] == "spill":
             state["on_overflow"] = "overwrite"
@@ -538,7 +543,7 @@ class ProbBuffer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock = self._counter.lock
 
     @classmethod
     def merge(cls, *buffers: ProbBuffer, capacity: int | None = None) -> ProbBuffer:
@@ -599,6 +604,7 @@ class ProbBuffer:
         out._seq[:n] = rows.seq[len(rows) - n :]
         out._finite[:n] = rows.finite[len(rows) - n :]
         out._counter = SeqCounter(int(rows.seq.max(initial=-1)) + 1)
+        out._lock = out._counter.lock
         return out
 
 

@@ -155,7 +155,7 @@ class Capture(HeadView):
         )
         self._stack: contextlib.ExitStack | None = None
         self._lock = threading.Lock()
-        self._forwards: dict[str, int] = {}
+        self._appended_at_start: dict[str, int] = {}
         self._adapter: Adapter | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -180,12 +180,13 @@ class Capture(HeadView):
             )
         adapter = _adapter_for(target)
         specs = adapter.heads(self.selector)
-        self._forwards.clear()  # hooks count into this dict object: clear it, never replace it
         with contextlib.ExitStack() as stack:
             adapter.install(self, stack)
             for spec in specs:
                 self.hook(spec, stack)
             self._stack, self._adapter = stack.pop_all(), adapter
+        # rows appended so far, per head: a head whose count does not move saw no forward
+        self._appended_at_start = {s.name: self.heads[s.name].appended for s in specs}
 
     def stop(self, *, warn: bool = True) -> None:
         """Remove every hook and instance patch; write pending rows to the sink."""
@@ -199,8 +200,8 @@ class Capture(HeadView):
                 if view.buffer is not None:
                     view.buffer.flush()
         if warn:
-            for name, count in self._forwards.items():
-                if count == 0:
+            for name, before in self._appended_at_start.items():
+                if self.heads[name].appended == before:
                     warnings.warn(
                         f"no forward of {name} ran inside the capture; a lazy iterator "
                         "consumed after the block captures nothing",
@@ -290,26 +291,31 @@ class Capture(HeadView):
         if view is None:
             view = self.heads[spec.name] = HeadView(spec.name, self._key_of)
         view._labels = self._labels_for(spec)
-        self._forwards.setdefault(spec.name, 0)
 
-        name, meta_var, forwards = spec.name, self._meta, self._forwards
-        apply = make_activation(activation, self.temperature)
+        import torch
+
+        name, meta_var, keep_logits = spec.name, self._meta, self.keep_logits
+        apply, tensor = make_activation(activation, self.temperature), torch.Tensor
 
         def on_forward(module: Any, args: Any, output: Any) -> None:
             # Runs on every forward: the common one-row case goes straight to the buffer.
-            probs = apply(logits_of(output, name))
+            plain = type(output) is tensor and output.ndim == 2
+            probs = apply(output if plain else logits_of(output, name))
+            if keep_logits:  # probabilities and logits leave the device in one copy
+                self._record(spec, view, probs, output)
+                return
+            host = to_host(probs)
             buffer = view.buffer
             meta = meta_var.get()
             if (
                 buffer is not None
                 and buffer.fast_rows
-                and probs.shape[0] == 1
+                and len(host) == 1
                 and (meta is None or type(meta.get("key")) is not list)
             ):
-                buffer.append_row(to_host(probs)[0], meta, name)
-                forwards[name] += 1
+                buffer.append_row(host[0], meta, name)
             else:
-                self._record(spec, view, probs, output)
+                self._record(spec, view, probs, output, host)
 
         handle = spec.module.register_forward_hook(on_forward)
         stack.callback(handle.remove)
@@ -320,7 +326,9 @@ class Capture(HeadView):
             labels = labels.get(spec.name)
         return tuple(map(str, labels)) if labels is not None else spec.labels
 
-    def _record(self, spec: HeadSpec, view: HeadView, probs: torch.Tensor, output: Any) -> None:
+    def _record(
+        self, spec: HeadSpec, view: HeadView, probs: torch.Tensor, output: Any, host: Any = None
+    ) -> None:
         """The general path: batches, per-row keys, kept logits, spill and error policies."""
         if self.keep_logits:
             import torch
@@ -329,7 +337,7 @@ class Capture(HeadView):
             both = to_host(torch.stack((probs, logits.detach().float())))  # one host copy
             host, raw = both[0], both[1]
         else:
-            host, raw = to_host(probs), None
+            host, raw = (to_host(probs) if host is None else host), None
         buffer = view.buffer or self._allocate(spec, view, host.shape[1])
         meta = self._meta.get()
         if meta is None:
@@ -346,7 +354,6 @@ class Capture(HeadView):
                 )
             columns = {k: v for k, v in meta.items() if k != "key" and k in buffer.schema}
             buffer.append_batch(host, keys=keys, head=spec.name, logits=raw, **columns)
-        self._forwards[spec.name] += 1
 
     def _allocate(self, spec: HeadSpec, view: HeadView, n_classes: int) -> ProbBuffer:
         with self._lock:

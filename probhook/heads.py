@@ -201,20 +201,27 @@ def make_activation(activation: str, temperature: float) -> Callable[[torch.Tens
     logits for ``"none"``) from logits, on the logits' device, detached."""
     import torch
 
+    float32, softmax = torch.float32, torch.softmax
+    if activation == "softmax" and temperature == 1.0:  # the common case, kept lean
+
+        def apply_softmax(logits: torch.Tensor) -> torch.Tensor:
+            x = logits.detach()  # detached: no graph is built, so no no_grad() is needed
+            # float32, as deepdoctection computes its own score
+            return softmax(x if x.dtype is float32 else x.float(), -1)
+
+        return apply_softmax
     functions: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "softmax": lambda x: torch.softmax(x, dim=-1),
+        "softmax": lambda x: softmax(x, -1),
         "sigmoid": torch.sigmoid,
         "none": lambda x: x,
     }
     fn = functions[activation]
 
     def apply(logits: torch.Tensor) -> torch.Tensor:
-        x = logits.detach()  # detached: no graph is built, so no no_grad() is needed
-        if x.dtype is not torch.float32:  # softmax in float32, as deepdoctection's own score is
+        x = logits.detach()
+        if x.dtype is not float32:
             x = x.float()
-        if temperature != 1.0:
-            x = x / temperature
-        return fn(x)
+        return fn(x / temperature if temperature != 1.0 else x)
 
     return apply
 

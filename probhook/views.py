@@ -79,6 +79,11 @@ class HeadView:
         return 0 if self.buffer is None else self.buffer.evicted
 
     @property
+    def appended(self) -> int:
+        """Rows appended over the head's lifetime (kept plus evicted)."""
+        return 0 if self.buffer is None else len(self.buffer) + self.buffer.evicted
+
+    @property
     def nbytes(self) -> int:
         """Bytes the preallocated buffer holds."""
         return 0 if self.buffer is None else self.buffer.nbytes

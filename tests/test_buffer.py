@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probhook.buffer import INT_NA, BufferFullError, ProbBuffer
+from probhook.buffer import INT_NA, BufferFullError, ProbBuffer, SeqCounter
 from probhook.testing import CollectingSink
 
 C = 3
@@ -199,8 +199,9 @@ def test_pickle_round_trip():
 
 
 def test_merge_orders_by_sequence_number():
-    a, b = ProbBuffer(C, 10, labels="xyz"), ProbBuffer(C, 10, labels="xyz")
-    b._counter = a._counter  # as the heads of one capture share a counter
+    counter = SeqCounter()  # as the heads of one capture share one
+    a = ProbBuffer(C, 10, labels="xyz", seq_counter=counter)
+    b = ProbBuffer(C, 10, labels="xyz", seq_counter=counter)
     a.append(rows(0, 1)[0], key="a0")
     b.append(rows(1, 1)[0], key="b1")
     a.append(rows(2, 1)[0], key="a2")
