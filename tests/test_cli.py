@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from pypdf import PdfWriter
 
 from probhook import demo
-from probhook.cli import main
+from probhook.cli import collect_inputs, main, ocr_available
 
 SAMPLES = sorted(demo.SAMPLES_DIR.glob("*.pdf"))
 
@@ -90,14 +89,17 @@ def test_missing_path_and_bad_model_dirs_are_usage_errors(tmp_path, capsys):
 
 
 def test_image_input_without_ocr_engine_is_explained(tmp_path, capsys):
-    if shutil.which("tesseract"):
-        pytest.skip("tesseract is installed here: images are classified, not refused")
     image = tmp_path / "scan.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n")
-    assert main(["run", str(image), "--out", str(tmp_path / "x.parquet")]) == 1
-    err = capsys.readouterr().err
-    assert "scan.png: image input needs an OCR engine: install tesseract" in err
-    assert "nothing to classify" in err
+    refused = collect_inputs([image], ocr=False)
+    assert refused.documents == []
+    assert refused.skipped == [(image, "image input needs an OCR engine: install tesseract")]
+    assert collect_inputs([image], ocr=True).documents == [image]
+    if not ocr_available():  # this machine: the run says so and ends with nothing to do
+        assert main(["run", str(image), "--out", str(tmp_path / "x.parquet")]) == 1
+        err = capsys.readouterr().err
+        assert "scan.png: image input needs an OCR engine: install tesseract" in err
+        assert "nothing to classify" in err
 
 
 def test_cli_without_command_prints_help(capsys):
