@@ -9,10 +9,11 @@
 """
 
 from probhook import metrics
-from probhook.buffer import BufferFullError, ProbBuffer, Sink
+from probhook.buffer import BufferFullError, ProbBuffer
 from probhook.capture import Capture, capture_probs
 from probhook.distribution import Distribution, DocumentDistribution
 from probhook.export import load
+from probhook.rows import Sink
 from probhook.views import HeadView
 
 __all__ = [

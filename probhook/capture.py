@@ -22,22 +22,23 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import numpy as np
 
-from probhook.buffer import ColumnKind, OverflowPolicy, ProbBuffer, SeqCounter, Sink
+from probhook.buffer import OverflowPolicy, ProbBuffer
 from probhook.distribution import Distribution
 from probhook.heads import (
     ACTIVATIONS,
     HeadSpec,
     Selector,
-    find_heads,
     logits_of,
     make_activation,
     resolve_activation,
     to_host,
 )
+from probhook.integrations import Adapter, adapter_for
+from probhook.rows import SeqCounter, Sink
 from probhook.views import HeadView
 
 if TYPE_CHECKING:
@@ -59,42 +60,6 @@ class CaptureOptions(TypedDict, total=False):
     on_overflow: OverflowPolicy
     sink: Sink | str | os.PathLike[str] | None
     keep_logits: bool
-
-
-class Adapter(Protocol):
-    """What an integration provides so that ``capture_probs`` understands its objects."""
-
-    columns: Mapping[str, ColumnKind]
-
-    def heads(self, selector: Selector | None) -> list[HeadSpec]: ...
-
-    def install(self, capture: Capture, stack: contextlib.ExitStack) -> None: ...
-
-    def key_of(self, key: Any) -> Any: ...
-
-
-class _ModuleAdapter:
-    """Plain modules and Hugging Face models: heads by discovery, keys as given."""
-
-    columns: Mapping[str, ColumnKind] = {}
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-
-    def heads(self, selector: Selector | None) -> list[HeadSpec]:
-        return find_heads(self.target, selector)
-
-    def install(self, capture: Capture, stack: contextlib.ExitStack) -> None:
-        return None
-
-    def key_of(self, key: Any) -> Any:
-        return key
-
-
-def _adapter_for(target: Any) -> Adapter:
-    from probhook.integrations import integration_for
-
-    return integration_for(target) or _ModuleAdapter(target)
 
 
 class Capture(HeadView):
@@ -178,7 +143,7 @@ class Capture(HeadView):
                 f"capture_probs(target={target!r}) names a parameter: use it as a decorator, or "
                 "pass a model to start()"
             )
-        adapter = _adapter_for(target)
+        adapter = adapter_for(target)
         specs = adapter.heads(self.selector)
         with contextlib.ExitStack() as stack:
             adapter.install(self, stack)
@@ -458,7 +423,7 @@ def capture_probs(target: Any = None, **options: Unpack[CaptureOptions]) -> Capt
         dtype (str): storage dtype of the probabilities: ``float32``, ``float16`` or ``float64``.
         on_overflow (OverflowPolicy): ``"overwrite"``, ``"error"`` or ``"spill"`` (see
             :class:`ProbBuffer`).
-        sink (Sink | str | os.PathLike | None): a :class:`~probhook.buffer.Sink` or a file path
+        sink (Sink | str | os.PathLike | None): a :class:`~probhook.rows.Sink` or a file path
             (``.parquet`` or ``.arrows``) that receives every row; implies ``on_overflow="spill"``.
         keep_logits (bool): also keep raw logits (for temperature fitting); costs 4 bytes per
             class per row more.

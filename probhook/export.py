@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from probhook.buffer import INT_NA, ColumnKind, ProbBuffer, Rows, Sink
+from probhook.buffer import ProbBuffer
+from probhook.rows import INT_NA, ColumnKind, Rows, Sink
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -147,7 +148,7 @@ def load(path: str | os.PathLike[str]) -> HeadView:
 
 
 class FileSink:
-    """A :class:`~probhook.buffer.Sink` writing rows to ``.parquet`` (one row group per block)
+    """A :class:`~probhook.rows.Sink` writing rows to ``.parquet`` (one row group per block)
     or ``.arrows`` (Arrow IPC stream, flushed per block, readable after a crash).
 
     Rows of a second head (another label space) go to ``<stem>.<head><suffix>`` beside it.

@@ -291,7 +291,7 @@ def run_pipe(pipe: Any, pages: Sequence[Any]) -> list[Any]:
 
 
 class CollectingSink:
-    """A :class:`probhook.buffer.Sink` that keeps every block it receives in memory (for tests)."""
+    """A :class:`probhook.rows.Sink` that keeps every block it receives in memory (for tests)."""
 
     def __init__(self) -> None:
         self.blocks: list[Any] = []

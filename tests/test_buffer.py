@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probhook.buffer import INT_NA, BufferFullError, ProbBuffer, SeqCounter
+from probhook.buffer import BufferFullError, ProbBuffer
+from probhook.rows import INT_NA, SeqCounter
 from probhook.testing import CollectingSink
 
 C = 3

@@ -20,8 +20,8 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from probhook.buffer import ColumnKind
 from probhook.heads import HeadSpec, Selector, _matches
+from probhook.rows import ColumnKind
 
 if TYPE_CHECKING:
     from probhook.capture import Capture
