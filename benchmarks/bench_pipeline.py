@@ -25,8 +25,9 @@ configs = [
      1, 2, 5 if args.quick else 15),
 ]  # fmt: skip
 rows, raw = [], {}
+workdir = tempfile.TemporaryDirectory()  # a base-size model is ~450 MB: removed at exit
 for name, options, n_pages, blocks, repeats in configs:
-    model = build_model("layoutlm", tempfile.mkdtemp(), **options)
+    model = build_model("layoutlm", f"{workdir.name}/{name.split()[0]}", **options)
     pipe = make_pipe(model)
     pages = make_pages(n_pages, n_documents=2, words_per_page=200)
     run_pipe(pipe, pages[:1])  # warm-up (analyze() switches timers on at first use)

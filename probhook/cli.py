@@ -155,10 +155,10 @@ class Progress:
 def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the pipeline over the inputs; print the table and summary; return the exit code."""
     out, err = out or sys.stdout, err or sys.stderr
-    from probhook.testing import offline_environment
-
     _quiet_libraries()
-    offline_environment()
+    # the model is a local folder: never ask a hub (deepdoctection keeps its usual cache)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     ocr = ocr_available()
     inputs = collect_inputs(args.docs, ocr)
     wrapper, labels = read_model_dir(args.model)

@@ -1,8 +1,14 @@
+import atexit
+import shutil
+import tempfile
+
 import pytest
 
 from probhook.testing import TinyModel, build_model, offline_environment
 
-offline_environment()  # before anything imports deepdoctection
+_DD_CACHE = tempfile.mkdtemp(prefix="probhook-dd-cache-")
+atexit.register(shutil.rmtree, _DD_CACHE, ignore_errors=True)
+offline_environment(_DD_CACHE)  # before anything imports deepdoctection
 
 
 @pytest.fixture(scope="session")
