@@ -145,11 +145,17 @@ class Capture(HeadView):
             )
         adapter = adapter_for(target)
         specs = adapter.heads(self.selector)
-        with contextlib.ExitStack() as stack:
-            adapter.install(self, stack)
-            for spec in specs:
-                self.hook(spec, stack)
-            self._stack, self._adapter = stack.pop_all(), adapter
+        known = set(self.heads)
+        try:
+            with contextlib.ExitStack() as stack:
+                adapter.install(self, stack)
+                for spec in specs:
+                    self.hook(spec, stack)
+                self._stack, self._adapter = stack.pop_all(), adapter
+        except BaseException:
+            for name in set(self.heads) - known:  # no empty head left by a failed start
+                del self.heads[name]
+            raise
         # rows appended so far, per head: a head whose count does not move saw no forward
         self._appended_at_start = {s.name: self.heads[s.name].appended for s in specs}
 

@@ -140,6 +140,28 @@ def test_registration_is_all_or_nothing():
     with pytest.raises(TypeError, match="TorchScript"):
         capture_probs([a, torch.jit.script(b)]).start()
     assert hook_state(a) == before
+    cap = capture_probs([a, b], labels={"model0": ["x", "y"], "model1": ["x", "y", "z"]})
+
+    def run_both():
+        with cap:
+            a(torch.randn(1, 2))
+            b(torch.randn(1, 2))
+
+    with pytest.raises(ValueError, match="2 outputs but 3 labels"):
+        run_both()
+    assert hook_state(a) == before
+    assert not cap.active
+
+    class Unhookable(torch.nn.Linear):  # a module that refuses hooks halfway through start()
+        def register_forward_hook(self, *args, **kwargs):
+            raise RuntimeError("no hooks here")
+
+    failing = capture_probs([a, Unhookable(2, 2)])
+    with pytest.raises(RuntimeError, match="no hooks here"):
+        failing.start()
+    assert hook_state(a) == before
+    assert failing.heads == {}
+    assert not failing.active
 
 
 def test_reentry_two_captures_and_nesting(tiny):
