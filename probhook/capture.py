@@ -310,21 +310,14 @@ class Capture(HeadView):
         else:
             host, raw = (to_host(probs) if host is None else host), None
         buffer = view.buffer or self._allocate(spec, view, host.shape[1])
-        meta = self._meta.get()
-        if meta is None:
-            if raw is None and len(host) == 1:  # the common one-page forward
-                buffer.append(host[0], head=spec.name)
-            else:
-                buffer.append_batch(host, head=spec.name, logits=raw)
-        else:
-            keys = meta.get("key")
-            if type(keys) is list and len(keys) != len(host):
-                raise ValueError(
-                    f"keys_for() gave {len(keys)} keys but head {spec.name!r} produced "
-                    f"{len(host)} rows"
-                )
-            columns = {k: v for k, v in meta.items() if k != "key" and k in buffer.schema}
-            buffer.append_batch(host, keys=keys, head=spec.name, logits=raw, **columns)
+        meta = self._meta.get() or {}
+        keys = meta.get("key")
+        if type(keys) is list and len(keys) != len(host):
+            raise ValueError(
+                f"keys_for() gave {len(keys)} keys but head {spec.name!r} produced {len(host)} rows"
+            )
+        columns = {k: v for k, v in meta.items() if k != "key" and k in buffer.schema}
+        buffer.append_batch(host, keys=keys, head=spec.name, logits=raw, **columns)
 
     def _allocate(self, spec: HeadSpec, view: HeadView, n_classes: int) -> ProbBuffer:
         with self._lock:
