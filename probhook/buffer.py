@@ -392,25 +392,30 @@ class ProbBuffer:
         with self._lock:
             return self._rows(self._index(max(0, self._size - n)))
 
+    def _ordered(self, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """One array's kept rows, oldest first: a single column is copied, not all of them."""
+        with self._lock:
+            return array[self._index()]
+
     @property
     def probs(self) -> npt.NDArray[np.floating[Any]]:
         """Kept probabilities, oldest first (a copy)."""
-        return self.rows().probs
+        return self._ordered(self._probs)
 
     @property
     def logits(self) -> npt.NDArray[np.float32] | None:
         """Kept logits (``keep_logits=True``), else None."""
-        return self.rows().logits
+        return None if self._logits is None else self._ordered(self._logits)
 
     @property
     def seq(self) -> npt.NDArray[np.int64]:
         """Global sequence numbers of the kept rows."""
-        return self.rows().seq
+        return self._ordered(self._seq)
 
     @property
     def finite(self) -> npt.NDArray[np.bool_]:
         """False where a row (or its logits) held NaN or inf."""
-        return self.rows().finite
+        return self._ordered(self._finite)
 
     @property
     def keys(self) -> list[Any]:
@@ -421,7 +426,7 @@ class ProbBuffer:
         """One metadata column, oldest first."""
         if name not in self.schema:
             raise KeyError(f"unknown column {name!r}; this buffer has {sorted(self.schema)}")
-        return self.rows().columns[name]
+        return self._ordered(self._cols[name])
 
     def lookup(self, key: Hashable, column: str = "key") -> Row | None:
         """The most recent row whose ``column`` equals ``key``, or None."""
