@@ -147,13 +147,19 @@ class Progress:
             self.stream.write(f"\r[{bar}] {self.done}/{self.total} {label[:40]:<40}")
             self.stream.flush()
 
+    def clear(self) -> None:
+        """Wipe the bar so that a table line or warning prints cleanly; the next step redraws."""
+        if self.enabled and self.done:
+            self.stream.write("\r" + " " * 80 + "\r")
+
     def close(self) -> None:
         if self.enabled:
             self.stream.write("\n")
 
 
 def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run the pipeline over the inputs; print the table and summary; return the exit code."""
+    """Run the pipeline over the inputs, printing a line per page as it is classified, then a
+    summary; return the exit code. Memory stays at the capture's: pages are not kept."""
     out, err = out or sys.stdout, err or sys.stderr
     _quiet_libraries()
     # the model is a local folder: never ask a hub (deepdoctection keeps its usual cache)
@@ -173,26 +179,33 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     analyzer = build_analyzer(args.model, wrapper, labels, ocr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(len(inputs.documents), enabled=not args.quiet, stream=err)
-    pages: list[Any] = []
+    table = Table(args, [d.name for d in inputs.documents], labels, out)
     with capture_probs(analyzer, sink=args.out) as cap:
         for document in inputs.documents:
             try:
                 flow = analyzer.analyze(path=os.fspath(document))
                 flow.reset_state()
-                pages.extend(flow)
+                for page in flow:
+                    progress.clear()
+                    table.add(page, _newest_row_of(cap, page))
             except Exception as error:  # a broken document must not end the run
                 inputs.skipped.append((document, _reason(error)))
+                progress.clear()
                 print(f"warning: skipped {document}: {_reason(error)}", file=err)
             progress.step(document.name)
     progress.close()
-    del flow
     gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
-    print_table(cap, pages, args, out)
-    print_summary(cap, pages, inputs, args, out)
+    table.summary(inputs, args.out)
     if args.plot:
         save_plot(cap, args.plot)
         print(f"plot: {args.plot}", file=out)
     return 0 if len(cap) else 1
+
+
+def _newest_row_of(cap: Any, page: Any) -> Any:
+    """The page's distribution: the newest row, if it is this page's (no forward, no row)."""
+    newest = cap.latest()
+    return newest if newest is not None and newest.key == page.image_id else None
 
 
 def _reason(error: Exception) -> str:
@@ -202,55 +215,58 @@ def _reason(error: Exception) -> str:
     return f"unreadable ({name}: {str(error)[:120]})"
 
 
-def _document_name(page: Any) -> str:
-    return Path(page.location or page.file_name).name
+class Table:
+    """The per-page table, printed line by line, and the running totals for the summary."""
 
+    def __init__(
+        self, args: argparse.Namespace, names: list[str], labels: list[str], out: TextIO
+    ) -> None:
+        self.args, self.out = args, out
+        self.width = max([len("document"), *map(len, names)])
+        self.label_width = max([len("predicted"), *map(len, labels)])
+        self.counts: Counter[str] = Counter()
+        self.flagged, self.confidence_sum = 0, 0.0
+        self.documents, self._document = 0, None
+        header = (f"{'document':<{self.width}} {'page':>4}  {'predicted':<{self.label_width}} "
+                  f"{'conf':>5} {'margin':>6}  top-{args.top_k}")  # fmt: skip
+        print(header, file=out)
+        print("-" * (len(header) + 12 * args.top_k), file=out)
 
-def print_table(cap: Any, pages: list[Any], args: argparse.Namespace, out: TextIO) -> None:
-    width = max([len("document"), *(len(_document_name(p)) for p in pages)])
-    label_width = max([len("predicted"), *(len(label) for label in cap.labels)])
-    header = (f"{'document':<{width}} {'page':>4}  {'predicted':<{label_width}} {'conf':>5} "
-              f"{'margin':>6}  top-{args.top_k}")  # fmt: skip
-    print(header, file=out)
-    print("-" * (len(header) + 12 * args.top_k), file=out)
-    for page in pages:
-        name, dist = _document_name(page), cap.get(page)
+    def add(self, page: Any, dist: Any) -> None:
+        name = Path(page.location or page.file_name).name
+        if page.document_id != self._document:  # documents arrive one after another
+            self.documents, self._document = self.documents + 1, page.document_id
         if dist is None:
-            print(f"{name:<{width}} {page.page_number:>4}  (no words: not classified)", file=out)
-            continue
-        top = dist.top_k(args.top_k)
-        margin = _margin(dist)
-        flag = "  <- review" if _flagged(dist.confidence, margin, args) else ""
+            print(f"{name:<{self.width}} {page.page_number:>4}  (no words: not classified)",
+                  file=self.out)  # fmt: skip
+            return
+        top = dist.top_k(self.args.top_k)
+        margin = float(top[0][1] - top[1][1]) if len(top) > 1 else 1.0
+        flagged = self._flagged(dist.confidence, margin)
+        self.counts[dist.predicted] += 1
+        self.flagged += flagged
+        self.confidence_sum += dist.confidence
         tops = "  ".join(f"{label} {p:.2f}" for label, p in top)
-        print(f"{name:<{width}} {page.page_number:>4}  {dist.predicted:<{label_width}} "
-              f"{dist.confidence:>5.2f} {margin:>6.2f}  {tops}{flag}", file=out)  # fmt: skip
+        print(f"{name:<{self.width}} {page.page_number:>4}  {dist.predicted:<{self.label_width}} "
+              f"{dist.confidence:>5.2f} {margin:>6.2f}  {tops}{'  <- review' if flagged else ''}",
+              file=self.out)  # fmt: skip
 
+    def _flagged(self, confidence: float, margin: float) -> bool:
+        low = self.args.min_confidence is not None and confidence < self.args.min_confidence
+        return low or (self.args.min_margin is not None and margin < self.args.min_margin)
 
-def _margin(dist: Any) -> float:
-    top = dist.top_k(2)
-    return float(top[0][1] - top[1][1]) if len(top) > 1 else 1.0
-
-
-def _flagged(confidence: float, margin: float, args: argparse.Namespace) -> bool:
-    low = args.min_confidence is not None and confidence < args.min_confidence
-    return low or (args.min_margin is not None and margin < args.min_margin)
-
-
-def print_summary(
-    cap: Any, pages: list[Any], inputs: Inputs, args: argparse.Namespace, out: TextIO
-) -> None:
-    dists = [d for d in (cap.get(p) for p in pages) if d is not None]
-    counts = Counter(d.predicted for d in dists)
-    flagged = sum(_flagged(d.confidence, _margin(d), args) for d in dists)
-    mean_conf = sum(d.confidence for d in dists) / len(dists) if dists else float("nan")
-    documents = len({p.document_id for p in pages})
-    print("", file=out)
-    print(f"{len(dists)} pages classified in {documents} documents; "
-          f"mean confidence {mean_conf:.2f}; {flagged} flagged for review", file=out)  # fmt: skip
-    print("predicted: " + ", ".join(f"{label} {n}" for label, n in counts.most_common()), file=out)
-    if inputs.skipped:
-        print(f"skipped {len(inputs.skipped)} inputs (see warnings on stderr)", file=out)
-    print(f"all rows: {args.out}", file=out)
+    def summary(self, inputs: Inputs, rows_file: Path) -> None:
+        pages = sum(self.counts.values())
+        mean = self.confidence_sum / pages if pages else float("nan")
+        out = self.out
+        print("", file=out)
+        totals = f"{pages} pages classified in {self.documents} documents"
+        print(f"{totals}; mean confidence {mean:.2f}; {self.flagged} flagged for review", file=out)
+        counts = ", ".join(f"{label} {n}" for label, n in self.counts.most_common())
+        print(f"predicted: {counts}", file=out)
+        if inputs.skipped:
+            print(f"skipped {len(inputs.skipped)} inputs (see warnings on stderr)", file=out)
+        print(f"all rows: {rows_file}", file=out)
 
 
 def save_plot(cap: Any, path: Path) -> None:

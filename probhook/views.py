@@ -24,6 +24,7 @@ import numpy.typing as npt
 from probhook import metrics
 from probhook.buffer import ProbBuffer
 from probhook.distribution import Distribution, DocumentDistribution
+from probhook.rows import Row
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,19 +97,23 @@ class HeadView:
         if self.buffer is None:
             return None
         row = self.buffer.lookup(self._normalize_key(key))
-        if row is None:
+        return None if row is None else self._distribution(row)
+
+    def latest(self) -> Distribution | None:
+        """The newest row's distribution (O(1), unlike :meth:`get`), or None."""
+        if self.buffer is None or len(self.buffer) == 0:
             return None
-        meta = {k: v for k, v in row.columns.items() if k not in ("key", "head")}
-        return Distribution(row.probs, self.buffer.labels, row.key, self.name, row.seq, meta)
+        return self._distribution(self.buffer.latest(1).row(0))
 
     def distributions(self) -> Iterator[Distribution]:
         """Every kept row as a :class:`Distribution`, oldest first."""
-        if self.buffer is None:
-            return
-        labels = self.buffer.labels
-        for row in self.buffer:
-            meta = {k: v for k, v in row.columns.items() if k not in ("key", "head")}
-            yield Distribution(row.probs, labels, row.key, self.name, row.seq, meta)
+        if self.buffer is not None:
+            yield from map(self._distribution, self.buffer)
+
+    def _distribution(self, row: Row) -> Distribution:
+        assert self.buffer is not None
+        meta = {k: v for k, v in row.columns.items() if k not in ("key", "head")}
+        return Distribution(row.probs, self.buffer.labels, row.key, self.name, row.seq, meta)
 
     def by_document(self) -> dict[Any, DocumentDistribution]:
         """Pages grouped by ``document_id`` (most recent row per page, by page number), with
