@@ -10,11 +10,13 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def parse_args(description):
+def parse_args(description, device=False):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--quick", action="store_true", help="fewer repeats (about a minute in all)"
     )
+    if device:
+        parser.add_argument("--device", default="cpu", help="torch device of the model (cuda)")
     return parser.parse_args()
 
 

@@ -32,14 +32,20 @@ dq = collections.deque(maxlen=CAP)
 batch_t = interleaved(
     {"probhook": lambda: buf.append_batch(batch), "copyto": copyto}, repeats, number=200
 )
-single = ProbBuffer(C, CAP)
+single, hooked = ProbBuffer(C, CAP), ProbBuffer(C, CAP)
+meta = {"key": "page-1"}
 row_t = interleaved(
-    {"probhook": lambda: single.append(row), "deque": lambda: dq.append(row.copy())},
+    {
+        "probhook": lambda: single.append(row),
+        "hook row": lambda: hooked.append_row(row, meta, "head"),  # what a forward hook calls
+        "deque": lambda: dq.append(row.copy()),
+    },
     repeats,
     number=20_000,
 )
 throughput = ratio_stats(batch_t["copyto"], batch_t["probhook"])  # >1 would beat copyto
 single_ratio = ratio_stats(row_t["probhook"], row_t["deque"])
+hook_ratio = ratio_stats(row_t["hook row"], row_t["deque"])
 rows = [
     {
         "measure": f"batch append throughput ({BATCH}x{C}) / numpy.copyto",
@@ -50,6 +56,11 @@ rows = [
         "measure": "single-row append time / deque(maxlen).append(row.copy())",
         "median": single_ratio["median"], "q1": single_ratio["q1"], "q3": single_ratio["q3"],
         "goal": "<= 2",
+    },
+    {
+        "measure": "hook row append (key + head) / deque(maxlen).append(row.copy())",
+        "median": hook_ratio["median"], "q1": hook_ratio["q1"], "q3": hook_ratio["q3"],
+        "goal": "",
     },
 ]  # fmt: skip
 report("buffer", rows, {"seconds": {"batch": batch_t, "single": row_t}})

@@ -16,12 +16,15 @@ from _common import parse_args, ratio_stats, report
 
 from probhook import capture_probs
 
-args = parse_args(__doc__)
+args = parse_args(__doc__, device=True)
 repeats, rounds, forwards = (9, 5, 200) if args.quick else (31, 10, 200)
 torch.manual_seed(0)
 torch.set_num_threads(1)
-model = torch.nn.Linear(32, 16).eval()  # a cheap forward, so the hook's own cost shows
-x = torch.randn(1, 32)
+device = torch.device(args.device)
+# a cheap forward, so the hook's own cost shows
+model = torch.nn.Linear(32, 16).eval().to(device)
+x = torch.randn(1, 32, device=device)
+sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
 floor = np.zeros((10_000, 16), np.float32)
 pos = [0]
 
@@ -57,9 +60,11 @@ for r in range(repeats):
     for k in range(rounds):
         for name in list(variants)[:: 1 if (r + k) % 2 == 0 else -1]:
             with variants[name]():
+                sync()
                 start = time.perf_counter()
                 for _ in range(forwards):
                     model(x)
+                sync()  # a hook-less forward on a GPU only queues work
                 best[name] = min(best[name], (time.perf_counter() - start) / forwards)
     for name, t in best.items():
         times[name].append(t)
@@ -77,4 +82,5 @@ rows += [
 rows.append(
     {"measure": "probhook hook cost / minimal hook cost (goal <= 1.5)", "median": ratio["median"]}
 )
-report("hook", rows, {"ratio": ratio, "seconds": times})
+name = "hook" if device.type == "cpu" else f"hook-{device.type}"
+report(name, rows, {"ratio": ratio, "seconds": times, "device": str(device)})

@@ -12,18 +12,21 @@ array([0., 0., 1.], dtype=float32)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from probhook.rows import INT_NA, ColumnKind, Row, Rows, SeqCounter, Sink
+from probhook.columns import Columns, Same
+from probhook.rows import ENTRY, ColumnKind, Row, Rows, SeqCounter, Sink
 
 OverflowPolicy = Literal["overwrite", "error", "spill"]
 
-_PER_ROW = (list, tuple, np.ndarray)
+QUEUE_ROWS = 1024
+"""Single rows wait in a queue of at most this many (fewer for wide rows, at most 256 KiB of row
+data; with ``on_overflow="spill"`` at most one spill chunk) and are then stored as one block."""
+
 _DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
 
 
@@ -40,12 +43,16 @@ class ProbBuffer:
         labels: class names in column order (default ``"0" .. "C-1"``).
         dtype: ``"float32"`` (default), ``"float16"`` or ``"float64"`` for the probabilities.
         columns: extra metadata columns, name -> ``"int"`` or ``"str"`` (``key`` and ``head``
-            always exist).
+            always exist; ``"str"`` columns hold any value, stored once in a table).
         on_overflow: ``"overwrite"`` (oldest rows go, counted in ``evicted``), ``"error"``
             (raise :class:`BufferFullError`) or ``"spill"`` (rows go to ``sink`` before they are
             overwritten; :meth:`flush` writes the rest).
         keep_logits: also keep the raw float32 logits (doubles memory for float32 rows).
         seq_counter: share sequence numbers with other buffers (one per head of a capture).
+
+    Single rows are queued (at most :data:`QUEUE_ROWS` of them, shared by the buffers of one
+    counter) and stored as a block, so the per-row cost is one copy and a list append; every
+    read stores the queue first, so reads always see every row appended before them.
     """
 
     def __init__(
@@ -73,37 +80,31 @@ class ProbBuffer:
         if on_overflow == "spill" and sink is None:
             raise ValueError("on_overflow='spill' needs a sink= that receives evicted rows")
         schema: dict[str, ColumnKind] = {"key": "str", "head": "str", **(columns or {})}
-        for name, kind in schema.items():
-            if kind not in ("int", "str"):
-                raise ValueError(f"column {name!r} has kind {kind!r}; expected 'int' or 'str'")
         self.labels = tuple(labels) if labels is not None else tuple(map(str, range(n_classes)))
         if len(self.labels) != n_classes:
             raise ValueError(f"{len(self.labels)} labels given for {n_classes} classes")
         self.n_classes, self.dtype = n_classes, np.dtype(_DTYPES[dtype])
         self.schema, self.keep_logits = schema, keep_logits
-        self._names = frozenset(schema)
         self._row_shape = (n_classes,)
-        self._extra_int = [n for n, k in schema.items() if k == "int"]
-        self._extra_str = [n for n, k in schema.items() if k == "str" and n not in ("key", "head")]
-        self.fast_rows = on_overflow == "overwrite" and not keep_logits
+        self._extra = [n for n in schema if n not in ("key", "head")]
+        # "error" must refuse a row when it is appended, so only the other policies queue
+        self.fast_rows = on_overflow != "error" and not keep_logits
+        self._queued_dtype = self.dtype if self.fast_rows else None
         self.capacity = self._resolve_capacity(capacity, max_bytes)
         self.on_overflow, self.sink = on_overflow, sink
         self.spill_chunk = spill_chunk or max(1, self.capacity // 4)
+        rows = min(QUEUE_ROWS, max(16, 2**18 // (n_classes * self.dtype.itemsize)))
+        if on_overflow == "spill":  # what a killed process loses: queue + buffer, not more
+            rows = min(rows, self.spill_chunk)
+        self._queue_limit = ENTRY * rows
         cap = self.capacity
         self._probs = np.zeros((cap, n_classes), dtype=self.dtype)
         self._logits = np.zeros((cap, n_classes), dtype=np.float32) if keep_logits else None
         self._seq = np.zeros(cap, dtype=np.int64)
-        self._finite = np.ones(cap, dtype=bool)
-        # String columns hold references to the caller's objects (no object is created per
-        # row); once a row is overwritten its key can be freed, so memory stays bounded even
-        # when every page has a unique id.
-        self._cols: dict[str, npt.NDArray[Any]] = {
-            name: np.full(cap, None, object) if kind == "str" else np.full(cap, INT_NA, np.int64)
-            for name, kind in schema.items()
-        }
+        self._cols = Columns(schema, cap)
         self._start = self._size = self._evicted = self._unspilled = 0
         self._counter = seq_counter or SeqCounter()
-        self._lock = self._counter.lock
+        self._lock, self._queue = self._counter.lock, self._counter.queue
 
     @staticmethod
     def check_options(capacity: int | None, dtype: str) -> None:
@@ -118,37 +119,37 @@ class ProbBuffer:
             raise ValueError("give exactly one of capacity= (rows) or max_bytes= (memory budget)")
         if capacity is None:
             assert max_bytes is not None
-            capacity = max_bytes // self.row_nbytes
+            # each value table holds one slot more than its share per row (code 0)
+            capacity = (max_bytes - 8 * len(self.schema)) // self.row_nbytes
             if capacity < 1:
                 raise ValueError(
                     f"max_bytes={max_bytes} holds no row; one row takes {self.row_nbytes} bytes"
                 )
-        if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be a positive int, got {capacity!r}")
         return capacity
 
     @property
     def row_nbytes(self) -> int:
-        """Bytes one row occupies across all columns."""
+        """Bytes one row occupies across all columns, its share of the value tables included."""
         per_class = self.dtype.itemsize + (4 if self.keep_logits else 0)
-        meta = 8 * len(self.schema)
-        return self.n_classes * per_class + 8 + 1 + meta
+        return self.n_classes * per_class + 8 + Columns.row_nbytes(self.schema)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the preallocated arrays."""
-        arrays = [self._probs, self._seq, self._finite, *self._cols.values()]
-        if self._logits is not None:
-            arrays.append(self._logits)
-        return sum(a.nbytes for a in arrays)
+        """Bytes held by the preallocated arrays and value tables."""
+        arrays = [self._probs, self._seq] + ([] if self._logits is None else [self._logits])
+        return sum(a.nbytes for a in arrays) + self._cols.nbytes
 
     @property
     def evicted(self) -> int:
         """Rows dropped from the buffer so far (overwritten or spilled)."""
-        return self._evicted
+        with self._lock:
+            self._drain()
+            return self._evicted
 
     def __len__(self) -> int:
-        return self._size
+        with self._lock:
+            self._drain()
+            return self._size
 
     def __repr__(self) -> str:
         return (
@@ -168,53 +169,39 @@ class ProbBuffer:
         **columns: Any,
     ) -> None:
         """Append one ``(n_classes,)`` row; ``columns`` name extra column values."""
+        try:  # a row already in the buffer's dtype and shape is queued as its bytes
+            if (
+                row.dtype is self._queued_dtype  # type: ignore[union-attr]
+                and row.shape == self._row_shape  # type: ignore[union-attr]
+                and logits is None
+                and not columns
+            ):
+                queue = self._queue
+                queue.extend((self, row.tobytes(), key, head, None))  # type: ignore[union-attr]
+                if len(queue) >= self._queue_limit:
+                    self._drain_now()
+                return
+        except AttributeError:  # a list or another array-like
+            pass
         probs = self._check(row, 1)
-        if logits is None and self.fast_rows and self._single_values(columns):
-            self.append_row(probs, {"key": key, **columns}, head)
-            return
         lg = None if logits is None else self._check(logits, 1, "logits")[None]
-        scalars = {"key": key, "head": head, **columns}  # a tuple key is one value, not a row each
-        self._write(probs[None], lg, {k: _Same(v) for k, v in scalars.items()})
-
-    def _single_values(self, columns: Mapping[str, Any]) -> bool:
-        return self._names.issuperset(columns) and not any(
-            type(v) in _PER_ROW for v in columns.values()
-        )
+        values = {"key": key, "head": head, **columns}  # a tuple key is one value, not a row each
+        self._locked_write(probs[None], lg, {name: Same(v) for name, v in values.items()})
 
     def append_row(self, row: npt.NDArray[Any], meta: Mapping[str, Any] | None, head: Any) -> None:
         """The hot path for hooks (one page per forward): ``row`` is a float ``(n_classes,)``
-        array already; ``meta`` holds ``key`` and any extra column values (others are ignored).
+        array; ``meta`` holds ``key`` and any extra column values (others are ignored) and is
+        read when the row is stored, so it must not change afterwards.
 
-        Only for ``on_overflow="overwrite"`` without logits; everything else uses
-        :meth:`append_batch`.
+        Only for buffers with :attr:`fast_rows`; others use :meth:`append_batch`.
         """
         if row.shape != self._row_shape:
             raise ValueError(f"row must have shape ({self.n_classes},), got {row.shape}")
-        # A finite sum of squares means every entry is finite; NaN means one is NaN; inf may be
-        # an overflow of huge finite values, so only then is each entry checked.
-        square = float(row.dot(row))
-        finite = math.isfinite(square) or (square == math.inf and bool(np.isfinite(row).all()))
-        cols = self._cols
-        with self._lock:
-            pos = (self._start + self._size) % self.capacity
-            self._probs[pos] = row
-            self._seq[pos] = self._counter.take(1)
-            self._finite[pos] = finite
-            cols["head"][pos] = head
-            if meta is None:
-                cols["key"][pos] = None
-            else:
-                cols["key"][pos] = meta.get("key")
-                for name in self._extra_int:
-                    value = meta.get(name)
-                    cols[name][pos] = INT_NA if value is None else value
-                for name in self._extra_str:
-                    cols[name][pos] = meta.get(name)
-            if self._size == self.capacity:
-                self._start = (self._start + 1) % self.capacity
-                self._evicted += 1
-            else:
-                self._size += 1
+        blob = (row if row.dtype is self.dtype else row.astype(self.dtype)).tobytes()
+        queue = self._queue
+        queue.extend((self, blob, None if meta is None else meta.get("key"), head, meta))
+        if len(queue) >= self._queue_limit:
+            self._drain_now()
 
     def append_batch(
         self,
@@ -230,19 +217,10 @@ class ProbBuffer:
         ``keys`` and each extra column are a single value for every row or one value per row.
         """
         probs = self._check(rows, 2)
-        if (
-            len(probs) == 1
-            and logits is None
-            and self.fast_rows
-            and type(keys) not in _PER_ROW
-            and (not columns or self._single_values(columns))
-        ):
-            self.append_row(probs[0], {"key": keys, **columns}, head)
-            return
         lg = None if logits is None else self._check(logits, 2, "logits")
         if lg is not None and lg.shape[0] != probs.shape[0]:
             raise ValueError(f"logits have {lg.shape[0]} rows, probabilities {probs.shape[0]}")
-        self._write(probs, lg, {"key": keys, "head": head, **columns})
+        self._locked_write(probs, lg, {"key": keys, "head": head, **columns})
 
     def _check(self, values: npt.ArrayLike, ndim: int, what: str = "rows") -> npt.NDArray[Any]:
         if type(values) is np.ndarray:
@@ -260,87 +238,101 @@ class ProbBuffer:
             )
         return arr
 
-    def _encode(self, name: str, values: Any, n: int) -> Any:
-        """One value per row as an array, or one value for all rows as :class:`_Same`."""
-        if type(values) is _Same:
-            values = values.value
-        elif isinstance(values, (list, tuple, np.ndarray)):
-            if len(values) != n:
-                raise ValueError(f"column {name!r} has {len(values)} values for {n} rows")
-            if self.schema[name] == "str":
-                return np.fromiter(values, dtype=object, count=n)
-            return np.array([INT_NA if v is None else v for v in values], dtype=np.int64)
-        if self.schema[name] == "int":
-            return _Same(INT_NA if values is None else int(values))
-        return _Same(values)
+    def _locked_write(
+        self, probs: npt.NDArray[Any], logits: npt.NDArray[Any] | None, columns: Mapping[str, Any]
+    ) -> None:
+        with self._lock:
+            self._drain()  # queued rows came first
+            self._write(probs, logits, columns)
+
+    def _drain_now(self) -> None:
+        with self._lock:
+            self._counter.drain()
+
+    def _drain(self) -> None:
+        """Store the queued single rows first, so that reads and writes come after them."""
+        self._counter.drain()
+
+    def store_queued(self, entries: list[Any], end: int, seq: npt.NDArray[np.int64]) -> None:
+        """Store queued rows (see :class:`~probhook.rows.SeqCounter`); lock held."""
+        blobs = b"".join(entries[1:end:ENTRY])
+        probs = np.frombuffer(blobs, self.dtype).reshape(len(seq), self.n_classes)
+        columns: dict[str, Any] = {"key": entries[2:end:ENTRY], "head": entries[3:end:ENTRY]}
+        if self._extra:
+            metas = entries[4:end:ENTRY]
+            for name in self._extra:
+                columns[name] = [None if meta is None else meta.get(name) for meta in metas]
+        self._write(probs, None, columns, seq)
 
     def _write(
         self,
         probs: npt.NDArray[Any],
         logits: npt.NDArray[Any] | None,
         columns: Mapping[str, Any],
+        seq: npt.NDArray[np.int64] | None = None,
     ) -> None:
         n, cap = len(probs), self.capacity
-        if not self._names.issuperset(columns):
-            unknown = sorted(set(columns) - self._names)[0]
-            raise KeyError(f"unknown column {unknown!r}; this buffer has {sorted(self.schema)}")
+        values = self._cols.prepare(columns, n)
         if self.keep_logits and logits is None:
             raise ValueError("this buffer keeps logits (keep_logits=True): pass logits=")
-        finite = _finite_rows(probs)
-        if logits is not None:  # -inf logits are masked classes; NaN and +inf are not
-            finite &= ~(np.isnan(logits) | np.isposinf(logits)).any(axis=1)
-        with self._lock:
-            values_by_column = {
-                name: self._encode(name, columns.get(name), n) for name in self.schema
-            }
-            if self.on_overflow == "error" and self._size + n > cap:
-                raise BufferFullError(
-                    f"appending {n} rows to a buffer holding {self._size} of capacity={cap} "
-                    "would overflow; raise capacity= (or max_bytes=), or use "
-                    "on_overflow='overwrite' or 'spill'"
-                )
-            first_seq = self._counter.take(n)
-            seq = np.arange(first_seq, first_seq + n, dtype=np.int64)
-            block = (probs, logits, seq, finite, values_by_column)
-            if n > cap:  # only the newest ``cap`` rows can stay
-                if self.on_overflow == "spill":
-                    self._spill(self._size)
-                    assert self.sink is not None
-                    self.sink.write(self._rows_from_block(block, slice(0, n - cap)))
-                self._evicted += self._size + n - cap
-                self._start = self._size = self._unspilled = 0
-                block = _slice_block(block, slice(n - cap, n))
-                n = cap
-            overflow = self._size + n - cap
-            if overflow > 0:
-                if self.on_overflow == "spill":
-                    spilled = self._size - self._unspilled
-                    if overflow > spilled:
-                        # spill in chunks so that the sink writes row groups, not single rows
-                        self._spill(max(overflow - spilled, self.spill_chunk))
-                self._evicted += overflow
-            self._store(block, n)
-            if overflow > 0:
-                self._start = (self._start + overflow) % cap
-                self._size -= overflow
-            self._size += n
-            self._unspilled = min(self._unspilled + n, self._size)
+        if self.on_overflow == "error" and self._size + n > cap:
+            raise BufferFullError(
+                f"appending {n} rows to a buffer holding {self._size} of capacity={cap} "
+                "would overflow; raise capacity= (or max_bytes=), or use "
+                "on_overflow='overwrite' or 'spill'"
+            )
+        # a fresh block's numbers are its first one: they are written without an arange
+        numbers: int | npt.NDArray[np.int64] = self._counter.take(n) if seq is None else seq
+        if n > cap:  # only the newest ``cap`` rows can stay
+            if isinstance(numbers, int):
+                numbers = np.arange(numbers, numbers + n, dtype=np.int64)
+            if self.on_overflow == "spill":
+                self._spill(self._size)
+                assert self.sink is not None
+                self.sink.write(self._block_rows(probs, logits, numbers, values, slice(0, n - cap)))
+            self._evicted += self._size + n - cap
+            self._start = self._size = self._unspilled = 0
+            keep = slice(n - cap, n)
+            probs, numbers, values = probs[keep], numbers[keep], Columns.slice(values, keep)
+            logits = None if logits is None else logits[keep]
+            n = cap
+        overflow = max(0, self._size + n - cap)
+        if overflow and self.on_overflow == "spill":
+            spilled = self._size - self._unspilled
+            if overflow > spilled:  # in chunks, so that the sink writes row groups
+                self._spill(max(overflow - spilled, self.spill_chunk))
+        self._store(probs, logits, numbers, values, n, overflow)
+        self._evicted += overflow
+        self._start = (self._start + overflow) % cap
+        self._size += n - overflow
+        self._unspilled = min(self._unspilled + n, self._size)
 
-    def _store(self, block: tuple[Any, ...], n: int) -> None:
-        probs, logits, seq, finite, values_by_column = block
+    def _store(
+        self,
+        probs: npt.NDArray[Any],
+        logits: npt.NDArray[Any] | None,
+        numbers: int | npt.NDArray[np.int64],
+        values: dict[str, Any],
+        n: int,
+        overflow: int,
+    ) -> None:
+        """Write ``n`` rows after the kept ones, wrapping around the end; the ``overflow``
+        oldest rows are overwritten."""
         pos = (self._start + self._size) % self.capacity
         first = min(n, self.capacity - pos)
         parts = [(slice(pos, pos + first), slice(0, first))]
-        if first < n:  # wraps around the end
+        if first < n:
             parts.append((slice(0, n - first), slice(first, n)))
+        counting = _counting(n) if type(numbers) is int else None
         for dst, src in parts:
             self._probs[dst] = probs[src]
-            self._seq[dst] = seq[src]
-            self._finite[dst] = finite[src]
+            if counting is None:
+                self._seq[dst] = numbers[src]  # type: ignore[index]
+            else:
+                np.add(counting[src], numbers, out=self._seq[dst])
             if self._logits is not None:
-                self._logits[dst] = logits[src]
-            for name, values in values_by_column.items():
-                self._cols[name][dst] = values.value if type(values) is _Same else values[src]
+                self._logits[dst] = logits[src]  # type: ignore[index]
+        self._cols.store(values, parts, survivors=lambda: self._index(overflow))
 
     def _spill(self, n: int) -> None:
         """Write the ``n`` oldest rows not yet spilled to the sink; they stay readable."""
@@ -354,10 +346,10 @@ class ProbBuffer:
 
     def flush(self) -> None:
         """Spill every row not yet written to the sink (for ``on_overflow="spill"``)."""
-        if self.sink is None:
-            return
         with self._lock:
-            self._spill(self._unspilled)
+            self._drain()
+            if self.sink is not None:
+                self._spill(self._unspilled)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -366,35 +358,41 @@ class ProbBuffer:
         return (self._start + np.arange(lo, hi)) % self.capacity
 
     def _rows(self, idx: npt.NDArray[np.intp]) -> Rows:
-        columns = {name: values[idx] for name, values in self._cols.items()}
+        probs = self._probs[idx]
         logits = None if self._logits is None else self._logits[idx]
-        return Rows(
-            self._probs[idx], self._seq[idx], self._finite[idx], columns, self.labels, logits
-        )
+        columns = self._cols.read_all(idx)
+        return Rows(probs, self._seq[idx], _finite(probs, logits), columns, self.labels, logits)
 
-    def _rows_from_block(self, block: tuple[Any, ...], sl: slice) -> Rows:
-        probs, logits, seq, finite, values_by_column = block
-        n = len(seq[sl])
-        columns = {
-            name: values.expand(n, self._cols[name].dtype) if type(values) is _Same else values[sl]
-            for name, values in values_by_column.items()
-        }
+    def _block_rows(
+        self,
+        probs: npt.NDArray[Any],
+        logits: npt.NDArray[Any] | None,
+        seq: npt.NDArray[np.int64],
+        values: dict[str, Any],
+        sl: slice,
+    ) -> Rows:
+        """Rows ``sl`` of a block that is being written, as reads return them."""
+        probs, seq = probs[sl].astype(self.dtype), seq[sl]
         lg = None if logits is None else logits[sl]
-        return Rows(probs[sl].astype(self.dtype), seq[sl], finite[sl], columns, self.labels, lg)
+        columns = self._cols.block(values, sl, len(seq))
+        return Rows(probs, seq, _finite(probs, lg), columns, self.labels, lg)
 
     def rows(self) -> Rows:
         """All kept rows, oldest first (copies)."""
         with self._lock:
+            self._drain()
             return self._rows(self._index())
 
     def latest(self, n: int) -> Rows:
         """The ``n`` newest rows, oldest of them first."""
         with self._lock:
+            self._drain()
             return self._rows(self._index(max(0, self._size - n)))
 
     def _ordered(self, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """One array's kept rows, oldest first: a single column is copied, not all of them."""
         with self._lock:
+            self._drain()
             return array[self._index()]
 
     @property
@@ -414,8 +412,11 @@ class ProbBuffer:
 
     @property
     def finite(self) -> npt.NDArray[np.bool_]:
-        """False where a row (or its logits) held NaN or inf."""
-        return self._ordered(self._finite)
+        """False where a row (or its logits) holds NaN or inf."""
+        with self._lock:
+            self._drain()
+            idx = self._index()
+            return _finite(self._probs[idx], None if self._logits is None else self._logits[idx])
 
     @property
     def keys(self) -> list[Any]:
@@ -426,15 +427,20 @@ class ProbBuffer:
         """One metadata column, oldest first."""
         if name not in self.schema:
             raise KeyError(f"unknown column {name!r}; this buffer has {sorted(self.schema)}")
-        return self._ordered(self._cols[name])
+        with self._lock:
+            self._drain()
+            return self._cols.read(name, self._index())
 
     def lookup(self, key: Hashable, column: str = "key") -> Row | None:
         """The most recent row whose ``column`` equals ``key``, or None."""
         if column not in self.schema:
             raise KeyError(f"unknown column {column!r}; this buffer has {sorted(self.schema)}")
+        target = np.empty((), object)
+        target[()] = key  # compared as one value, even a tuple
         with self._lock:
+            self._drain()
             idx = self._index()
-            hits = idx[self._cols[column][idx] == key]
+            hits = idx[self._cols.read(column, idx) == target]
             return None if len(hits) == 0 else self._rows(hits[-1:]).row(0)
 
     def __iter__(self) -> Iterator[Row]:
@@ -443,8 +449,10 @@ class ProbBuffer:
     # -- persistence and merging ----------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]  # the counter travels and brings a fresh lock
+        with self._lock:
+            self._drain()
+            state = self.__dict__.copy()
+        del state["_lock"], state["_queue"]  # the counter travels and brings fresh ones
         state["sink"] = None  # open files and writers do not travel between processes
         if state["on_overflow"] == "spill":
             state["on_overflow"] = "overwrite"
@@ -452,7 +460,7 @@ class ProbBuffer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = self._counter.lock
+        self._lock, self._queue = self._counter.lock, self._counter.queue
 
     @classmethod
     def merge(cls, *buffers: ProbBuffer, capacity: int | None = None) -> ProbBuffer:
@@ -506,41 +514,29 @@ class ProbBuffer:
             dtype=dtype,
             columns=extra,
             keep_logits=rows.logits is not None,
+            seq_counter=SeqCounter(int(rows.seq.max(initial=-1)) + 1),
         )
-        columns = {name: list(values) for name, values in rows.columns.items()}
-        out._write(rows.probs, rows.logits, columns)
-        n = len(out)
-        out._seq[:n] = rows.seq[len(rows) - n :]
-        out._finite[:n] = rows.finite[len(rows) - n :]
-        out._counter = SeqCounter(int(rows.seq.max(initial=-1)) + 1)
-        out._lock = out._counter.lock
+        with out._lock:
+            out._write(rows.probs, rows.logits, dict(rows.columns), rows.seq)
         return out
 
 
-def _finite_rows(values: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
-    """Per-row finiteness. Whole-array max and min are fast contiguous reductions that see any
-    NaN or inf, so they settle the common all-finite case; only then is each row checked."""
-    if len(values) and np.isfinite(values.max()) and np.isfinite(values.min()):
-        return np.ones(len(values), dtype=bool)
-    return np.isfinite(values).all(axis=1)  # type: ignore[no-any-return]
+def _finite(probs: npt.NDArray[Any], logits: npt.NDArray[Any] | None) -> npt.NDArray[np.bool_]:
+    """Per-row finiteness, read from the stored values: NaN or inf anywhere in a row marks it;
+    in logits, -inf is a masked class, so only NaN and +inf count."""
+    finite: npt.NDArray[np.bool_] = np.isfinite(probs).all(axis=1)
+    if logits is not None:
+        finite &= ~(np.isnan(logits) | np.isposinf(logits)).any(axis=1)
+    return finite
 
 
-class _Same:
-    """One column value shared by every row of an append (stored by broadcasting)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def expand(self, n: int, dtype: Any) -> npt.NDArray[Any]:
-        out = np.empty(n, dtype=dtype)
-        out.fill(self.value)
-        return out
+_COUNTING: list[npt.NDArray[np.int64]] = [np.arange(4096, dtype=np.int64)]
 
 
-def _slice_block(block: tuple[Any, ...], sl: slice) -> tuple[Any, ...]:
-    probs, logits, seq, finite, columns = block
-    lg = None if logits is None else logits[sl]
-    cols = {k: v if type(v) is _Same else v[sl] for k, v in columns.items()}
-    return probs[sl], lg, seq[sl], finite[sl], cols
+def _counting(n: int) -> npt.NDArray[np.int64]:
+    """``0 .. n-1``, from one array shared by all buffers and grown for larger blocks (a
+    block's sequence numbers are written as first + counting, with no temporary array)."""
+    counting = _COUNTING[0]
+    if len(counting) < n:
+        counting = _COUNTING[0] = np.arange(n, dtype=np.int64)
+    return counting

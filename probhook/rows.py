@@ -94,16 +94,30 @@ class Sink(Protocol):
         """No more rows will come: finish and release the destination."""
 
 
-class SeqCounter:
-    """Consecutive sequence numbers shared by buffers, with the one lock they all write under.
+class QueueOwner(Protocol):
+    """A buffer whose single rows wait in a :class:`SeqCounter`'s queue."""
 
-    Buffers that share a counter share its lock, so a write takes a single lock and sequence
-    numbers follow write order across all of them.
+    def store_queued(self, entries: list[Any], end: int, seq: npt.NDArray[np.int64]) -> None:
+        """Store the rows in ``entries[:end]`` (:data:`ENTRY` items each) with numbers ``seq``."""
+
+
+ENTRY = 5
+"""Queue items per row: owner, row bytes, key, head, extra column values (or None)."""
+
+
+class SeqCounter:
+    """Consecutive sequence numbers shared by buffers, with the one lock they all write under
+    and the queue their single rows wait in.
+
+    Buffers that share a counter share its lock and queue, so a write takes a single lock and
+    sequence numbers follow append order across all of them. A row joins the queue by one
+    ``list.extend`` of its :data:`ENTRY` items: one C call, so rows from threads never mix.
     """
 
     def __init__(self, start: int = 0) -> None:
         self._next = start
         self.lock = threading.Lock()
+        self.queue: list[Any] = []
 
     def take(self, n: int) -> int:
         """The first of ``n`` new numbers; call it with :attr:`lock` held."""
@@ -111,8 +125,46 @@ class SeqCounter:
         self._next = first + n
         return first
 
+    def drain(self) -> None:
+        """Hand the queued rows to their owners in queue order; call it with :attr:`lock` held.
+
+        Rows leave the queue only once stored, so a failing sink leaves them for the next try;
+        rows queued meanwhile by other threads lie past ``end`` and wait for the next drain.
+        """
+        queue = self.queue
+        end = len(queue)
+        if not end:
+            return
+        n = end // ENTRY
+        owners: list[QueueOwner] = queue[0:end:ENTRY]
+        first = self.take(n)
+        if owners.count(owners[0]) == n:  # one owner: the common case
+            try:
+                owners[0].store_queued(queue, end, np.arange(first, first + n))
+            except BaseException:
+                self._next = first  # the rows stay queued and keep their numbers
+                raise
+            del queue[:end]
+            return
+        positions: dict[int, list[int]] = {}
+        for i, owner in enumerate(owners):
+            positions.setdefault(id(owner), []).append(i)
+        stored: set[int] = set()
+        try:
+            for at in positions.values():
+                entries = [item for i in at for item in queue[i * ENTRY : (i + 1) * ENTRY]]
+                owners[at[0]].store_queued(entries, len(entries), first + np.array(at))
+                stored.add(id(owners[at[0]]))
+        finally:
+            queue[:end] = [
+                item
+                for i, owner in enumerate(owners)
+                if id(owner) not in stored
+                for item in queue[i * ENTRY : (i + 1) * ENTRY]
+            ]
+
     def __getstate__(self) -> dict[str, int]:
-        return {"next": self._next}
+        return {"next": self._next}  # buffers store their queued rows before they pickle
 
     def __setstate__(self, state: dict[str, int]) -> None:
-        self._next, self.lock = state["next"], threading.Lock()
+        self._next, self.lock, self.queue = state["next"], threading.Lock(), []

@@ -353,3 +353,25 @@ def test_dtype_and_keep_logits():
     np.testing.assert_allclose(cap.logits, logits.numpy(), atol=1e-6)
     assert isinstance(cap, Capture)
     assert "model: 5 rows" in repr(cap)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("keep_logits", [False, True])
+def test_cuda_model_rows_match_softmax(tiny, dtype, keep_logits):
+    t = tiny("bert")
+    model = t.load_model().to("cuda", dtype)
+    inputs = {k: v.to("cuda") for k, v in encode(t, TEXTS[:3]).items()}
+    with torch.no_grad():
+        logits = model(**inputs).logits.float()
+    with capture_probs(model, keep_logits=keep_logits) as cap:
+        for i in range(3):  # single rows: the queued path unless logits are kept
+            with cap.key(f"text-{i}"):
+                model(**{k: v[i : i + 1] for k, v in inputs.items()})
+        with cap.key(["a", "b", "c"]):
+            model(**inputs)  # a batch
+    expected = torch.softmax(logits, -1).cpu().numpy()
+    np.testing.assert_allclose(cap.probs, np.concatenate([expected, expected]), atol=2e-2)
+    assert cap.keys == ["text-0", "text-1", "text-2", "a", "b", "c"]
+    if keep_logits:
+        np.testing.assert_allclose(cap.logits[3:], logits.cpu().numpy(), atol=1e-5)
