@@ -119,8 +119,7 @@ class ProbBuffer:
             raise ValueError("give exactly one of capacity= (rows) or max_bytes= (memory budget)")
         if capacity is None:
             assert max_bytes is not None
-            # each value table holds one slot more than its share per row (code 0)
-            capacity = (max_bytes - 8 * len(self.schema)) // self.row_nbytes
+            capacity = (max_bytes - Columns.fixed_nbytes(self.schema)) // self.row_nbytes
             if capacity < 1:
                 raise ValueError(
                     f"max_bytes={max_bytes} holds no row; one row takes {self.row_nbytes} bytes"

@@ -26,6 +26,7 @@ Index = npt.NDArray[np.intp]
 Parts = Sequence[tuple[slice, slice]]  # (rows of the columns, rows of the block) pairs
 
 _UNSET = object()
+_MIN_BUDGET = 64
 
 
 class Same:
@@ -75,6 +76,11 @@ class Columns:
         slots (an 8-byte value, a 4-byte free-list entry)."""
         n_str = sum(kind == "str" for kind in schema.values())
         return 8 * (len(schema) - n_str) + 19 * n_str
+
+    @staticmethod
+    def fixed_nbytes(schema: Mapping[str, ColumnKind]) -> int:
+        """Bytes beyond the per-row share: each value table's slot for code 0."""
+        return 8 * sum(kind == "str" for kind in schema.values())
 
     @property
     def nbytes(self) -> int:
@@ -161,10 +167,11 @@ class Interner:
     """A preallocated table of ``slots`` values; code 0 always stands for ``None``.
 
     A value repeated from one write to the next keeps its code. When the table runs out of
-    free slots, every slot no stored row uses (``live``: the codes of the rows that stay,
-    asked for only then) is reclaimed, so memory is fixed however many distinct values (unique
-    page ids) pass through. The owner sizes ``slots`` so that the rows it keeps plus one write
-    always fit.
+    free slots, or once as many values came in as were live at the last reclaim, every slot
+    no stored row uses (``live``: the codes of the rows that stay, asked for only then) is
+    reclaimed: memory is fixed however many distinct values (unique page ids) pass through, and
+    the table holds at most about twice the values the rows use. The owner sizes ``slots`` so
+    that the rows it keeps plus one write always fit.
 
     >>> names = Interner(slots=5)
     >>> codes = names.encode(["a", "b", "a", None], live=lambda: codes)
@@ -179,6 +186,7 @@ class Interner:
         self.values: npt.NDArray[np.object_] = np.full(slots + 1, None, object)
         self._free = np.arange(slots, 0, -1, dtype=np.int32)  # a stack: top is the end
         self._n_free = slots
+        self._taken, self._budget = 0, _MIN_BUDGET  # slots taken since the last reclaim
         self._last: Any = _UNSET  # the value written last and its code
         self._last_code = 0
 
@@ -214,11 +222,12 @@ class Interner:
         return decoded
 
     def _take(self, n: int, live: Callable[[], Codes]) -> Codes:
-        if self._n_free < n:
+        if self._n_free < n or self._taken >= self._budget:
             self._reclaim(live())
             assert self._n_free >= n, "the owner sizes the table for the rows it keeps"
         top = self._n_free
         self._n_free = top - n
+        self._taken += n
         codes: Codes = self._free[top - n : top].copy()
         return codes
 
@@ -229,6 +238,8 @@ class Interner:
         free = np.flatnonzero(~used).astype(np.int32)
         self.values[free] = None  # the values no row refers to can be freed
         self._n_free = len(free)
+        # a reclaim scans the kept rows: it waits for as many new values as stay live
+        self._taken, self._budget = 0, max(_MIN_BUDGET, len(self.values) - 1 - len(free))
         self._free[: len(free)] = free[::-1]
         if not used[self._last_code]:
             self._last, self._last_code = _UNSET, 0
