@@ -280,6 +280,8 @@ class ProbBuffer:
                 "would overflow; raise capacity= (or max_bytes=), or use "
                 "on_overflow='overwrite' or 'spill'"
             )
+        if n == 0:
+            return
         # a fresh block's numbers are its first one: they are written without an arange
         numbers: int | npt.NDArray[np.int64] = self._counter.take(n) if seq is None else seq
         if n > cap:  # only the newest ``cap`` rows can stay

@@ -68,7 +68,9 @@ class Columns:
         # room for the kept rows' values plus a quarter more before slots are reclaimed
         slots = capacity + capacity // 4
         self._tables = {n: Interner(slots) for n, k in schema.items() if k == "str"}
-        self._empty = {n: _NO_VALUE if k == "str" else _NO_INT for n, k in schema.items()}
+        self._none = {n: _NO_VALUE if k == "str" else _NO_INT for n, k in schema.items()}
+        self._uniform: dict[str, Any] = {}  # column -> the value every kept row holds
+        self._empty = True  # no row stored yet
 
     @staticmethod
     def row_nbytes(schema: Mapping[str, ColumnKind]) -> int:
@@ -94,7 +96,7 @@ class Columns:
         if not self._names.issuperset(given):
             unknown = sorted(set(given) - self._names)[0]
             raise KeyError(f"unknown column {unknown!r}; this buffer has {sorted(self.schema)}")
-        values = self._empty.copy()
+        values = self._none.copy()
         for name, value in given.items():
             if value is not None:
                 values[name] = self._prepare_one(name, value, n)
@@ -104,7 +106,7 @@ class Columns:
         if type(values) is Same:
             values = values.value
             if values is None:
-                return self._empty[name]
+                return self._none[name]
         elif isinstance(values, (list, tuple, np.ndarray)):
             if len(values) != n:
                 raise ValueError(f"column {name!r} has {len(values)} values for {n} rows")
@@ -125,22 +127,39 @@ class Columns:
             if value is _NO_VALUE:
                 values[name] = _NO_CODE
                 continue
-            array = self._arrays[name]
 
-            def live(array: Codes = array) -> Codes:
-                return array[survivors()]
+            def live(name: str = name) -> Codes:
+                return self._raw(name, survivors())
 
             codes = (
                 table.code(value.value, live) if type(value) is Same else table.encode(value, live)
             )
             values[name] = Same(codes) if type(codes) is int else codes
-        for dst, src in parts:
-            for name, value in values.items():
-                self._arrays[name][dst] = value.value if type(value) is Same else value[src]
+        uniform = self._uniform
+        for name, value in values.items():
+            # a column whose kept rows all hold one value (the head of a capture's buffer, no
+            # key given) is not written at all until another value comes
+            if type(value) is Same and (
+                self._empty or (name in uniform and uniform[name] == value.value)
+            ):
+                uniform[name] = value.value
+                continue
+            array = self._arrays[name]
+            if name in uniform:
+                array.fill(uniform.pop(name))  # written out once, when the value first changes
+            for dst, src in parts:
+                array[dst] = value.value if type(value) is Same else value[src]
+        self._empty = False
+
+    def _raw(self, name: str, idx: Index) -> npt.NDArray[Any]:
+        array = self._arrays[name]
+        if name in self._uniform:
+            return np.full(len(idx), self._uniform[name], array.dtype)
+        return array[idx]
 
     def read(self, name: str, idx: Index) -> npt.NDArray[Any]:
         """One column's values at ``idx``, decoded."""
-        values = self._arrays[name][idx]
+        values = self._raw(name, idx)
         table = self._tables.get(name)
         return values if table is None else table.decode(values)
 

@@ -30,26 +30,33 @@ ops = st.lists(
 @given(capacity=st.integers(1, 17), ops=ops)
 def test_wraparound_matches_reference(capacity, ops):
     buf = ProbBuffer(C, capacity, columns={"page": "int"})
-    reference, total = [], 0
+    reference, heads, pages, total = [], [], [], 0
     for kind, n in ops:
-        if kind == "one":
-            buf.append(rows(total, 1)[0], key=f"k{total}", page=total)
-        else:
+        if kind == "one":  # queued, unless an extra column is given
+            if total % 2:
+                buf.append(rows(total, 1)[0], key=f"k{total}", page=total)
+            else:
+                buf.append(rows(total, 1)[0], key=f"k{total}")
+        else:  # a head shared by the batch, changing now and then
             idx = list(range(total, total + n))
-            buf.append_batch(rows(total, n), keys=[f"k{i}" for i in idx], page=idx)
+            buf.append_batch(rows(total, n), keys=[f"k{i}" for i in idx], head=f"h{total // 20}")
         reference.extend(range(total, total + n))
+        heads.extend([None if kind == "one" else f"h{total // 20}"] * n)
+        pages.extend([total if kind == "one" and total % 2 else None] * n)
         total += n
     kept = reference[-capacity:] if reference else []
+    pages = pages[-capacity:] if pages else []
+    assert buf.column("head").tolist() == (heads[-capacity:] if heads else [])
     assert len(buf) == len(kept)
     assert buf.evicted == total - len(kept)
     np.testing.assert_array_equal(buf.probs[:, 0], np.array(kept, dtype=np.float32))
     assert buf.seq.tolist() == kept
     assert buf.keys == [f"k{i}" for i in kept]
-    assert buf.column("page").tolist() == kept
+    assert [r.columns["page"] for r in buf] == pages
     assert [r.seq for r in buf.latest(3)] == kept[-3:]
     if kept:
         assert buf.lookup(f"k{kept[-1]}").seq == kept[-1]
-        assert buf.lookup(f"k{kept[0]}").columns["page"] == kept[0]
+        assert buf.lookup(f"k{kept[0]}").columns["page"] == pages[0]
 
 
 @settings(max_examples=100, deadline=None)
