@@ -162,11 +162,23 @@ def test_threads_lose_no_row_and_never_tear_one():
             value = float(t * per_thread + i)
             buf.append(np.full(4, value, np.float32), key=t)
 
+    seen = []
+
+    def read():  # reads store the queue while appends go on without the lock
+        while any(t.is_alive() for t in threads):
+            latest = buf.latest(64)
+            seen.append((latest.seq.tolist(), (latest.probs == latest.probs[:, :1]).all()))
+
     threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    reader = threading.Thread(target=read)
     for t in threads:
         t.start()
+    reader.start()
     for t in threads:
         t.join()
+    reader.join()
+    assert seen, "the reader ran while appends went on"
+    assert all(untorn and seq == sorted(seq) for seq, untorn in seen)
     probs = buf.probs
     assert len(buf) == n_threads * per_thread
     assert buf.evicted == 0
