@@ -37,7 +37,7 @@ meta = {"key": "page-1"}
 row_t = interleaved(
     {
         "probhook": lambda: single.append(row),
-        "hook row": lambda: hooked.append_row(row, meta, "head"),  # what a forward hook calls
+        "hook row": lambda: hooked.append(row, key="page-1", head="head", meta=meta),  # as a hook
         "deque": lambda: dq.append(row.copy()),
     },
     repeats,

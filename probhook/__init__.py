@@ -8,13 +8,12 @@
 (3, 4)
 """
 
-from probhook import metrics
+from probhook import calibration, metrics
 from probhook.buffer import BufferFullError, ProbBuffer
 from probhook.capture import Capture, capture_probs
 from probhook.distribution import Distribution, DocumentDistribution
-from probhook.export import load
-from probhook.rows import Sink
-from probhook.views import HeadView
+from probhook.head_view import HeadView, load
+from probhook.sink import Sink
 
 __all__ = [
     "BufferFullError",
@@ -24,6 +23,7 @@ __all__ = [
     "HeadView",
     "ProbBuffer",
     "Sink",
+    "calibration",
     "capture_probs",
     "load",
     "metrics",

@@ -1,24 +1,200 @@
-"""Temperature scaling and split conformal prediction sets.
+"""Everything scored against true labels: accuracy, NLL, Brier, calibration error (ECE/MCE,
+adaptive), reliability tables, a streaming state, temperature scaling and split conformal sets.
 
 >>> import numpy as np
->>> from probhook.calibration import fit_temperature, conformal_threshold, prediction_sets
+>>> from probhook import calibration
+>>> p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
+>>> state = calibration.CalibrationState(n_bins=10)
+>>> state.update(p, np.array([0, 1]))
+>>> round(state.compute()["accuracy"], 2)
+0.5
 >>> rng = np.random.default_rng(0)
 >>> logits = rng.normal(size=(500, 4)) * 5
 >>> targets = (logits + rng.normal(size=(500, 4)) * 5).argmax(axis=1)
->>> fit_temperature(logits, targets) > 1  # over-confident logits get softened
+>>> calibration.fit_temperature(logits, targets) > 1  # over-confident logits get softened
 True
 >>> probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
->>> q = conformal_threshold(probs, targets, alpha=0.1)
->>> prediction_sets(probs, q).shape
+>>> q = calibration.conformal_threshold(probs, targets, alpha=0.1)
+>>> calibration.prediction_sets(probs, q).shape
 (500, 4)
+
+Equal-width bins are ``[i/B, (i+1)/B)`` with the last bin closed at 1.0.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from probhook.metrics import as_probs, max_prob
+
+Array = npt.NDArray[Any]
+
+
+def _targets(targets: npt.ArrayLike, probs: Array) -> npt.NDArray[np.int64]:
+    arr = np.asarray(targets)
+    if arr.shape != (len(probs),):
+        raise ValueError(f"targets must have shape ({len(probs)},), got {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"targets must be class indices (integers), got dtype {arr.dtype}")
+    if len(arr) and (arr.min() < 0 or arr.max() >= probs.shape[1]):
+        raise ValueError(f"targets must lie in 0..{probs.shape[1] - 1}")
+    return arr.astype(np.int64)
+
+
+def accuracy(probs: npt.ArrayLike, targets: npt.ArrayLike) -> float:
+    """Share of rows whose most probable class is the target class."""
+    p = as_probs(probs)
+    return float((p.argmax(axis=1) == _targets(targets, p)).mean())
+
+
+def nll(probs: npt.ArrayLike, targets: npt.ArrayLike, eps: float = 1e-12) -> float:
+    """Mean negative log-likelihood of the true class (probabilities clipped at ``eps``)."""
+    p = as_probs(probs)
+    t = _targets(targets, p)
+    return float(-np.log(np.clip(p[np.arange(len(p)), t], eps, None)).mean())
+
+
+def brier_score(probs: npt.ArrayLike, targets: npt.ArrayLike) -> float:
+    """Mean over rows of ``sum_c (p_c - onehot_c)^2`` (0 best, 2 worst)."""
+    p = as_probs(probs)
+    onehot = np.eye(p.shape[1])[_targets(targets, p)]
+    return float(((p - onehot) ** 2).sum(axis=1).mean())
+
+
+def _bin_index(conf: Array, n_bins: int) -> npt.NDArray[np.intp]:
+    return np.minimum((conf * n_bins).astype(np.intp), n_bins - 1)
+
+
+@dataclass(frozen=True)
+class ReliabilityTable:
+    """Per bin: edges, row count, mean confidence and accuracy (NaN where a bin is empty)."""
+
+    lower: Array
+    upper: Array
+    count: Array
+    confidence: Array
+    accuracy: Array
+
+    def to_pandas(self) -> Any:
+        """The table as a DataFrame, one row per bin."""
+        import pandas as pd
+
+        return pd.DataFrame(self.__dict__)
+
+
+def reliability_table(
+    probs: npt.ArrayLike, targets: npt.ArrayLike, n_bins: int = 15
+) -> ReliabilityTable:
+    """Per equal-width confidence bin: row count, mean confidence and accuracy."""
+    state = CalibrationState(n_bins)
+    state.update(probs, targets)
+    return state.reliability()
+
+
+def calibration_error(
+    probs: npt.ArrayLike, targets: npt.ArrayLike, n_bins: int = 15, norm: str = "l1"
+) -> float:
+    """Expected (``norm="l1"``, ECE) or maximum (``norm="max"``, MCE) calibration error over
+    equal-width confidence bins."""
+    if norm not in ("l1", "max"):
+        raise ValueError(f"norm must be 'l1' (ECE) or 'max' (MCE), got {norm!r}")
+    state = CalibrationState(n_bins)
+    state.update(probs, targets)
+    return state.compute()["ece" if norm == "l1" else "mce"]
+
+
+def adaptive_calibration_error(
+    probs: npt.ArrayLike, targets: npt.ArrayLike, n_bins: int = 15
+) -> float:
+    """ECE over equal-mass bins (each holds ~n/B rows sorted by confidence)."""
+    p = as_probs(probs)
+    correct = (p.argmax(axis=1) == _targets(targets, p)).astype(np.float64)
+    conf = max_prob(p)
+    order = np.argsort(conf, kind="stable")
+    total = 0.0
+    for chunk in np.array_split(order, min(n_bins, max(len(order), 1))):
+        if len(chunk):
+            total += len(chunk) * abs(correct[chunk].mean() - conf[chunk].mean())
+    return total / max(len(p), 1)
+
+
+@dataclass
+class CalibrationState:
+    """Streaming calibration: memory O(bins) however many rows, with ``update/compute/merge``."""
+
+    n_bins: int = 15
+    n: int = 0
+    correct: float = 0.0
+    nll_sum: float = 0.0
+    brier_sum: float = 0.0
+    count: Array = field(init=False)
+    conf_sum: Array = field(init=False)
+    acc_sum: Array = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {self.n_bins}")
+        self.count = np.zeros(self.n_bins)
+        self.conf_sum = np.zeros(self.n_bins)
+        self.acc_sum = np.zeros(self.n_bins)
+
+    def update(self, probs: npt.ArrayLike, targets: npt.ArrayLike) -> None:
+        """Add ``(n, C)`` probabilities and their ``(n,)`` target class indices."""
+        p = as_probs(probs)
+        t = _targets(targets, p)
+        conf = max_prob(p)
+        hit = (p.argmax(axis=1) == t).astype(np.float64)
+        bins = _bin_index(conf, self.n_bins)
+        self.count += np.bincount(bins, minlength=self.n_bins)
+        self.conf_sum += np.bincount(bins, conf, minlength=self.n_bins)
+        self.acc_sum += np.bincount(bins, hit, minlength=self.n_bins)
+        self.n += len(p)
+        self.correct += hit.sum()
+        self.nll_sum += nll(p, t) * len(p) if len(p) else 0.0
+        self.brier_sum += brier_score(p, t) * len(p) if len(p) else 0.0
+
+    def merge(self, other: CalibrationState) -> CalibrationState:
+        """A state holding the rows of both (from parallel workers, say)."""
+        if other.n_bins != self.n_bins:
+            raise ValueError(f"cannot merge {self.n_bins} bins with {other.n_bins}")
+        out = CalibrationState(
+            self.n_bins,
+            self.n + other.n,
+            self.correct + other.correct,
+            self.nll_sum + other.nll_sum,
+            self.brier_sum + other.brier_sum,
+        )
+        out.count, out.conf_sum = self.count + other.count, self.conf_sum + other.conf_sum
+        out.acc_sum = self.acc_sum + other.acc_sum
+        return out
+
+    def reliability(self) -> ReliabilityTable:
+        """The reliability table of the rows seen so far."""
+        edges = np.linspace(0.0, 1.0, self.n_bins + 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            conf, acc = self.conf_sum / self.count, self.acc_sum / self.count
+        return ReliabilityTable(edges[:-1], edges[1:], self.count.astype(np.int64), conf, acc)
+
+    def compute(self) -> dict[str, float]:
+        """``n``, ``accuracy``, ``nll``, ``brier``, ``ece`` and ``mce`` of the rows seen so far."""
+        if self.n == 0:
+            raise ValueError("no rows: call update() first")
+        table = self.reliability()
+        seen = self.count > 0
+        gaps = np.abs(table.accuracy[seen] - table.confidence[seen])
+        return {
+            "n": float(self.n),
+            "accuracy": float(self.correct / self.n),
+            "nll": float(self.nll_sum / self.n),
+            "brier": float(self.brier_sum / self.n),
+            "ece": float((gaps * self.count[seen]).sum() / self.n),
+            "mce": float(gaps.max()),
+        }
+
 
 Method = Literal["lac", "aps"]
 

@@ -18,54 +18,38 @@ import contextlib
 import contextvars
 import functools
 import inspect
-import os
-import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import Any, TypeVar
 
-import numpy as np
-
-from probhook.buffer import OverflowPolicy, ProbBuffer
-from probhook.distribution import Distribution
-from probhook.heads import (
-    ACTIVATIONS,
-    HeadSpec,
-    Selector,
-    logits_of,
-    make_activation,
-    resolve_activation,
-    to_host,
-)
-from probhook.integrations import Adapter, adapter_for
-from probhook.rows import SeqCounter, Sink
-from probhook.views import HeadView
-
-if TYPE_CHECKING:
-    import torch
-    from typing_extensions import Unpack
+from probhook.head_view import HeadView
+from probhook.heads import HeadSpec
+from probhook.integrations import Adapter, MetaToken, adapter_for
+from probhook.options import CaptureOptions
+from probhook.recording import Recorder
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class CaptureOptions(TypedDict, total=False):
-    """The options of :func:`capture_probs` and :class:`Capture` (documented there)."""
+def _one_head(name: str) -> Any:
+    """A property (or method) of the capture's single head, read through :meth:`Capture.head`."""
 
-    capacity: int
-    heads: Selector | None
-    activation: str
-    temperature: float
-    labels: Sequence[str] | Mapping[str, Sequence[str]] | None
-    dtype: str
-    on_overflow: OverflowPolicy
-    sink: Sink | str | os.PathLike[str] | None
-    keep_logits: bool
+    def read(self: Capture) -> Any:
+        return getattr(self.head, name)
+
+    member = getattr(HeadView, name)
+    doc = inspect.getdoc(member.fget if isinstance(member, property) else member)
+    return property(read, doc=f"The single head's ``{name}``: {doc}")
 
 
-class Capture(HeadView):
-    """A set of forward hooks and the distributions they captured.
+class Capture:
+    """A set of forward hooks and the distributions they captured, one :class:`HeadView` per
+    head in :attr:`heads`.
 
-    Use it as a context manager, a decorator, or by hand with :meth:`start` / :meth:`stop`:
+    Use it as a context manager, a decorator, or by hand with :meth:`start` / :meth:`stop`.
+    Reads such as ``probs``, ``get`` or ``to_pandas`` are shortcuts to the single head and say
+    so clearly when there are several; ``len(cap)``, ``capacity`` and ``evicted`` cover all
+    heads.
 
     >>> import torch
     >>> from probhook import capture_probs
@@ -75,51 +59,20 @@ class Capture(HeadView):
     >>> _ = model(torch.randn(5, 4))
     >>> cap.stop()
     >>> len(cap), cap.labels
-    (5, ['0', '1', '2'])
+    (5, ('0', '1', '2'))
     >>> bool(abs(cap.probs.sum(axis=1) - 1).max() < 1e-6)
     True
     """
 
-    def __init__(
-        self,
-        target: Any,
-        *,
-        capacity: int = 10_000,
-        heads: Selector | None = None,
-        activation: str = "auto",
-        temperature: float = 1.0,
-        labels: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
-        dtype: str = "float32",
-        on_overflow: OverflowPolicy = "overwrite",
-        sink: Sink | str | os.PathLike[str] | None = None,
-        keep_logits: bool = False,
-    ) -> None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-        if not (
-            isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0
-        ):
-            raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-        if sink is not None and on_overflow == "error":
-            raise ValueError(
-                "sink= spills rows the buffer cannot keep; it cannot go with on_overflow='error'"
-            )
-        ProbBuffer.check_options(capacity, dtype)  # before any hook exists
-        super().__init__("capture")
-        self.target, self.selector = target, heads
-        self.activation, self.temperature = activation, float(temperature)
-        self.capacity_per_head, self.dtype, self.keep_logits = capacity, dtype, keep_logits
-        self.on_overflow: OverflowPolicy = "spill" if sink is not None else on_overflow
-        self._labels_arg = labels
-        self._sink_arg = sink
-        self.sink: Sink | None = None
+    def __init__(self, target: Any = None, **options: Any) -> None:
+        self.options = CaptureOptions.from_kwargs(options)  # every option checked here
+        self.target = target
         self.heads: dict[str, HeadView] = {}
-        self._counter = SeqCounter()
         self._meta: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
             "probhook_meta", default=None
         )
+        self._recorder = Recorder(self.options, self._meta)
         self._stack: contextlib.ExitStack | None = None
-        self._lock = threading.Lock()
         self._appended_at_start: dict[str, int] = {}
         self._adapter: Adapter | None = None
 
@@ -129,6 +82,11 @@ class Capture(HeadView):
     def active(self) -> bool:
         """Whether the hooks are registered now."""
         return self._stack is not None
+
+    @property
+    def sink(self) -> Any:
+        """The sink rows are written to (opened at the first row), or None."""
+        return self._recorder.sink
 
     def start(self, target: Any = None) -> None:
         """Register the hooks (all or none); ``target`` overrides the one given at creation."""
@@ -144,15 +102,18 @@ class Capture(HeadView):
                 "pass a model to start()"
             )
         adapter = adapter_for(target)
-        specs = adapter.heads(self.selector)
+        specs = adapter.heads(self.options.heads)
         known = set(self.heads)
+        self._recorder.columns = adapter.columns
         try:
             with contextlib.ExitStack() as stack:
+                self._adapter = adapter
                 adapter.install(self, stack)
                 for spec in specs:
-                    self.hook(spec, stack)
-                self._stack, self._adapter = stack.pop_all(), adapter
+                    self._hook(spec, stack)
+                self._stack = stack.pop_all()
         except BaseException:
+            self._adapter = None
             for name in set(self.heads) - known:  # no empty head left by a failed start
                 del self.heads[name]
             raise
@@ -167,9 +128,7 @@ class Capture(HeadView):
         try:
             stack.close()
         finally:
-            for view in self.heads.values():
-                if view.buffer is not None:
-                    view.buffer.flush()
+            self._recorder.flush(self.heads)
         if warn:
             for name, before in self._appended_at_start.items():
                 if self.heads[name].appended == before:
@@ -239,119 +198,50 @@ class Capture(HeadView):
         """Rows of the next batch carry one key each, in batch order."""
         return self.key(list(keys))  # type: ignore[arg-type]
 
-    def set_meta(self, meta: dict[str, Any] | None) -> contextvars.Token[dict[str, Any] | None]:
+    def set_meta(self, meta: dict[str, Any] | None) -> MetaToken[dict[str, Any] | None]:
         """For integrations: make ``meta`` current in this thread/context; returns a reset token."""
         return self._meta.set(meta)
 
-    def reset_meta(self, token: contextvars.Token[dict[str, Any] | None]) -> None:
+    def reset_meta(self, token: MetaToken[dict[str, Any] | None]) -> None:
         """For integrations: undo :meth:`set_meta`."""
         self._meta.reset(token)
 
     # -- hooks --------------------------------------------------------------------------------
 
-    def hook(self, spec: HeadSpec, stack: contextlib.ExitStack | None = None) -> None:
-        """Register the forward hook for ``spec``; it is removed when the capture stops.
+    def hook(self, spec: HeadSpec) -> None:
+        """Hook ``spec`` while the capture runs (integrations follow a module swapped in
+        mid-run with it); the hook is removed when the capture stops."""
+        if self._stack is None:
+            raise RuntimeError("hook() needs an active capture")
+        self._hook(spec, self._stack)
 
-        Integrations call this while the capture runs to follow a module swapped in mid-run.
-        """
-        stack = stack or self._stack
-        if stack is None:
-            raise RuntimeError("hook() needs an active capture or an explicit ExitStack")
-        activation = resolve_activation(self.activation, spec.module)
+    def _hook(self, spec: HeadSpec, stack: contextlib.ExitStack) -> None:
         view = self.heads.get(spec.name)
         if view is None:
-            view = self.heads[spec.name] = HeadView(spec.name, self._key_of)
-        view._labels = self._labels_for(spec)
-
-        import torch
-
-        name, meta_var, keep_logits = spec.name, self._meta, self.keep_logits
-        apply, tensor = make_activation(activation, self.temperature), torch.Tensor
-
-        def on_forward(module: Any, args: Any, output: Any) -> None:
-            # Runs on every forward: the common one-row case goes straight to the buffer.
-            plain = type(output) is tensor and output.ndim == 2
-            probs = apply(output if plain else logits_of(output, name))
-            if keep_logits:  # probabilities and logits leave the device in one copy
-                self._record(spec, view, probs, output)
-                return
-            host = to_host(probs)
-            buffer = view.buffer
-            meta = meta_var.get()
-            if (
-                buffer is not None
-                and buffer.fast_rows
-                and len(host) == 1
-                and (meta is None or type(meta.get("key")) is not list)
-            ):
-                buffer.append_row(host[0], meta, name)
-            else:
-                self._record(spec, view, probs, output, host)
-
-        handle = spec.module.register_forward_hook(on_forward)
+            view = self.heads[spec.name] = HeadView(
+                spec.name,
+                labels=self._labels_for(spec),
+                columns=self._recorder.columns,
+                key_of=self._key_of,
+            )
+        handle = spec.module.register_forward_hook(self._recorder.forward_hook(spec, view))
         stack.callback(handle.remove)
 
     def _labels_for(self, spec: HeadSpec) -> tuple[str, ...] | None:
-        labels = self._labels_arg
+        labels = self.options.labels
         if isinstance(labels, Mapping):
             labels = labels.get(spec.name)
         return tuple(map(str, labels)) if labels is not None else spec.labels
 
-    def _record(
-        self, spec: HeadSpec, view: HeadView, probs: torch.Tensor, output: Any, host: Any = None
-    ) -> None:
-        """The general path: batches, per-row keys, kept logits, spill and error policies."""
-        if self.keep_logits:
-            import torch
-
-            logits = logits_of(output, spec.name)
-            both = to_host(torch.stack((probs, logits.detach().float())))  # one host copy
-            host, raw = both[0], both[1]
-        else:
-            host, raw = (to_host(probs) if host is None else host), None
-        buffer = view.buffer or self._allocate(spec, view, host.shape[1])
-        meta = self._meta.get() or {}
-        keys = meta.get("key")
-        if type(keys) is list and len(keys) != len(host):
-            raise ValueError(
-                f"keys_for() gave {len(keys)} keys but head {spec.name!r} produced {len(host)} rows"
-            )
-        columns = {k: v for k, v in meta.items() if k != "key" and k in buffer.schema}
-        buffer.append_batch(host, keys=keys, head=spec.name, logits=raw, **columns)
-
-    def _allocate(self, spec: HeadSpec, view: HeadView, n_classes: int) -> ProbBuffer:
-        with self._lock:
-            if view.buffer is not None:
-                return view.buffer
-            labels = view._labels
-            if labels is not None and len(labels) != n_classes:
-                raise ValueError(
-                    f"head {spec.name!r} has {n_classes} outputs but {len(labels)} labels "
-                    f"were given: {labels}"
-                )
-            if self.sink is None and self._sink_arg is not None:
-                from probhook.export import open_sink
-
-                self.sink = open_sink(self._sink_arg)
-            view.buffer = ProbBuffer(
-                n_classes,
-                self.capacity_per_head,
-                labels=labels,
-                dtype=self.dtype,
-                columns=dict(self._adapter.columns) if self._adapter else {},
-                on_overflow=self.on_overflow,
-                sink=self.sink,
-                keep_logits=self.keep_logits,
-                seq_counter=self._counter,
-            )
-            return view.buffer
-
     def _key_of(self, key: Any) -> Any:
         return self._adapter.key_of(key) if self._adapter is not None else key
 
-    # -- reads: a single head's interface, or a clear error naming the heads ----------------------
+    # -- reads: all heads, or a single head's shortcuts --------------------------------------
 
-    def _single(self) -> HeadView:
+    @property
+    def head(self) -> HeadView:
+        """The single head (an empty one before the first start), or a clear error naming the
+        heads when there are several."""
         if len(self.heads) == 1:
             return next(iter(self.heads.values()))
         if not self.heads:
@@ -361,41 +251,67 @@ class Capture(HeadView):
             "read one through cap.heads[name]"
         )
 
-    @property
-    def buffer(self) -> ProbBuffer | None:
-        """The single head's buffer (None before the first forward)."""
-        return self._single().buffer if self.heads else None
-
-    @buffer.setter
-    def buffer(self, value: ProbBuffer | None) -> None:
-        if value is not None:
-            raise AttributeError("a capture's buffers belong to its heads")
+    def __len__(self) -> int:
+        """Rows kept, over all heads."""
+        return sum(len(view) for view in self.heads.values())
 
     @property
-    def labels(self) -> list[str]:
-        """The single head's class names, in column order."""
-        return self._single().labels
+    def capacity(self) -> int:
+        """Rows each head keeps (the ``capacity`` option)."""
+        return self.options.capacity
 
-    def get(self, key: Any) -> Distribution | None:
-        """The single head's most recent distribution for ``key`` (a page, image or id)."""
-        return self._single().get(key)
+    @property
+    def evicted(self) -> int:
+        """Rows dropped so far to make room, over all heads."""
+        return sum(view.evicted for view in self.heads.values())
 
-    def __bool__(self) -> bool:
-        return True
+    @property
+    def nbytes(self) -> int:
+        """Bytes the heads' buffers hold."""
+        return sum(view.nbytes for view in self.heads.values())
+
+    buffer = _one_head("buffer")
+    labels = _one_head("labels")
+    probs = _one_head("probs")
+    logits = _one_head("logits")
+    keys = _one_head("keys")
+    column = _one_head("column")
+    get = _one_head("get")
+    latest = _one_head("latest")
+    distributions = _one_head("distributions")
+    by_document = _one_head("by_document")
+    confidence = _one_head("confidence")
+    margin = _one_head("margin")
+    entropy = _one_head("entropy")
+    top_k = _one_head("top_k")
+    flag = _one_head("flag")
+    flagged_keys = _one_head("flagged_keys")
+    calibration = _one_head("calibration")
+    target_indices = _one_head("target_indices")
+    to_arrow = _one_head("to_arrow")
+    to_pandas = _one_head("to_pandas")
+    to_parquet = _one_head("to_parquet")
+    plot = _one_head("plot")
+
+    def _repr_html_(self) -> str:
+        from probhook.notebook import heads_html
+
+        return heads_html(self.heads.values() or [self.head])
 
     def __repr__(self) -> str:
         state = "active" if self.active else "stopped"
         heads = ", ".join(f"{n}: {len(v)} rows" for n, v in self.heads.items()) or "no heads yet"
-        return f"<Capture {state}, {heads}, capacity {self.capacity_per_head}/head>"
+        return f"<Capture {state}, {heads}, capacity {self.capacity}/head>"
 
 
-def capture_probs(target: Any = None, **options: Unpack[CaptureOptions]) -> Capture:
+def capture_probs(target: Any = None, **options: Any) -> Capture:
     """Capture the full probability distribution of every forward of ``target``'s classifier heads.
 
     ``target`` is a ``torch.nn.Module`` (a Hugging Face ``*ForSequenceClassification`` or any
-    module returning ``(batch, classes)`` logits), a list of modules, a deepdoctection pipeline,
-    component or LM wrapper, or, for a decorator, the name of the decorated function's parameter
-    that holds the model (``"self.model"`` on a method).
+    module returning ``(batch, classes)`` logits), a list of modules, an object of a framework
+    that :mod:`probhook.integrations` knows (a document-analysis pipeline, component or wrapper),
+    or, for a decorator, the name of the decorated function's parameter that holds the model
+    (``"self.model"`` on a method).
 
     >>> import torch
     >>> from probhook import capture_probs
@@ -407,24 +323,8 @@ def capture_probs(target: Any = None, **options: Unpack[CaptureOptions]) -> Capt
     >>> len(predict.capture), predict.capture.get(None) is not None
     (3, True)
 
-    The options are keyword-only and the same for :class:`Capture`.
-
-    Other Parameters:
-        capacity (int): rows kept per head (a ring buffer: the oldest go first, counted in
-            ``evicted``).
-        heads (Selector | None): which modules to hook: dotted name, glob, module type,
-            predicate, or a list of these.
-        activation (str): ``"auto"`` (softmax; sigmoid for multi-label HF configs),
-            ``"softmax"``, ``"sigmoid"`` or ``"none"`` (keep logits).
-        temperature (float): logits are divided by it before the activation.
-        labels (Sequence[str] | Mapping | None): class names in column order (or
-            ``{head: names}``); default: the HF config's ``id2label``, else ``"0" .. "C-1"``.
-        dtype (str): storage dtype of the probabilities: ``float32``, ``float16`` or ``float64``.
-        on_overflow (OverflowPolicy): ``"overwrite"``, ``"error"`` or ``"spill"`` (see
-            :class:`ProbBuffer`).
-        sink (Sink | str | os.PathLike | None): a :class:`~probhook.rows.Sink` or a file path
-            (``.parquet`` or ``.arrows``) that receives every row; implies ``on_overflow="spill"``.
-        keep_logits (bool): also keep raw logits (for temperature fitting); costs 4 bytes per
-            class per row more.
+    The options are keyword-only, the same for :class:`Capture`, and checked here:
+    ``capacity``, ``heads``, ``activation``, ``temperature``, ``labels``, ``dtype``,
+    ``on_overflow``, ``sink``, ``keep_logits`` (see :class:`~probhook.options.CaptureOptions`).
     """
     return Capture(target, **options)

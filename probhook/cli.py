@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
-import shutil
 import sys
 import warnings
 from collections import Counter
@@ -23,19 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from probhook.integrations.deepdoctection.analyzer import (
+    UsageError,
+    build_analyzer,
+    ocr_available,
+    read_model_dir,
+)
+
 PDF_SUFFIXES = {".pdf"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
-WRAPPERS = {
-    "layoutlm": "HFLayoutLmSequenceClassifier",
-    "layoutlmv2": "HFLayoutLmv2SequenceClassifier",
-    "layoutlmv3": "HFLayoutLmv3SequenceClassifier",
-    "lilt": "HFLiltSequenceClassifier",
-}
-TEXT_WRAPPER = "HFLmSequenceClassifier"  # bert, roberta, xlm-roberta, ...
-
-
-class UsageError(Exception):
-    """A problem with the command line itself: exit code 2, nothing is processed."""
 
 
 @dataclass
@@ -60,63 +54,6 @@ def collect_inputs(paths: list[Path], ocr: bool) -> Inputs:
             else:
                 found.skipped.append((file, f"not a PDF or image ({suffix or 'no suffix'})"))
     return found
-
-
-def read_model_dir(model_dir: Path) -> tuple[str, list[str]]:
-    """The deepdoctection wrapper name and the labels of a Hugging Face classifier folder."""
-    config_path = model_dir / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{model_dir} has no config.json: expected a Hugging Face model folder")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    architectures = config.get("architectures") or []
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
-        raise UsageError(
-            f"{model_dir} holds {architectures or 'no architecture'}, not a sequence "
-            "classifier (*ForSequenceClassification): probhook classifies whole pages"
-        )
-    id2label = config.get("id2label") or {}
-    labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
-    if not labels:
-        raise UsageError(f"{config_path} has no id2label: the classifier's categories are unknown")
-    return WRAPPERS.get(config.get("model_type", ""), TEXT_WRAPPER), labels
-
-
-def build_analyzer(model_dir: Path, wrapper: str, labels: list[str], ocr: bool) -> Any:
-    """``dd.get_dd_analyzer`` with PDF text extraction and the classifier in ``model_dir``."""
-    import deepdoctection as dd
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    name = os.fspath(model_dir.resolve())
-    categories = {}
-    for i, label in enumerate(labels):
-        try:
-            categories[i + 1] = dd.get_type(label)
-        except KeyError:
-            raise UsageError(
-                f"label {label!r} of {model_dir} is not a deepdoctection document type "
-                "(e.g. letter, invoice, form, memo, email, resume, ...)"
-            ) from None
-    if not dd.ModelCatalog.is_registered(name):
-        # an absolute profile name makes deepdoctection read weights and configs in place
-        profile = dd.ModelProfile(name=name, description="probhook run", size=[],
-                                  config=os.path.join(name, "config.json"), categories=categories,
-                                  dl_library="PT", model_wrapper=wrapper)  # fmt: skip
-        dd.ModelCatalog.register(name, profile)
-    overrides = [
-        "USE_LAYOUT=False",
-        "USE_LAYOUT_NMS=False",
-        "USE_TABLE_SEGMENTATION=False",
-        "USE_PDF_MINER=True",
-        f"USE_OCR={ocr}",
-        "USE_LM_SEQUENCE_CLASS=True",
-        f"LM_SEQUENCE_CLASS.WEIGHTS={name}",
-    ]
-    return dd.get_dd_analyzer(config_overwrite=overrides)
-
-
-def ocr_available() -> bool:
-    return shutil.which("tesseract") is not None
 
 
 def _quiet_libraries() -> None:

@@ -1,4 +1,4 @@
-"""One row's probability distribution with its labels: what ``cap.get(key)`` returns.
+"""One row's probability distribution with its labels, and the read protocol of a set of rows.
 
 >>> import numpy as np
 >>> from probhook import Distribution
@@ -7,6 +7,9 @@
 ('invoice', 0.7)
 >>> d.top_k(2)
 [('invoice', 0.7), ('memo', 0.2)]
+
+:class:`Distribution` is the one type a captured row is read as: ``cap.get(key)``, iteration
+over a head, ``buffer.lookup(key)``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ import numpy.typing as npt
 
 @dataclass(frozen=True)
 class Distribution:
-    """Probabilities over ``labels`` for one captured row, with the row's metadata."""
+    """Probabilities over ``labels`` for one captured row, with the row's metadata.
+
+    ``meta`` holds the row's other columns (page columns for deepdoctection rows);
+    ``logits`` the raw logits when the capture kept them.
+    """
 
     probs: npt.NDArray[np.floating[Any]]
     labels: tuple[str, ...]
@@ -28,6 +35,15 @@ class Distribution:
     head: str | None = None
     seq: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    logits: npt.NDArray[np.float32] | None = None
+
+    @property
+    def finite(self) -> bool:
+        """False when the row holds NaN or inf (in the logits, NaN or +inf)."""
+        if not bool(np.isfinite(self.probs).all()):
+            return False
+        lg = self.logits
+        return lg is None or not bool((np.isnan(lg) | np.isposinf(lg)).any())
 
     @property
     def predicted(self) -> str:

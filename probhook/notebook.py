@@ -10,11 +10,13 @@ True
 from __future__ import annotations
 
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from probhook.block import RowSource
     from probhook.distribution import Distribution
-    from probhook.views import HeadView
 
 
 def _bar(label: str, p: float) -> str:
@@ -34,18 +36,18 @@ def distribution_html(dist: Distribution, k: int = 10) -> str:
     return f"<div>{key}{bars}</div>"
 
 
-def view_html(view: HeadView, latest: int = 10) -> str:
-    """Heads, rows kept, capacity, evicted, memory, then the latest rows with top-3 bars."""
-    heads: dict[str, Any] = getattr(view, "heads", None) or {view.name: view}
+def heads_html(heads: Iterable[RowSource], latest: int = 10) -> str:
+    """Per head: rows kept, capacity, evicted, memory, labels, then the latest rows with top-3
+    bars (only those rows are read, however many are kept)."""
     parts = []
-    for name, head in heads.items():
+    for head in heads:
         summary = (
-            f"<b>{escape(name)}</b>: {len(head)} rows kept of capacity {head.capacity}, "
+            f"<b>{escape(head.name)}</b>: {len(head)} rows kept of capacity {head.capacity}, "
             f"{head.evicted} evicted, {head.nbytes / 2**20:.2f} MiB, labels: "
             f"{escape(', '.join(head.labels))}"
         )
         rows = []
-        for dist in list(head.distributions())[-latest:]:
+        for dist in head.rows(last=latest):
             bars = "".join(_bar(label, p) for label, p in dist.top_k(3))
             rows.append(
                 f"<tr><td>{dist.seq}</td><td>{escape(str(dist.key))}</td><td>{bars}</td></tr>"

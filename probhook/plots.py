@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from probhook import metrics
+from probhook import calibration, metrics
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from probhook.block import RowSource
     from probhook.distribution import Distribution
-    from probhook.views import HeadView
 
 
 def _axes(ax: Axes | None) -> Axes:
@@ -83,8 +83,8 @@ def reliability_diagram(
     probs, _labels = _probs_labels(source)
     if hasattr(source, "target_indices"):
         targets = source.target_indices(targets)
-    table = metrics.reliability_table(probs, np.asarray(targets), n_bins)
-    ece = metrics.calibration_error(probs, np.asarray(targets), n_bins)
+    table = calibration.reliability_table(probs, np.asarray(targets), n_bins)
+    ece = calibration.calibration_error(probs, np.asarray(targets), n_bins)
     ax = _axes(ax)
     width = 1.0 / n_bins
     seen = table.count > 0
@@ -130,7 +130,7 @@ def distribution_bar(dist: Distribution, *, ax: Axes | None = None) -> Axes:
 class Plotter:
     """``view.plot``: the plots above bound to one capture, head or loaded file."""
 
-    def __init__(self, view: HeadView) -> None:
+    def __init__(self, view: RowSource) -> None:
         self._view = view
 
     def confidence(self, **kwargs: Any) -> Axes:

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from probhook.block import INT_NA
 from probhook.buffer import BufferFullError, ProbBuffer
-from probhook.rows import INT_NA, SeqCounter
 from probhook.testing import CollectingSink
+from probhook.write_queue import WriteQueue
 
 C = 3
 
@@ -52,11 +53,11 @@ def test_wraparound_matches_reference(capacity, ops):
     np.testing.assert_array_equal(buf.probs[:, 0], np.array(kept, dtype=np.float32))
     assert buf.seq.tolist() == kept
     assert buf.keys == [f"k{i}" for i in kept]
-    assert [r.columns["page"] for r in buf] == pages
-    assert [r.seq for r in buf.latest(3)] == kept[-3:]
+    assert [r.meta["page"] for r in buf] == pages
+    assert [r.seq for r in buf.tail(3)] == kept[-3:]
     if kept:
         assert buf.lookup(f"k{kept[-1]}").seq == kept[-1]
-        assert buf.lookup(f"k{kept[0]}").columns["page"] == pages[0]
+        assert buf.lookup(f"k{kept[0]}").meta["page"] == pages[0]
 
 
 @settings(max_examples=100, deadline=None)
@@ -150,7 +151,7 @@ def test_int_columns_mark_missing_values():
     buf = ProbBuffer(C, 4, columns={"page_number": "int"})
     buf.append(np.zeros(3, np.float32), page_number=None)
     assert buf.column("page_number")[0] == INT_NA
-    assert next(iter(buf)).columns["page_number"] is None
+    assert next(iter(buf)).meta["page_number"] is None
 
 
 def test_threads_lose_no_row_and_never_tear_one():
@@ -166,7 +167,7 @@ def test_threads_lose_no_row_and_never_tear_one():
 
     def read():  # reads store the queue while appends go on without the lock
         while any(t.is_alive() for t in threads):
-            latest = buf.latest(64)
+            latest = buf.tail(64)
             seen.append((latest.seq.tolist(), (latest.probs == latest.probs[:, :1]).all()))
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
@@ -204,7 +205,7 @@ def test_memory_is_flat_after_warm_up(path):
                 buf.append_batch(batch, keys=keys, page_number=i)
             else:
                 for row, key in zip(batch, keys, strict=True):
-                    buf.append_row(row, {"key": key, "page_number": i}, "head")
+                    buf.append(row, key=key, head="head", meta={"page_number": i})
         len(buf)  # stores the queued rows
 
     def peak(offset):
@@ -266,12 +267,12 @@ def test_a_failing_sink_loses_no_queued_row():
 
 
 def test_single_rows_are_stored_in_call_order_across_heads_and_paths():
-    counter = SeqCounter()
-    a = ProbBuffer(C, 10, seq_counter=counter)
-    b = ProbBuffer(C, 10, seq_counter=counter)
+    counter = WriteQueue()
+    a = ProbBuffer(C, 10, queue=counter)
+    b = ProbBuffer(C, 10, queue=counter)
     a.append(rows(0, 1)[0], key="a0")  # queued
     b.append(rows(1, 1)[0].astype(np.float64), key="b1")  # converted, written at once
-    a.append_row(rows(2, 1)[0], {"key": "a2"}, "h")  # queued
+    a.append(rows(2, 1)[0], key="a2", head="h")  # queued
     b.append(rows(3, 1)[0], key="b3")  # queued
     assert a.seq.tolist() == [0, 2]
     assert b.seq.tolist() == [1, 3]
@@ -293,9 +294,9 @@ def test_pickle_round_trip():
 
 
 def test_merge_orders_by_sequence_number():
-    counter = SeqCounter()  # as the heads of one capture share one
-    a = ProbBuffer(C, 10, labels="xyz", seq_counter=counter)
-    b = ProbBuffer(C, 10, labels="xyz", seq_counter=counter)
+    counter = WriteQueue()  # as the heads of one capture share one
+    a = ProbBuffer(C, 10, labels="xyz", queue=counter)
+    b = ProbBuffer(C, 10, labels="xyz", queue=counter)
     a.append(rows(0, 1)[0], key="a0")
     b.append(rows(1, 1)[0], key="b1")
     a.append(rows(2, 1)[0], key="a2")

@@ -59,7 +59,7 @@ def test_rows_equal_softmax_of_logits(tiny, kind, batch, temperature):
         model(**inputs)
     assert cap.probs.shape == (batch, 4)
     np.testing.assert_allclose(cap.probs, expected, atol=1e-6)
-    assert cap.labels == list(t.labels)  # from config.id2label
+    assert cap.labels == t.labels  # from config.id2label
     assert len(cap) == batch
     assert cap.capacity == 10_000
     assert cap.evicted == 0
@@ -255,7 +255,7 @@ def test_start_stop_by_hand_and_warning_when_nothing_ran():
     cap.stop()
     model(torch.randn(1, 3))  # after stop: not captured
     assert len(cap) == 1
-    assert cap.labels == ["no", "yes"]
+    assert cap.labels == ("no", "yes")
     with (
         pytest.warns(RuntimeWarning, match="no forward of model ran inside the capture"),
         capture_probs(model),
@@ -275,7 +275,7 @@ def test_several_heads_are_views_and_shortcuts_name_them():
         a(torch.randn(2, 3))
         b(torch.randn(1, 3))
     assert {n: len(v) for n, v in cap.heads.items()} == {"model0": 2, "model1": 1}
-    assert cap.heads["model1"].labels == ["0", "1", "2", "3", "4"]
+    assert cap.heads["model1"].labels == ("0", "1", "2", "3", "4")
     with pytest.raises(ValueError, match=r"2 heads \(model0, model1\)"):
         _ = cap.probs
     with pytest.raises(ValueError, match="model0, model1"):

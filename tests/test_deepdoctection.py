@@ -30,7 +30,7 @@ def test_distribution_matches_deepdoctection_for_every_page(pipes, tiny, kind):
     random.Random(7).shuffle(pages_in)
     with capture_probs(pipe) as cap:
         pages = run_pipe(pipe, pages_in)
-    assert cap.labels == list(tiny(kind).labels)
+    assert cap.labels == tiny(kind).labels
     np.testing.assert_allclose(cap.probs.sum(axis=1), 1.0, atol=1e-5)
     for page in pages:
         result = stored(page)
@@ -66,7 +66,7 @@ def test_pipeline_component_and_wrapper_targets(pipes):
         run_pipe(pipe, make_pages(3))
     assert len(by_wrapper) == 3
     assert by_wrapper.keys == [None] * 3
-    assert by_wrapper.labels == ["letter", "form", "invoice", "memo"]
+    assert by_wrapper.labels == ("letter", "form", "invoice", "memo")
 
 
 def test_by_document_groups_pages_and_averages(pipes):

@@ -53,7 +53,7 @@ def test_ambiguous_documents_get_lower_confidence(model):
 
 def test_training_features_match_what_deepdoctection_extracts(model):
     """The words the model was trained on are the words dd-core's PDF path yields."""
-    from probhook.cli import build_analyzer, read_model_dir
+    from probhook.integrations.deepdoctection.analyzer import build_analyzer, read_model_dir
     from probhook.testing import offline_environment
 
     offline_environment()

@@ -11,7 +11,7 @@ import torch
 
 import probhook
 from probhook import capture_probs
-from probhook.export import read_table
+from probhook.arrow import read_table
 from probhook.testing import make_pages, make_pipe, run_pipe
 
 

@@ -4,7 +4,7 @@ import scipy.stats
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
-from probhook import metrics
+from probhook import calibration, metrics
 from probhook.calibration import conformal_threshold, fit_temperature, prediction_sets
 
 
@@ -22,7 +22,7 @@ def test_ece_mce_equal_torchmetrics(seed, n_bins):
     for norm in ("l1", "max"):
         tm = MulticlassCalibrationError(num_classes=6, n_bins=n_bins, norm=norm)
         expected = float(tm(torch.tensor(probs), torch.tensor(targets)))
-        assert metrics.calibration_error(probs, targets, n_bins, norm) == pytest.approx(
+        assert calibration.calibration_error(probs, targets, n_bins, norm) == pytest.approx(
             expected, abs=1e-6
         )
 
@@ -45,19 +45,19 @@ def test_entropy_equals_scipy_and_confidence_measures():
 
 def test_streaming_equals_batch_and_merges():
     probs, targets = random_probs(3000, 4, 2)
-    whole = metrics.CalibrationState(15)
+    whole = calibration.CalibrationState(15)
     whole.update(probs, targets)
-    parts = [metrics.CalibrationState(15) for _ in range(3)]
+    parts = [calibration.CalibrationState(15) for _ in range(3)]
     for state, chunk in zip(parts, np.array_split(np.arange(3000), 3), strict=False):
         for sub in np.array_split(chunk, 7):
             state.update(probs[sub], targets[sub])
     merged = parts[0].merge(parts[1]).merge(parts[2])
     batch = {
-        "accuracy": metrics.accuracy(probs, targets),
-        "nll": metrics.nll(probs, targets),
-        "brier": metrics.brier_score(probs, targets),
-        "ece": metrics.calibration_error(probs, targets),
-        "mce": metrics.calibration_error(probs, targets, norm="max"),
+        "accuracy": calibration.accuracy(probs, targets),
+        "nll": calibration.nll(probs, targets),
+        "brier": calibration.brier_score(probs, targets),
+        "ece": calibration.calibration_error(probs, targets),
+        "mce": calibration.calibration_error(probs, targets, norm="max"),
     }
     for state in (whole, merged):
         result = state.compute()
@@ -78,7 +78,7 @@ def test_adaptive_ece_uses_equal_mass_bins():
         sum(len(c) * abs(correct[c].mean() - conf[c].mean()) for c in np.array_split(order, 10))
         / 1500
     )
-    assert metrics.adaptive_calibration_error(probs, targets, 10) == pytest.approx(expected)
+    assert calibration.adaptive_calibration_error(probs, targets, 10) == pytest.approx(expected)
 
 
 def test_flag_rules():
@@ -93,11 +93,11 @@ def test_bad_inputs_are_clear():
     with pytest.raises(ValueError, match=r"shape \(n, n_classes\)"):
         metrics.max_prob(np.zeros(3))
     with pytest.raises(ValueError, match=r"0\.\.2"):
-        metrics.nll(np.full((2, 3), 1 / 3), np.array([0, 3]))
+        calibration.nll(np.full((2, 3), 1 / 3), np.array([0, 3]))
     with pytest.raises(TypeError, match="class indices"):
-        metrics.accuracy(np.full((1, 3), 1 / 3), np.array([0.5]))
+        calibration.accuracy(np.full((1, 3), 1 / 3), np.array([0.5]))
     with pytest.raises(ValueError, match="norm"):
-        metrics.calibration_error(np.full((1, 3), 1 / 3), np.array([0]), norm="l3")
+        calibration.calibration_error(np.full((1, 3), 1 / 3), np.array([0]), norm="l3")
 
 
 def overconfident(n, seed):
@@ -120,8 +120,8 @@ def test_temperature_scaling_lowers_held_out_nll_and_ece():
     t = fit_temperature(fit_logits, fit_targets)
     assert 3 < t < 7
     before, after = softmax(test_logits), softmax(test_logits / t)
-    assert metrics.nll(after, test_targets) < 0.6 * metrics.nll(before, test_targets)
-    assert metrics.calibration_error(after, test_targets) < 0.5 * metrics.calibration_error(
+    assert calibration.nll(after, test_targets) < 0.6 * calibration.nll(before, test_targets)
+    assert calibration.calibration_error(after, test_targets) < 0.5 * calibration.calibration_error(
         before, test_targets
     )
 

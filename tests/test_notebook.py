@@ -58,7 +58,7 @@ def test_every_plot_returns_axes_with_expected_bars(cap):
     assert page.get_title().startswith("page-0: ")
     targets = cap.probs.argmax(1)
     rel = cap.plot.reliability(targets, n_bins=10)
-    table = __import__("probhook").metrics.reliability_table(cap.probs, targets, 10)
+    table = __import__("probhook").calibration.reliability_table(cap.probs, targets, 10)
     assert len(rel.patches) == int((table.count > 0).sum())
     assert "ECE" in rel.get_title()
     with pytest.raises(ValueError, match="margin' or 'entropy"):

@@ -1,24 +1,49 @@
-"""Adapters that let ``capture_probs`` understand framework objects.
+"""Framework integrations: how ``capture_probs`` understands objects that are not plain modules.
 
-An adapter says which heads a target has, which page columns its rows carry, what it patches on
-instances while a capture runs, and how a user's key (a page, say) maps to a stored key. A
-framework's adapter is imported only when a target comes from that framework, so probhook works
-without any of them installed.
+The capture never names a framework. It asks :func:`adapter_for` for an adapter, and the
+registry below picks one by the module the target's class comes from; the adapter's module is
+imported only then, so probhook works without any framework installed. A new framework is one
+module under ``probhook/integrations/`` with an adapter class, and one :func:`register` line.
+
+An adapter provides (see :class:`Adapter`):
+
+* ``columns``: the extra metadata columns its rows carry (name -> ``"int"`` or ``"str"``);
+* ``heads(selector)``: the heads to hook, as :class:`~probhook.heads.HeadSpec` (called when the
+  capture starts; a bad target or selector raises there, before any hook exists);
+* ``install(host, stack)``: instance-level patches for the capture's duration (wrapping a
+  component's ``serve`` to attribute rows, say), each undone by a callback on ``stack``;
+* ``key_of(key)``: the stored key for what a user passes to ``cap.get`` (a page -> its id).
+
+It talks to the capture only through :class:`CaptureHost`: register a head's hook (to follow a
+module swapped in mid-run) and set or reset the metadata of the rows captured in this context.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import importlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from probhook.heads import HeadSpec, Selector, find_heads
-from probhook.rows import ColumnKind
+from probhook.block import ColumnKind
+from probhook.heads import HeadSpec, find_heads
+from probhook.options import Selector
 
-if TYPE_CHECKING:
-    from probhook.capture import Capture
+MetaToken = contextvars.Token  # what set_meta returns and reset_meta takes
 
-_FRAMEWORK_MODULES = ("deepdoctection.", "dd_core.")
+
+class CaptureHost(Protocol):
+    """What an adapter may ask of the capture it serves."""
+
+    def hook(self, spec: HeadSpec) -> None:
+        """Hook ``spec`` now (removed when the capture stops)."""
+
+    def set_meta(self, meta: dict[str, Any] | None) -> MetaToken[dict[str, Any] | None]:
+        """Make ``meta`` (``key`` and column values) current for rows captured in this context."""
+
+    def reset_meta(self, token: MetaToken[dict[str, Any] | None]) -> None:
+        """Undo :meth:`set_meta`."""
 
 
 class Adapter(Protocol):
@@ -29,7 +54,7 @@ class Adapter(Protocol):
     def heads(self, selector: Selector | None) -> list[HeadSpec]:
         """The heads to hook, resolved when the capture starts."""
 
-    def install(self, capture: Capture, stack: contextlib.ExitStack) -> None:
+    def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
         """Instance-level patches for the capture's duration, undone by ``stack``."""
 
     def key_of(self, key: Any) -> Any:
@@ -48,7 +73,7 @@ class ModuleAdapter:
         """Heads found by :func:`probhook.heads.find_heads`."""
         return find_heads(self.target, selector)
 
-    def install(self, capture: Capture, stack: contextlib.ExitStack) -> None:
+    def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
         """Nothing to patch: forward hooks alone see every row."""
 
     def key_of(self, key: Any) -> Any:
@@ -56,12 +81,28 @@ class ModuleAdapter:
         return key
 
 
-def adapter_for(target: Any) -> Adapter:
-    """The framework adapter for ``target`` if probhook knows its framework, else a
-    :class:`ModuleAdapter`."""
-    module = type(target).__module__ + "."
-    if module.startswith(_FRAMEWORK_MODULES):
-        from probhook.integrations.deepdoctection import DeepdoctectionAdapter
+_REGISTRY: list[tuple[tuple[str, ...], str]] = []
 
-        return DeepdoctectionAdapter(target)
+
+def register(module_prefixes: tuple[str, ...], adapter: str) -> None:
+    """Use ``adapter`` (``"package.module:Class"``, imported when first needed) for targets
+    whose class is defined in a module starting with one of ``module_prefixes``."""
+    _REGISTRY.append((tuple(p.rstrip(".") + "." for p in module_prefixes), adapter))
+
+
+def adapter_for(target: Any) -> Adapter:
+    """The registered adapter for ``target`` (the first item's, for a list), else a
+    :class:`ModuleAdapter`."""
+    probe = target[0] if isinstance(target, (list, tuple)) and target else target
+    module = type(probe).__module__ + "."
+    for prefixes, path in _REGISTRY:
+        if module.startswith(prefixes):
+            module_name, class_name = path.split(":")
+            adapter: Adapter = getattr(importlib.import_module(module_name), class_name)(target)
+            return adapter
     return ModuleAdapter(target)
+
+
+register(
+    ("deepdoctection", "dd_core"), "probhook.integrations.deepdoctection:DeepdoctectionAdapter"
+)

@@ -20,11 +20,12 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from probhook.heads import HeadSpec, Selector, _matches
-from probhook.rows import ColumnKind
+from probhook.block import ColumnKind
+from probhook.heads import HeadSpec, matches
+from probhook.options import Selector
 
 if TYPE_CHECKING:
-    from probhook.capture import Capture
+    from probhook.integrations import CaptureHost
 
 PAGE_COLUMNS: Mapping[str, ColumnKind] = {
     "image_id": "str",
@@ -119,7 +120,7 @@ class DeepdoctectionAdapter:
                 )
         if selector is not None:
             selectors = selector if isinstance(selector, (list, tuple)) else [selector]
-            found = [c for c in found if any(_matches(s, c.name, c.model_of()) for s in selectors)]
+            found = [c for c in found if any(matches(s, c.name, c.model_of()) for s in selectors)]
         if not found:
             names = [getattr(c, "name", type(c).__name__) for c in candidates]
             raise ValueError(
@@ -134,11 +135,11 @@ class DeepdoctectionAdapter:
         unique = {c.name: c for c in reversed(self._found)}  # shared modules: one head
         return [unique[name].spec() for name in dict.fromkeys(c.name for c in self._found)]
 
-    def install(self, capture: Capture, stack: contextlib.ExitStack) -> None:
+    def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
         if self.wrapper_only:
             return
         for comp in self._found:
-            _wrap_serve(comp, capture, stack)
+            _wrap_serve(comp, host, stack)
 
     def key_of(self, key: Any) -> Any:
         return getattr(key, "image_id", key)  # a Page or Image stands for its image_id
@@ -170,7 +171,7 @@ def _dedupe(found: list[_Component]) -> list[_Component]:
     return out
 
 
-def _wrap_serve(comp: _Component, capture: Capture, stack: contextlib.ExitStack) -> None:
+def _wrap_serve(comp: _Component, host: CaptureHost, stack: contextlib.ExitStack) -> None:
     component = comp.component
     had_own = "serve" in vars(component)
     original = component.serve
@@ -180,12 +181,12 @@ def _wrap_serve(comp: _Component, capture: Capture, stack: contextlib.ExitStack)
         module = comp.model_of()
         if module not in hooked:  # language_model.model was swapped: follow it
             hooked.add(module)
-            capture.hook(HeadSpec(comp.name, module, labels=comp.labels))
-        token = capture.set_meta(page_meta(dp))
+            host.hook(HeadSpec(comp.name, module, labels=comp.labels))
+        token = host.set_meta(page_meta(dp))
         try:
             return original(dp)
         finally:
-            capture.reset_meta(token)
+            host.reset_meta(token)
 
     def restore() -> None:
         if had_own:

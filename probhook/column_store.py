@@ -3,8 +3,8 @@ into a table of values, so that a block of rows sharing one value (a head name, 
 key of a batch) writes one code into every row instead of one object reference per row.
 
 >>> import numpy as np
->>> from probhook.columns import Columns
->>> cols = Columns({"key": "str", "page": "int"}, capacity=4)
+>>> from probhook.column_store import ColumnStore
+>>> cols = ColumnStore({"key": "str", "page": "int"}, capacity=4)
 >>> values = cols.prepare({"key": "doc-1", "page": [1, 2]}, 2)
 >>> cols.store(values, [(slice(0, 2), slice(0, 2))], survivors=lambda: np.arange(0))
 >>> cols.read("key", np.arange(2)).tolist(), cols.read("page", np.arange(2)).tolist()
@@ -13,13 +13,13 @@ key of a batch) writes one code into every row instead of one object reference p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from probhook.rows import INT_NA, ColumnKind
+from probhook.block import INT_NA, ColumnKind
 
 Codes = npt.NDArray[np.int32]
 Index = npt.NDArray[np.intp]
@@ -29,7 +29,7 @@ _UNSET = object()
 _MIN_BUDGET = 64
 
 
-class Same:
+class Broadcast:
     """One column value shared by every row of a block (stored by broadcasting)."""
 
     __slots__ = ("value",)
@@ -43,16 +43,16 @@ class Same:
         return out
 
 
-_NO_VALUE, _NO_INT = Same(None), Same(INT_NA)  # a row without a value, in each kind
-_NO_CODE = Same(0)  # the code of None
+_NO_VALUE, _NO_INT = Broadcast(None), Broadcast(INT_NA)  # a row without a value, in each kind
+_NO_CODE = Broadcast(0)  # the code of None
 
 
-class Columns:
+class ColumnStore:
     """``capacity`` rows of each column in ``schema`` (name -> ``"int"`` or ``"str"``).
 
-    Values go in as a dict from :meth:`prepare` (one :class:`Same` value, or one value per row)
+    Values go in as a dict from :meth:`prepare` (one :class:`Broadcast` value, or one value per row)
     and come out of :meth:`read` decoded: ``str`` columns as object arrays, ``int`` columns as
-    int64 with :data:`~probhook.rows.INT_NA` where a row has no value.
+    int64 with :data:`~probhook.block.INT_NA` where a row has no value.
     """
 
     def __init__(self, schema: Mapping[str, ColumnKind], capacity: int) -> None:
@@ -67,7 +67,7 @@ class Columns:
         }
         # room for the kept rows' values plus a quarter more before slots are reclaimed
         slots = capacity + capacity // 4
-        self._tables = {n: Interner(slots) for n, k in schema.items() if k == "str"}
+        self._tables = {n: ValueTable(slots) for n, k in schema.items() if k == "str"}
         self._none = {n: _NO_VALUE if k == "str" else _NO_INT for n, k in schema.items()}
         self._uniform: dict[str, Any] = {}  # column -> the value every kept row holds
         self._empty = True  # no row stored yet
@@ -91,11 +91,15 @@ class Columns:
             t.nbytes for t in self._tables.values()
         )
 
+    def check_names(self, names: Iterable[str]) -> None:
+        """Raise a ``KeyError`` naming the columns if one of ``names`` is not among them."""
+        if not self._names.issuperset(names):
+            unknown = sorted(set(names) - self._names)[0]
+            raise KeyError(f"unknown column {unknown!r}; this buffer has {sorted(self.schema)}")
+
     def prepare(self, given: Mapping[str, Any], n: int) -> dict[str, Any]:
         """Checked values for a block of ``n`` rows; columns not given have no value."""
-        if not self._names.issuperset(given):
-            unknown = sorted(set(given) - self._names)[0]
-            raise KeyError(f"unknown column {unknown!r}; this buffer has {sorted(self.schema)}")
+        self.check_names(given)
         values = self._none.copy()
         for name, value in given.items():
             if value is not None:
@@ -103,7 +107,7 @@ class Columns:
         return values
 
     def _prepare_one(self, name: str, values: Any, n: int) -> Any:
-        if type(values) is Same:
+        if type(values) is Broadcast:
             values = values.value
             if values is None:
                 return self._none[name]
@@ -116,8 +120,8 @@ class Columns:
                 return values.astype(np.int64)
             return np.array([INT_NA if v is None else v for v in values], dtype=np.int64)
         if self.schema[name] == "int":
-            return Same(INT_NA if values is None else int(values))
-        return Same(values)
+            return Broadcast(INT_NA if values is None else int(values))
+        return Broadcast(values)
 
     def store(self, values: dict[str, Any], parts: Parts, survivors: Callable[[], Index]) -> None:
         """Write prepared ``values``; ``survivors``: where the rows that stay are, whose values
@@ -132,14 +136,16 @@ class Columns:
                 return self._raw(name, survivors())
 
             codes = (
-                table.code(value.value, live) if type(value) is Same else table.encode(value, live)
+                table.code(value.value, live)
+                if type(value) is Broadcast
+                else table.encode(value, live)
             )
-            values[name] = Same(codes) if type(codes) is int else codes
+            values[name] = Broadcast(codes) if type(codes) is int else codes
         uniform = self._uniform
         for name, value in values.items():
             # a column whose kept rows all hold one value (the head of a capture's buffer, no
             # key given) is not written at all until another value comes
-            if type(value) is Same and (
+            if type(value) is Broadcast and (
                 self._empty or (name in uniform and uniform[name] == value.value)
             ):
                 uniform[name] = value.value
@@ -148,7 +154,7 @@ class Columns:
             if name in uniform:
                 array.fill(uniform.pop(name))  # written out once, when the value first changes
             for dst, src in parts:
-                array[dst] = value.value if type(value) is Same else value[src]
+                array[dst] = value.value if type(value) is Broadcast else value[src]
         self._empty = False
 
     def _raw(self, name: str, idx: Index) -> npt.NDArray[Any]:
@@ -171,7 +177,7 @@ class Columns:
         out = {}
         for name, value in values.items():
             kind = object if name in self._tables else np.int64
-            if type(value) is Same:
+            if type(value) is Broadcast:
                 out[name] = value.expand(n, kind)
             else:
                 out[name] = np.fromiter(value[sl], kind, n) if kind is object else value[sl]
@@ -179,10 +185,10 @@ class Columns:
 
     @staticmethod
     def slice(values: Mapping[str, Any], sl: slice) -> dict[str, Any]:
-        return {k: v if type(v) is Same else v[sl] for k, v in values.items()}
+        return {k: v if type(v) is Broadcast else v[sl] for k, v in values.items()}
 
 
-class Interner:
+class ValueTable:
     """A preallocated table of ``slots`` values; code 0 always stands for ``None``.
 
     A value repeated from one write to the next keeps its code. When the table runs out of
@@ -192,7 +198,7 @@ class Interner:
     the table holds at most about twice the values the rows use. The owner sizes ``slots`` so
     that the rows it keeps plus one write always fit.
 
-    >>> names = Interner(slots=5)
+    >>> names = ValueTable(slots=5)
     >>> codes = names.encode(["a", "b", "a", None], live=lambda: codes)
     >>> names.decode(codes).tolist()
     ['a', 'b', 'a', None]

@@ -1,10 +1,9 @@
-"""The read interface shared by a capture, each of its heads, and a loaded file.
+"""The rows of one head, read: what ``cap.heads[name]`` and :func:`load` return.
 
 >>> import numpy as np
 >>> from probhook import ProbBuffer
->>> from probhook.views import HeadView
->>> view = HeadView("clf")
->>> view.buffer = ProbBuffer(3, 10, labels=["letter", "invoice", "memo"])
+>>> from probhook.head_view import HeadView
+>>> view = HeadView("clf", buffer=ProbBuffer(3, 10, labels=["letter", "invoice", "memo"]))
 >>> view.buffer.append_batch(np.array([[0.8, 0.1, 0.1], [0.4, 0.35, 0.25]]), keys=["p1", "p2"])
 >>> view.flag(min_margin=0.1).tolist()
 [False, True]
@@ -15,16 +14,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from probhook import metrics
+from probhook import calibration, metrics
+from probhook.block import ColumnKind, RowBlock
 from probhook.buffer import ProbBuffer
 from probhook.distribution import Distribution, DocumentDistribution
-from probhook.rows import Row
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,94 +33,146 @@ if TYPE_CHECKING:
     from probhook.plots import Plotter
 
 
-class HeadView:
-    """The rows of one head: the read interface shared by captures, heads and loaded files."""
+def _same(key: Any) -> Any:
+    return key
 
-    def __init__(self, name: str, key_of: Callable[[Any], Any] = lambda k: k) -> None:
+
+class HeadView:
+    """The rows of one head: confidence, review flags, calibration, export and plots.
+
+    Args:
+        name: the head's name.
+        labels: class names in column order, when known before the first row.
+        columns: the head's extra metadata columns (name -> ``"int"`` or ``"str"``).
+        key_of: maps what a user passes to :meth:`get` (a page, say) to a stored key.
+        buffer: the rows; a capture attaches one at the head's first forward.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        labels: Sequence[str] | None = None,
+        columns: Mapping[str, ColumnKind] | None = None,
+        key_of: Callable[[Any], Any] = _same,
+        buffer: ProbBuffer | None = None,
+    ) -> None:
         self.name = name
-        self.buffer: ProbBuffer | None = None
+        self._labels = None if labels is None else tuple(labels)
+        self._schema: dict[str, ColumnKind] = {"key": "str", "head": "str", **(columns or {})}
         self._normalize_key = key_of
-        self._labels: tuple[str, ...] | None = None
+        self._buffer = buffer
 
     @property
-    def labels(self) -> list[str]:
+    def buffer(self) -> ProbBuffer | None:
+        """The ring buffer holding the rows (None before the first row)."""
+        return self._buffer
+
+    def attach(self, buffer: ProbBuffer) -> None:
+        """Give the head its buffer (once, at its first forward)."""
+        if self._buffer is not None:
+            raise RuntimeError(f"head {self.name!r} already has a buffer")
+        self._buffer = buffer
+
+    @property
+    def labels(self) -> tuple[str, ...]:
         """Class names in column order."""
-        labels = self.buffer.labels if self.buffer is not None else self._labels
-        return list(labels or ())
+        if self._buffer is not None:
+            return self._buffer.labels
+        return self._labels or ()
+
+    @property
+    def schema(self) -> dict[str, ColumnKind]:
+        """The kind of each metadata column."""
+        return dict(self._buffer.schema if self._buffer is not None else self._schema)
 
     @property
     def probs(self) -> npt.NDArray[np.floating[Any]]:
         """``(n, C)`` probabilities of the kept rows, oldest first (a copy)."""
-        if self.buffer is None:
+        if self._buffer is None:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.buffer.probs
+        return self._buffer.probs
 
     @property
     def logits(self) -> npt.NDArray[np.float32] | None:
         """Raw logits of the kept rows (``keep_logits=True``), else None."""
-        return None if self.buffer is None else self.buffer.logits
+        return None if self._buffer is None else self._buffer.logits
 
     @property
     def keys(self) -> list[Any]:
         """The key of each kept row (page id), oldest first."""
-        return [] if self.buffer is None else self.buffer.keys
+        return [] if self._buffer is None else self._buffer.keys
 
     def column(self, name: str) -> npt.NDArray[Any]:
         """One metadata column (``image_id``, ``page_number``, ...), oldest first."""
-        return np.array([]) if self.buffer is None else self.buffer.column(name)
+        return np.array([]) if self._buffer is None else self._buffer.column(name)
 
     @property
     def capacity(self) -> int | None:
         """Rows the ring buffer keeps (None before the first forward)."""
-        return None if self.buffer is None else self.buffer.capacity
+        return None if self._buffer is None else self._buffer.capacity
 
     @property
     def evicted(self) -> int:
         """Rows dropped so far to make room (written to the sink first, if any)."""
-        return 0 if self.buffer is None else self.buffer.evicted
+        return 0 if self._buffer is None else self._buffer.evicted
 
     @property
     def appended(self) -> int:
         """Rows appended over the head's lifetime (kept plus evicted)."""
-        return 0 if self.buffer is None else len(self.buffer) + self.buffer.evicted
+        return 0 if self._buffer is None else len(self._buffer) + self._buffer.evicted
 
     @property
     def nbytes(self) -> int:
         """Bytes the preallocated buffer holds."""
-        return 0 if self.buffer is None else self.buffer.nbytes
+        return 0 if self._buffer is None else self._buffer.nbytes
 
     def __len__(self) -> int:
-        return 0 if self.buffer is None else len(self.buffer)
+        return 0 if self._buffer is None else len(self._buffer)
+
+    def rows(self, last: int | None = None) -> RowBlock:
+        """Every kept row (or the ``last`` newest), oldest first."""
+        if self._buffer is None:
+            n = len(self.labels)
+            empty: dict[str, npt.NDArray[Any]] = {
+                name: np.zeros(0, np.int64 if kind == "int" else object)
+                for name, kind in self._schema.items()
+            }
+            return RowBlock(
+                np.zeros((0, n), np.float32), np.zeros(0, np.int64), np.zeros(0, bool),
+                empty, self.labels,
+            )  # fmt: skip
+        return self._buffer.rows() if last is None else self._buffer.tail(last)
 
     def get(self, key: Any) -> Distribution | None:
         """The most recent distribution captured under ``key``, or None."""
-        if self.buffer is None:
+        if self._buffer is None:
             return None
-        row = self.buffer.lookup(self._normalize_key(key))
-        return None if row is None else self._distribution(row)
+        return self._named(self._buffer.lookup(self._normalize_key(key)))
 
     def latest(self) -> Distribution | None:
         """The newest row's distribution (O(1), unlike :meth:`get`), or None."""
-        if self.buffer is None or len(self.buffer) == 0:
-            return None
-        return self._distribution(self.buffer.latest(1).row(0))
+        return None if self._buffer is None else self._named(self._buffer.latest())
 
     def distributions(self) -> Iterator[Distribution]:
         """Every kept row as a :class:`Distribution`, oldest first."""
-        if self.buffer is not None:
-            yield from map(self._distribution, self.buffer)
+        if self._buffer is not None:
+            for dist in self._buffer:
+                yield self._named(dist)  # type: ignore[misc]
 
-    def _distribution(self, row: Row) -> Distribution:
-        assert self.buffer is not None
-        meta = {k: v for k, v in row.columns.items() if k not in ("key", "head")}
-        return Distribution(row.probs, self.buffer.labels, row.key, self.name, row.seq, meta)
+    def _named(self, dist: Distribution | None) -> Distribution | None:
+        if dist is None or dist.head == self.name:
+            return dist
+        return Distribution(
+            dist.probs, dist.labels, dist.key, self.name, dist.seq, dist.meta, dist.logits
+        )
 
     def by_document(self) -> dict[Any, DocumentDistribution]:
         """Pages grouped by ``document_id`` (most recent row per page, by page number), with
         the mean of their distributions as the document's aggregate."""
-        if self.buffer is None:
+        if self._buffer is None:
             return {}
-        if "document_id" not in self.buffer.schema:
+        if "document_id" not in self._buffer.schema:
             raise KeyError(
                 "rows carry no document_id: by_document() needs a deepdoctection capture"
             )
@@ -141,7 +193,7 @@ class HeadView:
     def __repr__(self) -> str:
         return f"<head {self.name!r}: {len(self)} rows, {len(self.labels)} classes>"
 
-    # -- confidence and calibration (see probhook.metrics for the functional forms) ----------
+    # -- confidence and calibration (functional forms: probhook.metrics, probhook.calibration) --
 
     def confidence(self) -> npt.NDArray[np.float64]:
         """Top probability of each row."""
@@ -183,7 +235,7 @@ class HeadView:
     def calibration(self, targets: Sequence[Any], n_bins: int = 15) -> dict[str, float]:
         """Accuracy, NLL, Brier, ECE and MCE of the kept rows against true labels (label names
         or class indices, aligned with the rows)."""
-        state = metrics.CalibrationState(n_bins)
+        state = calibration.CalibrationState(n_bins)
         state.update(self._probs2d(), self.target_indices(targets))
         return state.compute()
 
@@ -197,32 +249,32 @@ class HeadView:
             return np.array([index[str(t)] for t in targets], dtype=np.int64)
         except KeyError as err:
             raise ValueError(
-                f"target {err.args[0]!r} is not one of the labels {self.labels}"
+                f"target {err.args[0]!r} is not one of the labels {list(self.labels)}"
             ) from None
 
     def _probs2d(self) -> npt.NDArray[Any]:
         return np.asarray(self.probs, dtype=np.float64)
 
-    # -- export -----------------------------------------------------------------------------
+    # -- export, plots, notebook: thin calls into the presentation modules --------------------
 
     def to_arrow(self) -> pa.Table:
-        """One Arrow row per kept row (see :mod:`probhook.export` for the columns)."""
-        from probhook.export import view_to_arrow
+        """One Arrow row per kept row (see :mod:`probhook.arrow` for the columns)."""
+        from probhook.export import to_arrow
 
-        return view_to_arrow(self)
+        return to_arrow(self)
 
     def to_pandas(self) -> pd.DataFrame:
         """One DataFrame row per kept row: metadata, predicted, confidence, margin, entropy,
         and ``p_<label>`` per class."""
-        df: pd.DataFrame = self.to_arrow().to_pandas()
-        return df
+        from probhook.export import to_pandas
+
+        return to_pandas(self)
 
     def to_parquet(self, path: str | os.PathLike[str]) -> str:
         """Write the kept rows to Parquet; returns the path (read back with ``probhook.load``)."""
-        import pyarrow.parquet as pq
+        from probhook.export import to_parquet
 
-        pq.write_table(self.to_arrow(), path)
-        return os.fspath(path)
+        return to_parquet(self, path)
 
     @property
     def plot(self) -> Plotter:
@@ -233,6 +285,18 @@ class HeadView:
         return Plotter(self)
 
     def _repr_html_(self) -> str:
-        from probhook.notebook import view_html
+        from probhook.notebook import heads_html
 
-        return view_html(self)
+        return heads_html([self])
+
+
+def load(path: str | os.PathLike[str]) -> HeadView:
+    """Read a file written by ``to_parquet`` or a streaming sink back into a read-only view.
+
+    For a multi-head capture the sink writes one file per head (see
+    :class:`~probhook.sink.FileSink`).
+    """
+    from probhook.arrow import arrow_to_rows, read_table
+
+    rows, schema, dtype = arrow_to_rows(read_table(path))
+    return HeadView(Path(path).stem, buffer=ProbBuffer.from_rows(rows, schema, dtype=dtype))

@@ -1,0 +1,94 @@
+"""Everything that touches torch on the way from a forward to a row, in one place.
+
+Imported only when a capture starts, so ``import probhook`` never imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+
+
+def resolve_activation(activation: str, module: Any) -> Literal["softmax", "sigmoid", "none"]:
+    """``auto`` is sigmoid for a config with ``problem_type == "multi_label_classification"``."""
+    if activation == "auto":
+        problem = getattr(getattr(module, "config", None), "problem_type", None)
+        return "sigmoid" if problem == "multi_label_classification" else "softmax"
+    return activation  # type: ignore[return-value]
+
+
+def check_hookable(module: Any) -> None:
+    """Refuse what cannot take a Python forward hook, naming what it is."""
+    if isinstance(module, torch.jit.ScriptModule):
+        raise TypeError(
+            f"{type(module).__name__} is a TorchScript module: it runs compiled code and cannot "
+            "take new Python forward hooks. Capture the eager model before torch.jit.script/trace."
+        )
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(
+            f"capture_probs needs a torch.nn.Module, a list of modules or a deepdoctection object; "
+            f"got {type(module).__name__}"
+        )
+
+
+def logits_of(output: Any, head: str) -> torch.Tensor:
+    """The ``(batch, classes)`` logits in a forward output, or a clear error about what it was."""
+
+    if type(output) is torch.Tensor and output.ndim == 2:  # the plain classifier case, fast
+        return output
+    logits = getattr(output, "logits", output)
+    if isinstance(logits, (tuple, list)) and logits and isinstance(logits[0], torch.Tensor):
+        logits = logits[0]
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(
+            f"head {head!r} returned {type(output).__name__}, not a tensor or an object with "
+            ".logits; select the classifier module with heads="
+        )
+    if logits.ndim == 3:
+        raise NotImplementedError(
+            f"head {head!r} returned token-level logits of shape {tuple(logits.shape)}; "
+            "token-classification heads are not yet supported"
+        )
+    if logits.ndim != 2:
+        raise ValueError(
+            f"head {head!r} returned logits of shape {tuple(logits.shape)}; "
+            "expected (batch, classes)"
+        )
+    return logits
+
+
+def make_activation(activation: str, temperature: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-forward function for a head, resolved once: float32 probabilities (or scaled
+    logits for ``"none"``) from logits, on the logits' device, detached."""
+
+    float32, softmax = torch.float32, torch.softmax
+    if activation == "softmax" and temperature == 1.0:  # the common case, kept lean
+
+        def apply_softmax(logits: torch.Tensor) -> torch.Tensor:
+            x = logits.detach()  # detached: no graph is built, so no no_grad() is needed
+            # float32, as deepdoctection computes its own score
+            return softmax(x if x.dtype is float32 else x.float(), -1)
+
+        return apply_softmax
+    functions: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "softmax": lambda x: softmax(x, -1),
+        "sigmoid": torch.sigmoid,
+        "none": lambda x: x,
+    }
+    fn = functions[activation]
+
+    def apply(logits: torch.Tensor) -> torch.Tensor:
+        x = logits.detach()
+        if x.dtype is not float32:
+            x = x.float()
+        return fn(x / temperature if temperature != 1.0 else x)
+
+    return apply
+
+
+def to_host(values: torch.Tensor) -> Any:
+    """A numpy view of a CPU tensor, or one device-to-host copy of any other."""
+    # asked, not tried: a failed .numpy() raises through C++ and costs more than the copy
+    return values.numpy() if values.is_cpu else values.cpu().numpy()

@@ -1,0 +1,111 @@
+"""The options of a capture: one frozen object, checked once, when the capture is created.
+
+>>> from probhook.options import CaptureOptions
+>>> CaptureOptions(capacity=100, temperature=2.0).temperature
+2.0
+>>> CaptureOptions(activation="softmx")
+Traceback (most recent call last):
+...
+ValueError: activation must be one of ('auto', 'softmax', 'sigmoid', 'none'), got 'softmx'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+Activation = Literal["auto", "softmax", "sigmoid", "none"]
+ACTIVATIONS: tuple[str, ...] = ("auto", "softmax", "sigmoid", "none")
+OverflowPolicy = Literal["overwrite", "error", "spill"]
+OVERFLOW_POLICIES: tuple[str, ...] = ("overwrite", "error", "spill")
+DTYPES: tuple[str, ...] = ("float16", "float32", "float64")
+Predicate = Callable[[str, Any], bool]
+Selector = Union[str, type, Predicate, Sequence[Union[str, type, Predicate]]]  # noqa: UP007
+Labels = Union[Sequence[str], Mapping[str, Sequence[str]]]  # noqa: UP007
+
+
+def check_capacity(capacity: Any) -> None:
+    """A capacity is a positive int (``None``: derived from a memory budget)."""
+    if capacity is not None and (
+        type(capacity) is bool or not isinstance(capacity, int) or capacity < 1
+    ):
+        raise ValueError(f"capacity must be a positive int, got {capacity!r}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """The keyword options of :func:`probhook.capture_probs` and :class:`probhook.Capture`.
+
+    Attributes:
+        capacity: rows kept per head (a ring buffer: the oldest go first, counted in
+            ``evicted``).
+        heads: which modules to hook: dotted name, glob, module type, predicate, or a list.
+        activation: ``"auto"`` (softmax; sigmoid for multi-label HF configs), ``"softmax"``,
+            ``"sigmoid"`` or ``"none"`` (keep logits).
+        temperature: logits are divided by it before the activation.
+        labels: class names in column order (or ``{head: names}``); default: the HF config's
+            ``id2label``, else ``"0" .. "C-1"``.
+        dtype: storage dtype of the probabilities: ``float32``, ``float16`` or ``float64``.
+        on_overflow: ``"overwrite"``, ``"error"`` or ``"spill"`` (see :class:`ProbBuffer`).
+        sink: a :class:`~probhook.sink.Sink` or a file path (``.parquet`` or ``.arrows``) that
+            receives every row; implies ``on_overflow="spill"``.
+        keep_logits: also keep raw logits (for temperature fitting); 4 bytes per class per row.
+    """
+
+    capacity: int = 10_000
+    heads: Selector | None = None
+    activation: Activation = "auto"
+    temperature: float = 1.0
+    labels: Labels | None = None
+    dtype: str = "float32"
+    on_overflow: OverflowPolicy = "overwrite"
+    sink: Any = None
+    keep_logits: bool = False
+
+    def __post_init__(self) -> None:
+        check_capacity(self.capacity)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("on_overflow", self.on_overflow, OVERFLOW_POLICIES)
+        t = self.temperature
+        if type(t) is bool or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise ValueError(f"temperature must be a positive finite number, got {t!r}")
+        object.__setattr__(self, "temperature", float(t))
+        if self.sink is not None:
+            if self.on_overflow == "error":
+                raise ValueError(
+                    "sink= spills rows the buffer cannot keep; it cannot go with "
+                    "on_overflow='error'"
+                )
+            object.__setattr__(self, "on_overflow", "spill")
+            if not isinstance(self.sink, (str, os.PathLike)) and not (
+                callable(getattr(self.sink, "write", None))
+                and callable(getattr(self.sink, "close", None))
+            ):
+                raise TypeError(
+                    f"sink= must be a path or an object with write(rows) and close(), "
+                    f"got {self.sink!r}"
+                )
+        elif self.on_overflow == "spill":
+            raise ValueError("on_overflow='spill' needs sink= (a path or a Sink) to spill to")
+        if not isinstance(self.keep_logits, bool):
+            raise TypeError(f"keep_logits must be True or False, got {self.keep_logits!r}")
+
+    @classmethod
+    def from_kwargs(cls, options: Mapping[str, Any]) -> CaptureOptions:
+        """Options from keyword arguments, naming the valid ones when one is unknown."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise TypeError(f"unknown capture option {unknown[0]!r}; the options are {names}")
+        return cls(**options)

@@ -1,0 +1,135 @@
+"""The write path's one owner: a queue of single rows, the lock every write takes, and the
+sequence numbers rows get.
+
+The buffers of one capture share one queue. A hook's row joins it by one ``list.extend`` of a
+five-item entry ``(owner, row bytes, key, head, meta)`` — a single C call, so rows from threads
+never mix and no lock is taken per row. Before any read or batch write, :meth:`WriteQueue.locked`
+takes the lock and drains the queue: the entries are unpacked here, grouped by owner, and each
+owner stores its rows as one block (:meth:`QueueOwner.store_queued`).
+
+>>> from probhook.write_queue import WriteQueue
+>>> queue = WriteQueue()
+>>> with queue.locked():
+...     queue.take(3), queue.take(2)
+(0, 3)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+ENTRY = 5
+"""Items per queued row: owner, row bytes, key, head, meta (extra column values, or None)."""
+
+
+@dataclass(frozen=True)
+class QueuedRows:
+    """One owner's queued rows, unpacked: their bytes joined, and per row its key, head, meta
+    and sequence number."""
+
+    data: bytes
+    keys: list[Any]
+    heads: list[Any]
+    metas: list[Any]
+    seq: npt.NDArray[np.int64]
+
+
+class QueueOwner(Protocol):
+    """A buffer whose single rows wait in a :class:`WriteQueue`."""
+
+    def store_queued(self, rows: QueuedRows) -> None:
+        """Store ``rows`` (called with the queue's lock held)."""
+
+
+class WriteQueue:
+    """Consecutive sequence numbers, the lock all writes take, and the queue of single rows.
+
+    Sequence numbers follow append order across every buffer that shares the queue.
+    ``push(entry)`` appends one packed entry (see the module docstring); ``pending`` is the
+    list of queued items, whose length tells when to drain.
+    """
+
+    def __init__(self, start: int = 0) -> None:
+        self._next = start
+        self.lock = threading.Lock()
+        self.pending: list[Any] = []
+        self.push = self.pending.extend
+
+    def take(self, n: int) -> int:
+        """The first of ``n`` new numbers; call it with :attr:`lock` held."""
+        first = self._next
+        self._next = first + n
+        return first
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the lock with every queued row stored: reads and writes come after them."""
+        with self.lock:
+            self.drain()
+            yield
+
+    def drain_now(self) -> None:
+        """Store the queued rows (the queue is full)."""
+        with self.lock:
+            self.drain()
+
+    def drain(self) -> None:
+        """Hand the queued rows to their owners in queue order; call it with :attr:`lock` held.
+
+        Rows leave the queue only once stored, so a failing sink leaves them for the next try;
+        rows queued meanwhile by other threads lie past ``end`` and wait for the next drain.
+        """
+        queue = self.pending
+        end = len(queue)
+        if not end:
+            return
+        n = end // ENTRY
+        owners: list[QueueOwner] = queue[0:end:ENTRY]
+        first = self.take(n)
+        if owners.count(owners[0]) == n:  # one owner: the common case
+            try:
+                owners[0].store_queued(_unpack(queue, end, np.arange(first, first + n)))
+            except BaseException:
+                self._next = first  # the rows stay queued and keep their numbers
+                raise
+            del queue[:end]
+            return
+        positions: dict[int, list[int]] = {}
+        for i, owner in enumerate(owners):
+            positions.setdefault(id(owner), []).append(i)
+        stored: set[int] = set()
+        try:
+            for at in positions.values():
+                entries = [item for i in at for item in queue[i * ENTRY : (i + 1) * ENTRY]]
+                owners[at[0]].store_queued(_unpack(entries, len(entries), first + np.array(at)))
+                stored.add(id(owners[at[0]]))
+        finally:
+            queue[:end] = [
+                item
+                for i, owner in enumerate(owners)
+                if id(owner) not in stored
+                for item in queue[i * ENTRY : (i + 1) * ENTRY]
+            ]
+
+    def __getstate__(self) -> dict[str, int]:
+        return {"next": self._next}  # buffers store their queued rows before they pickle
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__init__(state["next"])  # type: ignore[misc]
+
+
+def _unpack(entries: list[Any], end: int, seq: npt.NDArray[np.int64]) -> QueuedRows:
+    return QueuedRows(
+        b"".join(entries[1:end:ENTRY]),
+        entries[2:end:ENTRY],
+        entries[3:end:ENTRY],
+        entries[4:end:ENTRY],
+        seq,
+    )
