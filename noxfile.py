@@ -24,6 +24,13 @@ def tests(session):
 
 
 @nox.session(python=PY)
+def extras(session):
+    """Each extra installed into a fresh venv: its README commands run, missing extras are named."""
+    session.install("pytest>=8", env=QUIET)
+    session.run("pytest", "-m", "extras", "tests/test_extras.py", *session.posargs)
+
+
+@nox.session(python=PY)
 def lint(session):
     session.install("ruff>=0.6", env=QUIET)
     session.run("ruff", "check", ".")

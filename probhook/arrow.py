@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from probhook import metrics
+from probhook._extras import require
 from probhook.block import INT_NA, ColumnKind, RowBlock
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ def rows_to_arrow(
     rows: RowBlock, schema: dict[str, ColumnKind], *, derived: bool = True
 ) -> pa.Table:
     """An Arrow table of ``rows``; ``schema`` gives the kind of each metadata column."""
+    require("pyarrow", "parquet", "Arrow and Parquet export")
     import pyarrow as pa
 
     data: dict[str, Any] = {"seq": pa.array(rows.seq, pa.int64())}
@@ -95,6 +97,7 @@ def arrow_to_rows(table: pa.Table) -> tuple[RowBlock, dict[str, ColumnKind], str
 def read_table(path: str | os.PathLike[str]) -> pa.Table:
     """Read a ``.parquet`` file or an Arrow IPC stream; a stream cut short by a killed writer
     yields every batch that was completely written."""
+    require("pyarrow", "parquet", "reading a Parquet or Arrow file (probhook.load)")
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from probhook._extras import require
 from probhook.arrow import rows_to_arrow
 from probhook.block import RowSource
 
@@ -33,12 +34,15 @@ def to_arrow(source: RowSource) -> pa.Table:
 
 def to_pandas(source: RowSource) -> pd.DataFrame:
     """One DataFrame row per kept row of ``source``."""
+    require("pandas", "pandas", "to_pandas()")
+    require("pyarrow", "pandas", "to_pandas()")
     df: pd.DataFrame = to_arrow(source).to_pandas()
     return df
 
 
 def to_parquet(source: RowSource, path: str | os.PathLike[str]) -> str:
     """Write the kept rows of ``source`` to Parquet; returns the path."""
+    require("pyarrow", "parquet", "to_parquet()")
     import pyarrow.parquet as pq
 
     pq.write_table(to_arrow(source), path)

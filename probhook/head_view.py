@@ -296,7 +296,9 @@ def load(path: str | os.PathLike[str]) -> HeadView:
     For a multi-head capture the sink writes one file per head (see
     :class:`~probhook.sink.FileSink`).
     """
+    from probhook._extras import require
     from probhook.arrow import arrow_to_rows, read_table
 
+    require("pyarrow", "parquet", "probhook.load()")
     rows, schema, dtype = arrow_to_rows(read_table(path))
     return HeadView(Path(path).stem, buffer=ProbBuffer.from_rows(rows, schema, dtype=dtype))

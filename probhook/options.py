@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -88,14 +87,9 @@ class CaptureOptions:
                     "on_overflow='error'"
                 )
             object.__setattr__(self, "on_overflow", "spill")
-            if not isinstance(self.sink, (str, os.PathLike)) and not (
-                callable(getattr(self.sink, "write", None))
-                and callable(getattr(self.sink, "close", None))
-            ):
-                raise TypeError(
-                    f"sink= must be a path or an object with write(rows) and close(), "
-                    f"got {self.sink!r}"
-                )
+            from probhook.sink import check_sink_target
+
+            check_sink_target(self.sink)
         elif self.on_overflow == "spill":
             raise ValueError("on_overflow='spill' needs sink= (a path or a Sink) to spill to")
         if not isinstance(self.keep_logits, bool):

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from probhook import calibration, metrics
+from probhook._extras import require
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 def _axes(ax: Axes | None) -> Axes:
     if ax is not None:
         return ax
+    require("matplotlib", "notebook", "plots")
     import matplotlib.pyplot as plt
 
     _, new = plt.subplots(figsize=(6, 3.5), layout="constrained")

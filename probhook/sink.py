@@ -46,10 +46,7 @@ class FileSink:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        if self.path.suffix not in (".parquet", *STREAM_SUFFIXES):
-            raise ValueError(
-                f"sink path {os.fspath(path)!r} must end in .parquet or .arrows (Arrow IPC stream)"
-            )
+        check_sink_target(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writers: dict[str, tuple[Any, Any]] = {}
         self.paths: dict[str, Path] = {}
@@ -103,3 +100,21 @@ def open_sink(sink: Any) -> Sink:
     if isinstance(sink, Sink):
         return sink
     raise TypeError(f"sink= must be a path or an object with write(rows) and close(), got {sink!r}")
+
+
+def check_sink_target(sink: Any) -> None:
+    """Fail when the capture is created, not at its first row: a sink path must end in
+    ``.parquet`` or ``.arrows`` and needs pyarrow (``probhook[parquet]``); a sink object needs
+    ``write`` and ``close``."""
+    if isinstance(sink, (str, os.PathLike)):
+        if Path(sink).suffix not in (".parquet", *STREAM_SUFFIXES):
+            raise ValueError(
+                f"sink path {os.fspath(sink)!r} must end in .parquet or .arrows (Arrow IPC stream)"
+            )
+        from probhook._extras import require
+
+        require("pyarrow", "parquet", f"sink={os.fspath(sink)!r}")
+    elif not (callable(getattr(sink, "write", None)) and callable(getattr(sink, "close", None))):
+        raise TypeError(
+            f"sink= must be a path or an object with write(rows) and close(), got {sink!r}"
+        )

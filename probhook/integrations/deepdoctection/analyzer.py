@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from probhook._extras import require_extra
+
 WRAPPERS = {
     "layoutlm": "HFLayoutLmSequenceClassifier",
     "layoutlmv2": "HFLayoutLmv2SequenceClassifier",
@@ -92,6 +94,7 @@ def analyzer_overrides(profile: str, *, pdf_text: bool = False, ocr: bool = Fals
 
 def build_analyzer(model_dir: Path, wrapper: str, labels: list[str], ocr: bool) -> Any:
     """``dd.get_dd_analyzer`` with PDF text extraction and the classifier in ``model_dir``."""
+    require_extra("deepdoctection", "a deepdoctection analyzer (probhook run, probhook demo)")
     import deepdoctection as dd
     from transformers.utils import logging as hf_logging
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from probhook._extras import require_extra
 from probhook.integrations.deepdoctection.analyzer import (
     analyzer_overrides,
     register_profile,
@@ -34,6 +35,8 @@ from probhook.integrations.deepdoctection.analyzer import (
 
 if TYPE_CHECKING:
     import torch
+
+require_extra("deepdoctection", "probhook.testing")  # fail at import, not inside a test
 
 __all__ = [
     "DOC_LABELS",
