@@ -216,20 +216,25 @@ class HeadView:
     def flag(
         self,
         *,
-        min_confidence: float | None = None,
-        min_margin: float | None = None,
-        max_entropy: float | None = None,
+        min_confidence: metrics.Threshold = None,
+        min_margin: metrics.Threshold = None,
+        max_entropy: metrics.Threshold = None,
     ) -> npt.NDArray[np.bool_]:
-        """Which rows (oldest first, aligned with ``keys``) to send to a person."""
+        """Which rows (oldest first, aligned with ``keys``) to send to a person.
+
+        Each threshold is one number, or a dict per predicted label
+        (``min_confidence={"invoice": 0.9, "letter": 0.6}``; labels left out are not checked).
+        """
         return metrics.flag(
             self._probs2d(),
             min_confidence=min_confidence,
             min_margin=min_margin,
             max_entropy=max_entropy,
+            labels=self.labels,
         )
 
-    def flagged_keys(self, **thresholds: float) -> list[Any]:
-        """The keys (page ids) of the rows :meth:`flag` selects."""
+    def flagged_keys(self, **thresholds: metrics.Threshold) -> list[Any]:
+        """The keys (page ids) of the rows :meth:`flag` selects (same thresholds)."""
         return [k for k, f in zip(self.keys, self.flag(**thresholds), strict=False) if f]
 
     def calibration(self, targets: Sequence[Any], n_bins: int = 15) -> dict[str, float]:
