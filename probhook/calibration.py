@@ -301,3 +301,48 @@ def prediction_sets(
     if method == "aps" and not randomized:  # keep the class that crosses the threshold
         return (scores - p) < threshold
     return scores <= threshold
+
+
+def confusion_matrix(probs: npt.ArrayLike, targets: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """``(C, C)`` counts: row = true class, column = predicted (most probable) class.
+
+    Examples:
+        >>> confusion_matrix(np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]), [0, 1, 1]).tolist()
+        [[1, 0], [1, 1]]
+    """
+    p = as_probs(probs)
+    out = np.zeros((p.shape[1], p.shape[1]), dtype=np.int64)
+    np.add.at(out, (_targets(targets, p), p.argmax(axis=1)), 1)
+    return out
+
+
+@dataclass(frozen=True)
+class RiskCoverage:
+    """Accepting the rows whose confidence is at least ``threshold[i]`` keeps ``coverage[i]`` of
+    them at ``accuracy[i]``; one point per distinct confidence, most confident first."""
+
+    threshold: Array
+    coverage: Array
+    accuracy: Array
+
+
+def risk_coverage(probs: npt.ArrayLike, targets: npt.ArrayLike) -> RiskCoverage:
+    """Accuracy against the share of rows accepted as the confidence threshold moves down.
+
+    Examples:
+        >>> rc = risk_coverage(np.array([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]]), [0, 1, 1])
+        >>> rc.coverage.round(2).tolist(), rc.accuracy.round(2).tolist()
+        ([0.33, 0.67, 1.0], [1.0, 0.5, 0.67])
+    """
+    p = as_probs(probs)
+    correct = p.argmax(axis=1) == _targets(targets, p)
+    conf = max_prob(p)
+    order = np.argsort(-conf, kind="stable")
+    conf, correct = conf[order], correct[order]
+    last_of_tie = np.r_[conf[1:] != conf[:-1], True] if len(conf) else np.zeros(0, bool)
+    accepted = np.arange(1, len(conf) + 1)
+    return RiskCoverage(
+        conf[last_of_tie],
+        (accepted / max(len(conf), 1))[last_of_tie],
+        (np.cumsum(correct) / accepted)[last_of_tie],
+    )

@@ -55,6 +55,15 @@ class Distribution:
         """The highest probability."""
         return float(np.max(self.probs))
 
+    @property
+    def where(self) -> str:
+        """Where the row came from, for people: ``invoice.pdf p.2`` for a deepdoctection page
+        (not its UUID), else the key."""
+        name, page = self.meta.get("file_name"), self.meta.get("page_number")
+        if name:
+            return f"{name} p.{page}" if page is not None else str(name)
+        return "" if self.key is None else str(self.key)
+
     def top_k(self, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` most probable labels with their probabilities, most probable first."""
         order = np.argsort(-self.probs, kind="stable")[:k]
@@ -66,7 +75,10 @@ class Distribution:
 
     def __repr__(self) -> str:
         top = ", ".join(f"{label}={p:.3f}" for label, p in self.top_k(3))
-        where = f" key={self.key!r}" if self.key is not None else ""
+        if self.meta.get("file_name"):
+            where = f" at {self.where!r}"
+        else:
+            where = f" key={self.key!r}" if self.key is not None else ""
         return f"Distribution({top}{', ...' if len(self.labels) > 3 else ''}{where})"
 
     def _repr_html_(self) -> str:

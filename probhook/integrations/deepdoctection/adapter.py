@@ -85,7 +85,10 @@ class DeepdoctectionAdapter:
             self.wrapper_only = True
             return [
                 _Component(
-                    _short(target.name), target, lambda: target.model, category_labels(target)
+                    _short(target.name, category_labels(target)),
+                    target,
+                    lambda: target.model,
+                    category_labels(target),
                 )
             ]
         else:
@@ -105,7 +108,7 @@ class DeepdoctectionAdapter:
                 lm = comp.language_model
                 found.append(
                     _Component(
-                        _short(comp.name),
+                        _short(comp.name, category_labels(lm)),
                         comp,
                         lambda c=comp: c.language_model.model,
                         category_labels(lm),
@@ -116,7 +119,9 @@ class DeepdoctectionAdapter:
                 det = comp.predictor
                 labels = category_labels(det) if hasattr(det, "categories") else None
                 found.append(
-                    _Component(_short(comp.name), comp, lambda d=det: d.model, labels or ())
+                    _Component(
+                        _short(comp.name, labels or ()), comp, lambda d=det: d.model, labels or ()
+                    )
                 )
         if selector is not None:
             selectors = selector if isinstance(selector, (list, tuple)) else [selector]
@@ -145,10 +150,14 @@ class DeepdoctectionAdapter:
         return getattr(key, "image_id", key)  # a Page or Image stands for its image_id
 
 
-def _short(name: str) -> str:
+def _short(name: str, labels: tuple[str, ...]) -> str:
+    """A readable head name: the architecture and the categories (``LayoutLM letter/form/memo``),
+    not deepdoctection's name, which ends in the weights' folders (often temporary ones)."""
     for prefix in ("lm_sequence_class_", "Transformers_"):
         name = name.removeprefix(prefix)
-    return name
+    arch = name.split("_", 1)[0]
+    shown = "/".join(labels[:4]) + (f"/+{len(labels) - 4}" if len(labels) > 4 else "")
+    return f"{arch} {shown}" if shown else arch
 
 
 def _dedupe(found: list[_Component]) -> list[_Component]:
