@@ -2,13 +2,15 @@
 
 The core needs only numpy and torch; everything else comes with an extra of ``pyproject.toml``.
 
->>> from probhook._extras import require
->>> require("json", "parquet", "a doctest").__name__
-'json'
->>> require("no_such_module_xyz", "parquet", "to_parquet()")
-Traceback (most recent call last):
-...
-probhook._extras.MissingExtraError: to_parquet() needs no_such_module_xyz, ... "probhook[parquet]"
+Examples:
+    >>> from probhook._extras import require
+    >>> require("json", "parquet", "a doctest").__name__
+    'json'
+    >>> require("no_such_module_xyz", "parquet", "to_parquet()")
+    Traceback (most recent call last):
+    ...
+    probhook._extras.MissingExtraError: to_parquet() needs no_such_module_xyz, ...
+        "probhook[parquet]"
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ def _error(module: str, extra: str, feature: str) -> MissingExtraError:
 
 
 def require(module: str, extra: str, feature: str) -> ModuleType:
-    """Import ``module`` (cheap once imported), or raise :class:`MissingExtraError` naming
-    ``extra``; ``feature`` says what needed it (``"to_parquet()"``, ``"probhook run"``)."""
+    """Import ``module`` (cheap once imported), or raise [`MissingExtraError`][MissingExtraError]
+    naming ``extra``; ``feature`` says what needed it (``"to_parquet()"``, ``"probhook run"``)."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as err:

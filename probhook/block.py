@@ -2,14 +2,15 @@
 read protocol that presentation code (plots, HTML, export) uses, so that it never depends on
 where rows are kept.
 
->>> import numpy as np
->>> from probhook.block import RowBlock
->>> block = RowBlock(np.eye(2, dtype=np.float32), np.arange(2), np.ones(2, bool),
-...                  {"key": np.array(["a", "b"], dtype=object)}, ("no", "yes"))
->>> for dist in block:
-...     print(dist.key, dist.seq, dist.predicted)
-a 0 no
-b 1 yes
+Examples:
+    >>> import numpy as np
+    >>> from probhook.block import RowBlock
+    >>> block = RowBlock(np.eye(2, dtype=np.float32), np.arange(2), np.ones(2, bool),
+    ...                  {"key": np.array(["a", "b"], dtype=object)}, ("no", "yes"))
+    >>> for dist in block:
+    ...     print(dist.key, dist.seq, dist.predicted)
+    a 0 no
+    b 1 yes
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class RowBlock:
     """Rows in chronological order, column by column.
 
     ``columns`` holds ``key``, ``head`` and every extra column (strings as ``object`` arrays,
-    ``None`` where missing; integers as ``int64`` with :data:`INT_NA` where missing).
+    ``None`` where missing; integers as ``int64`` with [`INT_NA`][INT_NA] where missing).
     """
 
     probs: npt.NDArray[np.floating[Any]]
@@ -51,7 +52,8 @@ class RowBlock:
             yield self.distribution(i)
 
     def distribution(self, i: int) -> Distribution:
-        """Row ``i`` as a :class:`~probhook.Distribution` (its other columns in ``meta``)."""
+        """Row ``i`` as a [`Distribution`][probhook.Distribution] (its other columns in
+        ``meta``)."""
         meta = {name: _scalar(values[i]) for name, values in self.columns.items()}
         key, head = meta.pop("key", None), meta.pop("head", None)
         logits = None if self.logits is None else self.logits[i]

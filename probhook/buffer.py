@@ -1,13 +1,14 @@
 """A bounded, preallocated ring buffer of probability rows with per-row metadata.
 
->>> import numpy as np
->>> from probhook import ProbBuffer
->>> buf = ProbBuffer(3, capacity=2, labels=["a", "b", "c"])
->>> buf.append_batch(np.eye(3, dtype=np.float32), keys=["p1", "p2", "p3"])
->>> len(buf), buf.evicted, buf.keys
-(2, 1, ['p2', 'p3'])
->>> buf.lookup("p3").probs
-array([0., 0., 1.], dtype=float32)
+Examples:
+    >>> import numpy as np
+    >>> from probhook import ProbBuffer
+    >>> buf = ProbBuffer(3, capacity=2, labels=["a", "b", "c"])
+    >>> buf.append_batch(np.eye(3, dtype=np.float32), keys=["p1", "p2", "p3"])
+    >>> len(buf), buf.evicted, buf.keys
+    (2, 1, ['p2', 'p3'])
+    >>> buf.lookup("p3").probs
+    array([0., 0., 1.], dtype=float32)
 """
 
 from __future__ import annotations
@@ -46,13 +47,13 @@ class ProbBuffer:
         columns: extra metadata columns, name -> ``"int"`` or ``"str"`` (``key`` and ``head``
             always exist; ``"str"`` columns hold any value, stored once in a table).
         on_overflow: ``"overwrite"`` (oldest rows go, counted in ``evicted``), ``"error"``
-            (raise :class:`BufferFullError`) or ``"spill"`` (rows go to ``sink`` before they are
-            overwritten; :meth:`flush` writes the rest).
+            (raise [`BufferFullError`][BufferFullError]) or ``"spill"`` (rows go to ``sink`` before
+            they are overwritten; [`flush`][flush] writes the rest).
         keep_logits: also keep the raw float32 logits (doubles memory for float32 rows).
         queue: share the write queue (sequence numbers, lock) with other buffers (one per head
             of a capture).
 
-    Single rows are queued (at most :data:`QUEUE_ROWS` of them, shared by the buffers of one
+    Single rows are queued (at most [`QUEUE_ROWS`][QUEUE_ROWS] of them, shared by the buffers of one
     queue) and stored as a block, so the per-row cost is one copy and a list append; every
     read stores the queue first, so reads always see every row appended before them.
     """

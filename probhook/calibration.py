@@ -1,22 +1,23 @@
 """Everything scored against true labels: accuracy, NLL, Brier, calibration error (ECE/MCE,
 adaptive), reliability tables, a streaming state, temperature scaling and split conformal sets.
 
->>> import numpy as np
->>> from probhook import calibration
->>> p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
->>> state = calibration.CalibrationState(n_bins=10)
->>> state.update(p, np.array([0, 1]))
->>> round(state.compute()["accuracy"], 2)
-0.5
->>> rng = np.random.default_rng(0)
->>> logits = rng.normal(size=(500, 4)) * 5
->>> targets = (logits + rng.normal(size=(500, 4)) * 5).argmax(axis=1)
->>> calibration.fit_temperature(logits, targets) > 1  # over-confident logits get softened
-True
->>> probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
->>> q = calibration.conformal_threshold(probs, targets, alpha=0.1)
->>> calibration.prediction_sets(probs, q).shape
-(500, 4)
+Examples:
+    >>> import numpy as np
+    >>> from probhook import calibration
+    >>> p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
+    >>> state = calibration.CalibrationState(n_bins=10)
+    >>> state.update(p, np.array([0, 1]))
+    >>> round(state.compute()["accuracy"], 2)
+    0.5
+    >>> rng = np.random.default_rng(0)
+    >>> logits = rng.normal(size=(500, 4)) * 5
+    >>> targets = (logits + rng.normal(size=(500, 4)) * 5).argmax(axis=1)
+    >>> calibration.fit_temperature(logits, targets) > 1  # over-confident logits get softened
+    True
+    >>> probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    >>> q = calibration.conformal_threshold(probs, targets, alpha=0.1)
+    >>> calibration.prediction_sets(probs, q).shape
+    (500, 4)
 
 Equal-width bins are ``[i/B, (i+1)/B)`` with the last bin closed at 1.0.
 """
@@ -266,7 +267,7 @@ def conformal_threshold(
     data. LAC gives the smallest sets; APS adapts set size to how spread a row is. Plain APS is
     deterministic and conservative (it keeps the class that crosses the threshold);
     ``randomized=True`` gives coverage close to exactly 1 - alpha and smaller sets. Use the same
-    ``method`` and ``randomized`` for :func:`prediction_sets`.
+    ``method`` and ``randomized`` for [`prediction_sets`][prediction_sets].
     """
     p = np.asarray(probs, dtype=np.float64)
     t = np.asarray(targets)

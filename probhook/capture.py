@@ -1,15 +1,16 @@
 """``capture_probs``: forward hooks that keep every prediction's full distribution.
 
->>> import torch
->>> from probhook import capture_probs
->>> model = torch.nn.Linear(4, 3)
->>> with capture_probs(model, labels=["a", "b", "c"]) as cap:
-...     with cap.key("doc-7"):
-...         _ = model(torch.randn(2, 4))
->>> cap.probs.shape, cap.keys
-((2, 3), ['doc-7', 'doc-7'])
->>> cap.get("doc-7").labels
-('a', 'b', 'c')
+Examples:
+    >>> import torch
+    >>> from probhook import capture_probs
+    >>> model = torch.nn.Linear(4, 3)
+    >>> with capture_probs(model, labels=["a", "b", "c"]) as cap:
+    ...     with cap.key("doc-7"):
+    ...         _ = model(torch.randn(2, 4))
+    >>> cap.probs.shape, cap.keys
+    ((2, 3), ['doc-7', 'doc-7'])
+    >>> cap.get("doc-7").labels
+    ('a', 'b', 'c')
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _one_head(name: str) -> Any:
-    """A property (or method) of the capture's single head, read through :meth:`Capture.head`."""
+    """A property (or method) of the capture's single head, read through
+    [`Capture.head`][Capture.head]."""
 
     def read(self: Capture) -> Any:
         return getattr(self.head, name)
@@ -43,25 +45,26 @@ def _one_head(name: str) -> Any:
 
 
 class Capture:
-    """A set of forward hooks and the distributions they captured, one :class:`HeadView` per
-    head in :attr:`heads`.
+    """A set of forward hooks and the distributions they captured, one [`HeadView`][HeadView] per
+    head in [`heads`][heads].
 
-    Use it as a context manager, a decorator, or by hand with :meth:`start` / :meth:`stop`.
+    Use it as a context manager, a decorator, or by hand with [`start`][start] / [`stop`][stop].
     Reads such as ``probs``, ``get`` or ``to_pandas`` are shortcuts to the single head and say
     so clearly when there are several; ``len(cap)``, ``capacity`` and ``evicted`` cover all
     heads.
 
-    >>> import torch
-    >>> from probhook import capture_probs
-    >>> model = torch.nn.Linear(4, 3)
-    >>> cap = capture_probs(model, temperature=2.0)
-    >>> cap.start()
-    >>> _ = model(torch.randn(5, 4))
-    >>> cap.stop()
-    >>> len(cap), cap.labels
-    (5, ('0', '1', '2'))
-    >>> bool(abs(cap.probs.sum(axis=1) - 1).max() < 1e-6)
-    True
+    Examples:
+        >>> import torch
+        >>> from probhook import capture_probs
+        >>> model = torch.nn.Linear(4, 3)
+        >>> cap = capture_probs(model, temperature=2.0)
+        >>> cap.start()
+        >>> _ = model(torch.randn(5, 4))
+        >>> cap.stop()
+        >>> len(cap), cap.labels
+        (5, ('0', '1', '2'))
+        >>> bool(abs(cap.probs.sum(axis=1) - 1).max() < 1e-6)
+        True
     """
 
     def __init__(self, target: Any = None, **options: Any) -> None:
@@ -203,7 +206,7 @@ class Capture:
         return self._meta.set(meta)
 
     def reset_meta(self, token: MetaToken[dict[str, Any] | None]) -> None:
-        """For integrations: undo :meth:`set_meta`."""
+        """For integrations: undo [`set_meta`][set_meta]."""
         self._meta.reset(token)
 
     # -- hooks --------------------------------------------------------------------------------
@@ -309,22 +312,24 @@ def capture_probs(target: Any = None, **options: Any) -> Capture:
 
     ``target`` is a ``torch.nn.Module`` (a Hugging Face ``*ForSequenceClassification`` or any
     module returning ``(batch, classes)`` logits), a list of modules, an object of a framework
-    that :mod:`probhook.integrations` knows (a document-analysis pipeline, component or wrapper),
-    or, for a decorator, the name of the decorated function's parameter that holds the model
-    (``"self.model"`` on a method).
+    that [`probhook.integrations`][probhook.integrations] knows (a document-analysis pipeline,
+    component or wrapper), or, for a decorator, the name of the decorated function's parameter that
+    holds the model (``"self.model"`` on a method).
 
-    >>> import torch
-    >>> from probhook import capture_probs
-    >>> model = torch.nn.Linear(4, 2)
-    >>> @capture_probs(target="net", labels=["no", "yes"])
-    ... def predict(net, x):
-    ...     return net(x)
-    >>> _ = predict(model, torch.randn(3, 4))
-    >>> len(predict.capture), predict.capture.get(None) is not None
-    (3, True)
+    Examples:
+        >>> import torch
+        >>> from probhook import capture_probs
+        >>> model = torch.nn.Linear(4, 2)
+        >>> @capture_probs(target="net", labels=["no", "yes"])
+        ... def predict(net, x):
+        ...     return net(x)
+        >>> _ = predict(model, torch.randn(3, 4))
+        >>> len(predict.capture), predict.capture.get(None) is not None
+        (3, True)
 
-    The options are keyword-only, the same for :class:`Capture`, and checked here:
+    The options are keyword-only, the same for [`Capture`][Capture], and checked here:
     ``capacity``, ``heads``, ``activation``, ``temperature``, ``labels``, ``dtype``,
-    ``on_overflow``, ``sink``, ``keep_logits`` (see :class:`~probhook.options.CaptureOptions`).
+    ``on_overflow``, ``sink``, ``keep_logits`` (see
+    [`CaptureOptions`][probhook.options.CaptureOptions]).
     """
     return Capture(target, **options)

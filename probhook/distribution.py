@@ -1,20 +1,22 @@
 """One row's probability distribution with its labels, and the read protocol of a set of rows.
 
->>> import numpy as np
->>> from probhook import Distribution
->>> d = Distribution(np.array([0.1, 0.7, 0.2]), ("letter", "invoice", "memo"))
->>> d.predicted, round(d.confidence, 2)
-('invoice', 0.7)
->>> d.top_k(2)
-[('invoice', 0.7), ('memo', 0.2)]
+Examples:
+    >>> import numpy as np
+    >>> from probhook import Distribution
+    >>> d = Distribution(np.array([0.1, 0.7, 0.2]), ("letter", "invoice", "memo"))
+    >>> d.predicted, round(d.confidence, 2)
+    ('invoice', 0.7)
+    >>> d.top_k(2)
+    [('invoice', 0.7), ('memo', 0.2)]
 
-:class:`Distribution` is the one type a captured row is read as: ``cap.get(key)``, iteration
-over a head, ``buffer.lookup(key)``.
+[`Distribution`][Distribution] is the one type a captured row is read as: ``cap.get(key)``,
+iteration over a head, ``buffer.lookup(key)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -58,10 +60,12 @@ class Distribution:
     @property
     def where(self) -> str:
         """Where the row came from, for people: ``invoice.pdf p.2`` for a deepdoctection page
-        (not its UUID), else the key."""
-        name, page = self.meta.get("file_name"), self.meta.get("page_number")
-        if name:
-            return f"{name} p.{page}" if page is not None else str(name)
+        (its source file, not its UUID), else the key."""
+        location, name = self.meta.get("location"), self.meta.get("file_name")
+        source = PurePath(location).name if location else name
+        if source:
+            page = self.meta.get("page_number")
+            return f"{source} p.{page}" if page is not None else str(source)
         return "" if self.key is None else str(self.key)
 
     def top_k(self, k: int = 3) -> list[tuple[str, float]]:
@@ -75,7 +79,7 @@ class Distribution:
 
     def __repr__(self) -> str:
         top = ", ".join(f"{label}={p:.3f}" for label, p in self.top_k(3))
-        if self.meta.get("file_name"):
+        if self.meta.get("file_name") or self.meta.get("location"):
             where = f" at {self.where!r}"
         else:
             where = f" key={self.key!r}" if self.key is not None else ""

@@ -1,14 +1,16 @@
-"""Lossless export of a head's rows: Arrow, pandas, Parquet (columns: see :mod:`probhook.arrow`).
+"""Lossless export of a head's rows: Arrow, pandas, Parquet (columns: see
+[`probhook.arrow`][probhook.arrow]).
 
->>> import numpy as np, tempfile, os
->>> from probhook import ProbBuffer, load
->>> from probhook.export import to_parquet
->>> from probhook.head_view import HeadView
->>> view = HeadView("clf", buffer=ProbBuffer(2, 4, labels=["no", "yes"]))
->>> view.buffer.append_batch(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32), keys=["a", "b"])
->>> path = to_parquet(view, os.path.join(tempfile.mkdtemp(), "run.parquet"))
->>> load(path).get("b").predicted
-'yes'
+Examples:
+    >>> import numpy as np, tempfile, os
+    >>> from probhook import ProbBuffer, load
+    >>> from probhook.export import to_parquet
+    >>> from probhook.head_view import HeadView
+    >>> view = HeadView("clf", buffer=ProbBuffer(2, 4, labels=["no", "yes"]))
+    >>> view.buffer.append_batch(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32), keys=["a", "b"])
+    >>> path = to_parquet(view, os.path.join(tempfile.mkdtemp(), "run.parquet"))
+    >>> load(path).get("b").predicted
+    'yes'
 
 A head with no rows exports an empty table with the same columns.
 """

@@ -1,14 +1,15 @@
-"""The rows of one head, read: what ``cap.heads[name]`` and :func:`load` return.
+"""The rows of one head, read: what ``cap.heads[name]`` and [`load`][load] return.
 
->>> import numpy as np
->>> from probhook import ProbBuffer
->>> from probhook.head_view import HeadView
->>> view = HeadView("clf", buffer=ProbBuffer(3, 10, labels=["letter", "invoice", "memo"]))
->>> view.buffer.append_batch(np.array([[0.8, 0.1, 0.1], [0.4, 0.35, 0.25]]), keys=["p1", "p2"])
->>> view.flag(min_margin=0.1).tolist()
-[False, True]
->>> view.top_k(1)
-[[('letter', 0.8...)], [('letter', 0.4...)]]
+Examples:
+    >>> import numpy as np
+    >>> from probhook import ProbBuffer
+    >>> from probhook.head_view import HeadView
+    >>> view = HeadView("clf", buffer=ProbBuffer(3, 10, labels=["letter", "invoice", "memo"]))
+    >>> view.buffer.append_batch(np.array([[0.8, 0.1, 0.1], [0.4, 0.35, 0.25]]), keys=["p1", "p2"])
+    >>> view.flag(min_margin=0.1).tolist()
+    [False, True]
+    >>> view.top_k(1)
+    [[('letter', 0.8...)], [('letter', 0.4...)]]
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class HeadView:
         name: the head's name.
         labels: class names in column order, when known before the first row.
         columns: the head's extra metadata columns (name -> ``"int"`` or ``"str"``).
-        key_of: maps what a user passes to :meth:`get` (a page, say) to a stored key.
+        key_of: maps what a user passes to [`get`][get] (a page, say) to a stored key.
         buffer: the rows; a capture attaches one at the head's first forward.
     """
 
@@ -151,11 +152,11 @@ class HeadView:
         return self._named(self._buffer.lookup(self._normalize_key(key)))
 
     def latest(self) -> Distribution | None:
-        """The newest row's distribution (O(1), unlike :meth:`get`), or None."""
+        """The newest row's distribution (O(1), unlike [`get`][get]), or None."""
         return None if self._buffer is None else self._named(self._buffer.latest())
 
     def distributions(self) -> Iterator[Distribution]:
-        """Every kept row as a :class:`Distribution`, oldest first."""
+        """Every kept row as a [`Distribution`][Distribution], oldest first."""
         if self._buffer is not None:
             for dist in self._buffer:
                 yield self._named(dist)  # type: ignore[misc]
@@ -234,7 +235,7 @@ class HeadView:
         )
 
     def flagged_keys(self, **thresholds: metrics.Threshold) -> list[Any]:
-        """The keys (page ids) of the rows :meth:`flag` selects (same thresholds)."""
+        """The keys (page ids) of the rows [`flag`][flag] selects (same thresholds)."""
         return [k for k, f in zip(self.keys, self.flag(**thresholds), strict=False) if f]
 
     def calibration(self, targets: Sequence[Any], n_bins: int = 15) -> dict[str, float]:
@@ -263,7 +264,7 @@ class HeadView:
     # -- export, plots, notebook: thin calls into the presentation modules --------------------
 
     def to_arrow(self) -> pa.Table:
-        """One Arrow row per kept row (see :mod:`probhook.arrow` for the columns)."""
+        """One Arrow row per kept row (see [`probhook.arrow`][probhook.arrow] for the columns)."""
         from probhook.export import to_arrow
 
         return to_arrow(self)
@@ -299,7 +300,7 @@ def load(path: str | os.PathLike[str]) -> HeadView:
     """Read a file written by ``to_parquet`` or a streaming sink back into a read-only view.
 
     For a multi-head capture the sink writes one file per head (see
-    :class:`~probhook.sink.FileSink`).
+    [`FileSink`][probhook.sink.FileSink]).
     """
     from probhook._extras import require
     from probhook.arrow import arrow_to_rows, read_table

@@ -4,17 +4,18 @@ The vocabulary shared by every target (plain modules, Hugging Face models, integ
 
 * a *head* is a module whose forward output is a ``(batch, classes)`` tensor or has ``.logits``;
 * a *selector* (``heads=``) picks heads by dotted name, glob, module type or predicate
-  (:func:`matches` decides one entry, for every integration alike).
+  ([`matches`][matches] decides one entry, for every integration alike).
 
-Turning a head's logits into probabilities is :mod:`probhook._torch`'s job.
+Turning a head's logits into probabilities is ``probhook._torch``'s job.
 
->>> import torch
->>> from probhook.heads import find_heads
->>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
->>> print(*[h.name for h in find_heads(model)])
-model
->>> print(*[h.name for h in find_heads(model, heads="2")])
-2
+Examples:
+    >>> import torch
+    >>> from probhook.heads import find_heads
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    >>> print(*[h.name for h in find_heads(model)])
+    model
+    >>> print(*[h.name for h in find_heads(model, heads="2")])
+    2
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """Per-row uncertainty over ``(n, C)`` probability arrays, vectorised: confidence, margin,
-entropy, top-k and the review rule. Scores against true labels live in :mod:`probhook.calibration`.
+entropy, top-k and the review rule. Scores against true labels live in
+[`probhook.calibration`][probhook.calibration].
 
->>> import numpy as np
->>> from probhook import metrics
->>> p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
->>> metrics.max_prob(p).tolist(), np.round(metrics.margin(p), 2).tolist()
-([0.7, 0.4], [0.5, 0.05])
->>> metrics.flag(p, min_confidence=0.5).tolist()
-[False, True]
+Examples:
+    >>> import numpy as np
+    >>> from probhook import metrics
+    >>> p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
+    >>> metrics.max_prob(p).tolist(), np.round(metrics.margin(p), 2).tolist()
+    ([0.7, 0.4], [0.5, 0.05])
+    >>> metrics.flag(p, min_confidence=0.5).tolist()
+    [False, True]
 """
 
 from __future__ import annotations

@@ -1,20 +1,20 @@
 """HTML representations for Jupyter: a capture shows itself as a table with inline bars.
 
->>> import numpy as np
->>> from probhook import Distribution
->>> html = Distribution(np.array([0.2, 0.8]), ("letter", "invoice"))._repr_html_()
->>> "invoice" in html and "80.0%" in html
-True
+Examples:
+    >>> import numpy as np
+    >>> from probhook import Distribution
+    >>> html = Distribution(np.array([0.2, 0.8]), ("letter", "invoice"))._repr_html_()
+    >>> "invoice" in html and "80.0%" in html
+    True
 """
 
 from __future__ import annotations
 
+import functools
 from html import escape
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from probhook import metrics
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -50,11 +50,14 @@ def summary_line(head: RowSource, min_confidence: float = REVIEW_CONFIDENCE) -> 
     n = len(head)
     if not n:
         return f"{escape(head.name)}: no rows yet"
-    probs = head.probs  # one copy of the kept rows: a few ms for 200,000 rows
-    confidence = metrics.max_prob(probs)
-    flagged = int(metrics.flag(probs, min_confidence=min_confidence).sum())
+    probs = head.probs  # one copy of the kept rows
+    # column by column: numpy reduces a short last axis slowly (~40 ms for 200,000 x 4 rows)
+    confidence = functools.reduce(np.maximum, probs.T) if probs.shape[1] else np.zeros(n)
+    finite = np.isfinite(confidence)  # NaN anywhere in a row propagates through np.maximum
+    flagged = int((~finite | (confidence < min_confidence)).sum())
+    mean = float(confidence[finite].mean()) if finite.any() else float("nan")
     return (
-        f"<b>{escape(head.name)}</b>: {n:,} rows, mean confidence {np.nanmean(confidence):.3f}, "
+        f"<b>{escape(head.name)}</b>: {n:,} rows, mean confidence {mean:.3f}, "
         f"{flagged:,} flagged (confidence &lt; {min_confidence:g})"
     )
 

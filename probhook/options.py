@@ -1,12 +1,13 @@
 """The options of a capture: one frozen object, checked once, when the capture is created.
 
->>> from probhook.options import CaptureOptions
->>> CaptureOptions(capacity=100, temperature=2.0).temperature
-2.0
->>> CaptureOptions(activation="softmx")
-Traceback (most recent call last):
-...
-ValueError: activation must be one of ('auto', 'softmax', 'sigmoid', 'none'), got 'softmx'
+Examples:
+    >>> from probhook.options import CaptureOptions
+    >>> CaptureOptions(capacity=100, temperature=2.0).temperature
+    2.0
+    >>> CaptureOptions(activation="softmx")
+    Traceback (most recent call last):
+    ...
+    ValueError: activation must be one of ('auto', 'softmax', 'sigmoid', 'none'), got 'softmx'
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class CaptureOptions:
-    """The keyword options of :func:`probhook.capture_probs` and :class:`probhook.Capture`.
+    """The keyword options of [`probhook.capture_probs`][probhook.capture_probs] and
+    [`probhook.Capture`][probhook.Capture].
 
     Attributes:
         capacity: rows kept per head (a ring buffer: the oldest go first, counted in
@@ -55,8 +57,8 @@ class CaptureOptions:
         labels: class names in column order (or ``{head: names}``); default: the HF config's
             ``id2label``, else ``"0" .. "C-1"``.
         dtype: storage dtype of the probabilities: ``float32``, ``float16`` or ``float64``.
-        on_overflow: ``"overwrite"``, ``"error"`` or ``"spill"`` (see :class:`ProbBuffer`).
-        sink: a :class:`~probhook.sink.Sink` or a file path (``.parquet`` or ``.arrows``) that
+        on_overflow: ``"overwrite"``, ``"error"`` or ``"spill"`` (see [`ProbBuffer`][ProbBuffer]).
+        sink: a [`Sink`][probhook.sink.Sink] or a file path (``.parquet`` or ``.arrows``) that
             receives every row; implies ``on_overflow="spill"``.
         keep_logits: also keep raw logits (for temperature fitting); 4 bytes per class per row.
     """

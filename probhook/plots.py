@@ -2,8 +2,8 @@
 
 Also reachable as ``cap.plot.<name>(...)`` on a capture, a head or a loaded file. A source is a
 capture, a head, a loaded file or a plain ``(n, C)`` probability array. Plots against true labels
-(reliability, confusion matrix, risk-coverage) live in :mod:`probhook.truth_plots` and are
-re-exported here.
+(reliability, confusion matrix, risk-coverage) live in
+[`probhook.truth_plots`][probhook.truth_plots] and are re-exported here.
 
 Examples:
     >>> import numpy as np
@@ -132,32 +132,34 @@ class Plotter:
         self._view = view
 
     def confidence(self, **kwargs: Any) -> Axes:
-        """Histogram of the top probabilities (:func:`confidence_histogram`)."""
+        """Histogram of the top probabilities ([`confidence_histogram`][confidence_histogram])."""
         return confidence_histogram(self._view, **kwargs)
 
     def uncertainty(self, **kwargs: Any) -> Axes:
-        """Histogram of margins or entropies (:func:`uncertainty_histogram`)."""
+        """Histogram of margins or entropies ([`uncertainty_histogram`][uncertainty_histogram])."""
         return uncertainty_histogram(self._view, **kwargs)
 
     def reliability(self, targets: Any, **kwargs: Any) -> Axes:
-        """Accuracy per confidence bin with per-bin counts (:func:`reliability_diagram`);
-        ``targets`` are true labels (names or class indices) aligned with the rows."""
+        """Accuracy per confidence bin with per-bin counts
+        ([`reliability_diagram`][reliability_diagram]); ``targets`` are true labels (names or class
+        indices) aligned with the rows."""
         return reliability_diagram(self._view, targets, **kwargs)
 
     def confusion(self, targets: Any, **kwargs: Any) -> Axes:
-        """True against predicted class (:func:`confusion_matrix`)."""
+        """True against predicted class ([`confusion_matrix`][confusion_matrix])."""
         return confusion_matrix(self._view, targets, **kwargs)
 
     def risk_coverage(self, targets: Any, **kwargs: Any) -> Axes:
-        """Accuracy against the share of rows accepted (:func:`risk_coverage`)."""
+        """Accuracy against the share of rows accepted ([`risk_coverage`][risk_coverage])."""
         return risk_coverage(self._view, targets, **kwargs)
 
     def class_means(self, **kwargs: Any) -> Axes:
-        """Mean probability per class (:func:`class_means`)."""
+        """Mean probability per class ([`class_means`][class_means])."""
         return class_means(self._view, **kwargs)
 
     def page(self, key: Any, **kwargs: Any) -> Axes:
-        """One row's distribution (:func:`distribution_bar`); ``key`` is what ``get`` takes."""
+        """One row's distribution ([`distribution_bar`][distribution_bar]); ``key`` is what ``get``
+        takes."""
         dist = self._view.get(key)
         if dist is None:
             raise KeyError(f"no row captured for {key!r}")

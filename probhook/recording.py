@@ -1,10 +1,10 @@
 """The hot path: from a head's forward output to rows in its buffer.
 
-A :class:`Recorder` serves every head of one capture. For each head it builds the forward hook
-(:meth:`Recorder.forward_hook`), which turns the output's logits into probabilities, copies them
-to the host once, and appends them to the head's buffer with the metadata current in the
-calling context. All heads share one :class:`~probhook.write_queue.WriteQueue`, so sequence
-numbers follow forward order across heads, and one sink.
+A [`Recorder`][Recorder] serves every head of one capture. For each head it builds the forward hook
+([`Recorder.forward_hook`][Recorder.forward_hook]), which turns the output's logits into
+probabilities, copies them to the host once, and appends them to the head's buffer with the metadata
+current in the calling context. All heads share one [`WriteQueue`][probhook.write_queue.WriteQueue],
+so sequence numbers follow forward order across heads, and one sink.
 """
 
 from __future__ import annotations

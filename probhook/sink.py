@@ -1,15 +1,16 @@
-"""Where rows go beyond the ring buffer: the :class:`Sink` protocol and its file implementation.
+"""Where rows go beyond the ring buffer: the [`Sink`][Sink] protocol and its file implementation.
 
->>> import numpy as np, os, tempfile
->>> from probhook import ProbBuffer, load
->>> from probhook.sink import FileSink
->>> path = os.path.join(tempfile.mkdtemp(), "rows.arrows")
->>> sink = FileSink(path)
->>> buf = ProbBuffer(2, 1, labels=["no", "yes"], on_overflow="spill", sink=sink)
->>> buf.append_batch(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32), keys=["a", "b"])
->>> buf.flush(); sink.close()
->>> load(path).keys
-['a', 'b']
+Examples:
+    >>> import numpy as np, os, tempfile
+    >>> from probhook import ProbBuffer, load
+    >>> from probhook.sink import FileSink
+    >>> path = os.path.join(tempfile.mkdtemp(), "rows.arrows")
+    >>> sink = FileSink(path)
+    >>> buf = ProbBuffer(2, 1, labels=["no", "yes"], on_overflow="spill", sink=sink)
+    >>> buf.append_batch(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32), keys=["a", "b"])
+    >>> buf.flush(); sink.close()
+    >>> load(path).keys
+    ['a', 'b']
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Sink(Protocol):
 
 
 class FileSink:
-    """A :class:`Sink` writing rows to ``.parquet`` (one row group per block) or ``.arrows``
+    """A [`Sink`][Sink] writing rows to ``.parquet`` (one row group per block) or ``.arrows``
     (Arrow IPC stream, flushed per block, readable after a crash).
 
     Rows of a second head (another label space) go to ``<stem>.<head><suffix>`` beside it.
@@ -94,7 +95,7 @@ class FileSink:
 
 
 def open_sink(sink: Any) -> Sink:
-    """A sink object as given, or a :class:`FileSink` for a path."""
+    """A sink object as given, or a [`FileSink`][FileSink] for a path."""
     if isinstance(sink, (str, os.PathLike)):
         return FileSink(sink)
     if isinstance(sink, Sink):

@@ -2,7 +2,7 @@
 
 ``targets`` are true labels aligned with the rows: label names (with a capture, a head or a
 loaded file) or class indices. Each function returns the ``Axes`` it drew on; all are
-re-exported by :mod:`probhook.plots` and bound on ``cap.plot``.
+re-exported by [`probhook.plots`][probhook.plots] and bound on ``cap.plot``.
 
 Examples:
     >>> import numpy as np
@@ -102,13 +102,17 @@ def risk_coverage(
             label="accuracy of accepted rows")  # fmt: skip
     if len(curve.accuracy):
         ax.axhline(curve.accuracy[-1], color="grey", linestyle="--", label="accuracy of all rows")
-    for t in thresholds:
-        accepted = curve.threshold >= t
-        if accepted.any():
-            i = int(np.flatnonzero(accepted)[-1])
-            ax.plot(curve.coverage[i], curve.accuracy[i], "o", color=THRESHOLD_COLOR)
-            ax.annotate(f"≥{t:g}", (curve.coverage[i], curve.accuracy[i]), fontsize=8,
-                        xytext=(4, -12), textcoords="offset points")  # fmt: skip
+    marks: dict[int, list[float]] = {}  # thresholds that accept the same rows share a mark
+    for t in sorted(thresholds):
+        accepted = np.flatnonzero(curve.threshold >= t)
+        if len(accepted):
+            marks.setdefault(int(accepted[-1]), []).append(t)
+    for i, ts in marks.items():
+        ax.plot(curve.coverage[i], curve.accuracy[i], "o", color=THRESHOLD_COLOR)
+        ax.annotate("≥" + "/".join(f"{t:g}" for t in ts), (curve.coverage[i], curve.accuracy[i]),
+                    fontsize=8, xytext=(4, -12), textcoords="offset points")  # fmt: skip
+    if marks:
+        ax.plot([], [], "o", color=THRESHOLD_COLOR, label="accepting confidence ≥ threshold")
     lowest = float(curve.accuracy.min()) if len(curve.accuracy) else 0.0
     ax.set(xlim=(0, 1.02), ylim=(max(0.0, lowest - 0.05), 1.02), ylabel="accuracy",
            xlabel="coverage (share of rows accepted)")  # fmt: skip

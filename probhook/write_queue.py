@@ -3,15 +3,17 @@ sequence numbers rows get.
 
 The buffers of one capture share one queue. A hook's row joins it by one ``list.extend`` of a
 five-item entry ``(owner, row bytes, key, head, meta)`` — a single C call, so rows from threads
-never mix and no lock is taken per row. Before any read or batch write, :meth:`WriteQueue.locked`
-takes the lock and drains the queue: the entries are unpacked here, grouped by owner, and each
-owner stores its rows as one block (:meth:`QueueOwner.store_queued`).
+never mix and no lock is taken per row. Before any read or batch write,
+[`WriteQueue.locked`][WriteQueue.locked] takes the lock and drains the queue: the entries are
+unpacked here, grouped by owner, and each owner stores its rows as one block
+([`QueueOwner.store_queued`][QueueOwner.store_queued]).
 
->>> from probhook.write_queue import WriteQueue
->>> queue = WriteQueue()
->>> with queue.locked():
-...     queue.take(3), queue.take(2)
-(0, 3)
+Examples:
+    >>> from probhook.write_queue import WriteQueue
+    >>> queue = WriteQueue()
+    >>> with queue.locked():
+    ...     queue.take(3), queue.take(2)
+    (0, 3)
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class QueuedRows:
 
 
 class QueueOwner(Protocol):
-    """A buffer whose single rows wait in a :class:`WriteQueue`."""
+    """A buffer whose single rows wait in a [`WriteQueue`][WriteQueue]."""
 
     def store_queued(self, rows: QueuedRows) -> None:
         """Store ``rows`` (called with the queue's lock held)."""
@@ -63,7 +65,7 @@ class WriteQueue:
         self.push = self.pending.extend
 
     def take(self, n: int) -> int:
-        """The first of ``n`` new numbers; call it with :attr:`lock` held."""
+        """The first of ``n`` new numbers; call it with [`lock`][lock] held."""
         first = self._next
         self._next = first + n
         return first
@@ -81,7 +83,7 @@ class WriteQueue:
             self.drain()
 
     def drain(self) -> None:
-        """Hand the queued rows to their owners in queue order; call it with :attr:`lock` held.
+        """Hand the queued rows to their owners in queue order; call it with [`lock`][lock] held.
 
         Rows leave the queue only once stored, so a failing sink leaves them for the next try;
         rows queued meanwhile by other threads lie past ``end`` and wait for the next drain.

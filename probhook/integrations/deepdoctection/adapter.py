@@ -1,7 +1,7 @@
 """deepdoctection: capture every LM sequence classifier of a pipeline, one row per page.
 
 ``capture_probs`` accepts a ``DoctectionPipe`` (also one from ``dd.get_dd_analyzer``), an
-``LMSequenceClassifierService`` or one of the ``HF*SequenceClassifier`` wrappers::
+``LMSequenceClassifierService`` or one of the ``HF*SequenceClassifier`` wrappers:
 
     with capture_probs(analyzer) as cap:
         pages = list(analyzer.analyze(path="scans/"))
