@@ -81,8 +81,9 @@ def confusion_matrix(
     ax.set_xticks(ticks, labels, rotation=30, ha="right")
     ax.set_yticks(ticks, labels)
     accuracy = np.trace(counts) / max(counts.sum(), 1)
-    ax.set(xlabel="predicted", ylabel="true",
-           title=f"Confusion matrix ({counts.sum()} rows, accuracy {accuracy:.1%})")  # fmt: skip
+    shares = "; shares of each true class" if normalize else ""
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(f"Confusion matrix ({counts.sum()} rows, accuracy {accuracy:.1%}{shares})")
     return ax
 
 
@@ -112,7 +113,7 @@ def risk_coverage(
         ax.annotate("≥" + "/".join(f"{t:g}" for t in ts), (curve.coverage[i], curve.accuracy[i]),
                     fontsize=8, xytext=(4, -12), textcoords="offset points")  # fmt: skip
     if marks:
-        ax.plot([], [], "o", color=THRESHOLD_COLOR, label="accepting confidence ≥ threshold")
+        ax.plot([], [], "o", color=THRESHOLD_COLOR, label="confidence threshold")
     lowest = float(curve.accuracy.min()) if len(curve.accuracy) else 0.0
     ax.set(xlim=(0, 1.02), ylim=(max(0.0, lowest - 0.05), 1.02), ylabel="accuracy",
            xlabel="coverage (share of rows accepted)")  # fmt: skip
