@@ -51,7 +51,9 @@ class Venv:
 
     def install(self, extra: str) -> None:
         target = f"{ROOT}[{extra}]" if extra else str(ROOT)
-        self.run(self.bin / "pip", "install", "-q", "-c", ROOT / "constraints.txt", target)
+        # --no-compile: byte-compiling torch's thousands of files is a large share of the install
+        pip = (self.bin / "pip", "install", "-q", "--no-compile", "-c", ROOT / "constraints.txt")
+        self.run(*pip, target)
 
     def run(self, *args, cwd=None, check=True) -> subprocess.CompletedProcess:
         done = subprocess.run(

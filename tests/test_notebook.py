@@ -142,3 +142,27 @@ def test_truth_plots_show_counts(cap):
     assert y[0] in (0.0, 1.0)  # the single most confident row is right or wrong
     with pytest.raises(TypeError, match="must be class indices"):
         plots.confusion_matrix(cap.probs, truth)
+
+
+def test_deepdoctection_rows_are_named_by_file_and_page(tmp_path):
+    from probhook import demo
+    from probhook.integrations.deepdoctection.adapter import _short
+    from probhook.integrations.deepdoctection.analyzer import build_analyzer, read_model_dir
+
+    wrapper, labels = read_model_dir(demo.MODEL_DIR)
+    analyzer = build_analyzer(demo.MODEL_DIR, wrapper, labels, ocr=False)
+    with capture_probs(analyzer) as cap:
+        flow = analyzer.analyze(path=str(demo.SAMPLES_DIR / "letter_and_invoice.pdf"))
+        flow.reset_state()
+        pages = list(flow)
+    assert list(cap.heads) == ["LayoutLM letter/invoice/form/memo"]  # not its weights' folders
+    second = cap.get(pages[1])
+    assert second.where == "letter_and_invoice.pdf p.2"
+    assert repr(second).endswith("at 'letter_and_invoice.pdf p.2')")
+    html = cap._repr_html_()
+    assert "2 rows, mean confidence" in html
+    assert "letter_and_invoice.pdf p.1" in html
+    assert pages[0].image_id not in html
+    assert cap.plot.page(pages[1]).get_title().startswith("letter_and_invoice.pdf p.2: ")
+    long_name = _short("lm_sequence_class_Transformers_LayoutLM_tmp_tmpfryirdqe", tuple("abcdef"))
+    assert long_name == "LayoutLM a/b/c/d/+2"
