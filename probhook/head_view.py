@@ -290,13 +290,14 @@ class HeadView:
         return heads_html([self])
 
 
-def load(path: str | os.PathLike[str]) -> HeadView:
-    """Read a file written by ``to_parquet`` or a streaming sink back into a read-only view.
+def load(path: str | os.PathLike[str], *, strict: bool = False) -> HeadView:
+    """Read a file written by ``to_parquet`` or a sink back into a read-only view.
 
     For a multi-head capture the sink writes one file per head (see
-    :class:`~probhook.sink.FileSink`).
+    :class:`~probhook.sink.FileSink`). A file a killed run left behind loads every complete
+    block, with a warning giving the count; ``strict=True`` refuses partial files.
     """
     from probhook.arrow import arrow_to_rows, read_table
 
-    rows, schema, dtype = arrow_to_rows(read_table(path))
+    rows, schema, dtype = arrow_to_rows(read_table(path, strict=strict))
     return HeadView(Path(path).stem, buffer=ProbBuffer.from_rows(rows, schema, dtype=dtype))
