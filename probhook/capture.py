@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
+import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -180,7 +181,7 @@ class Capture:
     def keys_for(self, keys: Sequence[Hashable]) -> contextlib.AbstractContextManager[None]:
         """Rows of the next forward of each head carry one key each, in batch order; later
         forwards inside the block have no key."""
-        return self.key(KeyList(keys))
+        return self.key(KeyList(keys))  # type: ignore[arg-type]
 
     def set_meta(self, meta: dict[str, Any] | None) -> MetaToken[dict[str, Any] | None]:
         """For integrations: make ``meta`` current in this thread/context; returns a reset token."""
@@ -210,6 +211,7 @@ class Capture:
             )
         handle = spec.module.register_forward_hook(self._recorder.forward_hook(spec, view))
         stack.callback(handle.remove)
+        stack.enter_context(_sharing_check(spec))
 
     def _labels_for(self, spec: HeadSpec) -> tuple[str, ...] | None:
         labels = self.options.labels
@@ -325,3 +327,33 @@ def _check_key(key: Any) -> None:
             f"keys must be str, int or tuples of them (they are written to files as such), "
             f"got {type(key).__name__}: {key!r}"
         )
+
+
+_HOOKED: dict[int, list[int]] = {}  # id(module) -> threads of the active captures hooking it
+_HOOKED_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _sharing_check(spec: HeadSpec) -> Iterator[None]:
+    """Warn when captures started in two threads hook one module: each sees every forward of
+    it, from any thread (the documented rule), so their rows mix."""
+    module, thread = id(spec.module), threading.get_ident()
+    with _HOOKED_LOCK:
+        threads = _HOOKED.setdefault(module, [])
+        others = set(threads) - {thread}
+        threads.append(thread)
+    if others:
+        warnings.warn(
+            f"{spec.name} is also hooked by a capture started in another thread; a capture "
+            "sees every forward of the modules it hooks, from any thread, so both captures get "
+            "both threads' rows. Give each thread its own model, or one capture with keys",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    try:
+        yield
+    finally:
+        with _HOOKED_LOCK:
+            threads.remove(thread)
+            if not threads:
+                del _HOOKED[module]
