@@ -149,11 +149,11 @@ class ProbBuffer:
     def append(
         self,
         row: npt.ArrayLike,
-        *,
         key: Hashable | None = None,
         head: str | None = None,
-        logits: npt.ArrayLike | None = None,
         meta: Mapping[str, Any] | None = None,
+        *,
+        logits: npt.ArrayLike | None = None,
         **columns: Any,
     ) -> None:
         """Append one ``(n_classes,)`` row: what a forward hook calls for each row.
@@ -165,16 +165,18 @@ class ProbBuffer:
         if columns:
             self._cols.check_names(columns)
             meta = {**(meta or {}), **columns}
-        if logits is None and self._queued_dtype is not None:
-            # a float row of the right shape is queued as its bytes: one copy, one list append
-            dtype = getattr(row, "dtype", None)
-            if dtype is not None and dtype.kind == "f" and row.shape == self._row_shape:  # type: ignore[union-attr]
-                same = dtype is self._queued_dtype
-                blob = (row if same else row.astype(self.dtype)).tobytes()  # type: ignore[union-attr]
-                self._push((self, blob, key, head, meta))
+        try:  # a row already in the buffer's dtype and shape is queued as its bytes
+            if (
+                row.dtype is self._queued_dtype  # type: ignore[union-attr]
+                and row.shape == self._row_shape  # type: ignore[union-attr]
+                and logits is None
+            ):
+                self._push((self, row.tobytes(), key, head, meta))  # type: ignore[union-attr]
                 if len(self._pending) >= self._queue_limit:
                     self._queue.drain_now()
                 return
+        except AttributeError:  # a list or another array-like
+            pass
         probs = self._check(row, 1)
         lg = None if logits is None else self._check(logits, 1, "logits")[None]
         values: dict[str, Any] = {n: Broadcast((meta or {}).get(n)) for n in self._extra}

@@ -235,9 +235,8 @@ class HeadView:
     def calibration(self, targets: Sequence[Any], n_bins: int = 15) -> dict[str, float]:
         """Accuracy, NLL, Brier, ECE and MCE of the kept rows against true labels (label names
         or class indices, aligned with the rows)."""
-        state = calibration.CalibrationState(n_bins)
-        state.update(self._probs2d(), self.target_indices(targets))
-        return state.compute()
+        targets_ = self.target_indices(targets)
+        return calibration.CalibrationState.of(self._probs2d(), targets_, n_bins).compute()
 
     def target_indices(self, targets: Sequence[Any]) -> npt.NDArray[np.int64]:
         """Class indices for ``targets`` given as label names or indices."""

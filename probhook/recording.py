@@ -53,8 +53,7 @@ class Recorder:
         self.sink: Sink | None = None
         self.sink_closed = False
         self._lock = threading.Lock()
-        self._inflight = [0]  # forwards inside a hook now (a lock guards it)
-        self._gate = threading.Lock()
+        self._inflight: list[None] = []  # one item per forward inside a hook now
         self._stop_flushing: threading.Event | None = None
         self._flusher: threading.Thread | None = None
         self.activations: dict[str, str] = {}
@@ -88,7 +87,7 @@ class Recorder:
     def end(self, views: Mapping[str, HeadView]) -> None:
         """At stop: wait for forwards still inside a hook, stop the flush thread, and store
         every queued row (a failing sink raises here, with the rows still queued)."""
-        while self._inflight[0]:
+        while self._inflight:
             time.sleep(0.001)
         if self._flusher is not None:
             assert self._stop_flushing is not None
@@ -141,13 +140,13 @@ class Recorder:
             raise ValueError(_ONE_COLUMN.format(name=name))
         apply, tensor = make_activation(activation, options.temperature), torch.Tensor
         queued = options.on_overflow != "error" and not options.keep_logits
-        select, gate, inflight = options.output, self._gate, self._inflight
+        select, inflight = options.output, self._inflight
+        enter, leave = inflight.append, inflight.pop  # atomic list calls: no lock per forward
         self.activations[name] = activation
 
         def on_forward(module: Any, args: Any, output: Any) -> None:
             # Runs on every forward: the common one-row case goes straight to the buffer.
-            with gate:
-                inflight[0] += 1
+            enter(None)
             try:
                 plain = type(output) is tensor and output.ndim == 2 and select is None
                 logits = output if plain and output.is_floating_point() else None
@@ -166,12 +165,14 @@ class Recorder:
                     and (meta is None or type(meta.get("key")) is not KeyList)
                 ):
                     key = None if meta is None else meta.get("key")
-                    buffer.append(host[0], key=key, head=name, meta=meta)
+                    row = host[0]
+                    if row.dtype is not buffer.dtype:  # float16/64 storage: queue it converted
+                        row = row.astype(buffer.dtype)
+                    buffer.append(row, key, name, meta)  # positional: the cheapest call
                 else:
                     self._record(spec, view, probs, logits, host)
             finally:
-                with gate:
-                    inflight[0] -= 1
+                leave()
 
         return on_forward
 
