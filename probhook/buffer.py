@@ -156,12 +156,9 @@ class ProbBuffer:
         logits: npt.ArrayLike | None = None,
         **columns: Any,
     ) -> None:
-        """Append one ``(n_classes,)`` row: what a forward hook calls for each row.
-
-        ``meta`` maps extra column names to values (names the buffer lacks are ignored; it is
-        read when the row is stored, so it must not change afterwards); ``columns`` name extra
-        column values directly.
-        """
+        """Append one ``(n_classes,)`` row (what a hook calls). ``meta`` maps extra columns to
+        values (others are ignored; read when the row is stored: do not change it after);
+        ``columns`` name extra column values directly."""
         if columns:
             self._cols.check_names(columns)
             meta = {**(meta or {}), **columns}
