@@ -453,3 +453,16 @@ def test_damaged_files_say_what_was_recovered(tmp_path):
     with pytest.raises(ValueError, match="not an Arrow stream"):
         probhook.load(tmp_path / "g.arrows")
     assert len(cap) == 12
+
+
+def test_keys_belong_to_the_context_that_set_them():
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = torch.nn.Linear(4, 3)
+    with capture_probs(model) as cap, cap.key("outer"), ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: model(torch.randn(1, 4)), range(2)))  # pool threads: no key
+        context = contextvars.copy_context()
+        pool.submit(context.run, model, torch.randn(1, 4)).result()  # the context travels
+        model(torch.randn(1, 4))
+    assert cap.keys == [None, None, "outer", "outer"]  # every thread's forward is captured
