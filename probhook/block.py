@@ -51,6 +51,21 @@ class RowBlock:
         for i in range(len(self)):
             yield self.distribution(i)
 
+    @staticmethod
+    def merged(blocks: list[RowBlock]) -> RowBlock:
+        """The rows of ``blocks`` (one label space and columns) ordered by sequence number;
+        ties (blocks from separate processes) keep the blocks' order."""
+        order = np.argsort(np.concatenate([b.seq for b in blocks]), kind="stable")
+        logits = [b.logits for b in blocks if b.logits is not None]
+        return RowBlock(
+            np.concatenate([b.probs for b in blocks])[order],
+            np.concatenate([b.seq for b in blocks])[order],
+            np.concatenate([b.finite for b in blocks])[order],
+            {n: np.concatenate([b.columns[n] for b in blocks])[order] for n in blocks[0].columns},
+            blocks[0].labels,
+            np.concatenate(logits)[order] if logits else None,
+        )
+
     def distribution(self, i: int) -> Distribution:
         """Row ``i`` as a [`Distribution`][probhook.Distribution] (its other columns in
         ``meta``)."""

@@ -91,9 +91,7 @@ def reliability_table(
     probs: npt.ArrayLike, targets: npt.ArrayLike, n_bins: int = 15
 ) -> ReliabilityTable:
     """Per equal-width confidence bin: row count, mean confidence and accuracy."""
-    state = CalibrationState(n_bins)
-    state.update(probs, targets)
-    return state.reliability()
+    return CalibrationState.of(probs, targets, n_bins).reliability()
 
 
 def calibration_error(
@@ -103,9 +101,7 @@ def calibration_error(
     equal-width confidence bins."""
     if norm not in ("l1", "max"):
         raise ValueError(f"norm must be 'l1' (ECE) or 'max' (MCE), got {norm!r}")
-    state = CalibrationState(n_bins)
-    state.update(probs, targets)
-    return state.compute()["ece" if norm == "l1" else "mce"]
+    return CalibrationState.of(probs, targets, n_bins).compute()["ece" if norm == "l1" else "mce"]
 
 
 def adaptive_calibration_error(
@@ -142,6 +138,13 @@ class CalibrationState:
         self.count = np.zeros(self.n_bins)
         self.conf_sum = np.zeros(self.n_bins)
         self.acc_sum = np.zeros(self.n_bins)
+
+    @classmethod
+    def of(cls, probs: npt.ArrayLike, targets: npt.ArrayLike, n_bins: int = 15) -> CalibrationState:
+        """A state holding ``probs`` and their ``targets`` (the batch form)."""
+        state = cls(n_bins)
+        state.update(probs, targets)
+        return state
 
     def update(self, probs: npt.ArrayLike, targets: npt.ArrayLike) -> None:
         """Add ``(n, C)`` probabilities and their ``(n,)`` target class indices."""

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import inspect
+import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -27,7 +27,7 @@ from probhook.head_view import HeadView
 from probhook.heads import HeadSpec
 from probhook.integrations import Adapter, MetaToken, adapter_for
 from probhook.options import CaptureOptions
-from probhook.recording import Recorder
+from probhook.recording import KeyList, Recorder
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,7 +107,7 @@ class Capture:
         adapter = adapter_for(target)
         specs = adapter.heads(self.options.heads)
         known = set(self.heads)
-        self._recorder.columns = adapter.columns
+        self._recorder.begin(adapter.columns)
         try:
             with contextlib.ExitStack() as stack:
                 self._adapter = adapter
@@ -131,7 +131,7 @@ class Capture:
         try:
             stack.close()
         finally:
-            self._recorder.flush(self.heads)
+            self._recorder.end(self.heads)  # rows of every finished forward reach the sink
         if warn:
             for name, before in self._appended_at_start.items():
                 if self.heads[name].appended == before:
@@ -143,10 +143,10 @@ class Capture:
                     )
 
     def close(self) -> None:
-        """Stop, and close the sink (the file is complete once this returns)."""
+        """Stop, and close the sink (the file is complete once this returns). After a failure
+        (a full disk, say), calling it again writes what was left and closes."""
         self.stop(warn=False)
-        if self.sink is not None:
-            self.sink.close()
+        self._recorder.close_sink()
 
     def __enter__(self) -> Capture:
         self.start()
@@ -154,43 +154,27 @@ class Capture:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.stop(warn=exc_type is None)
-        if self.sink is not None:
-            self.sink.close()
+        self._recorder.close_sink()
 
     def __call__(self, fn: F) -> F:
-        """Decorate ``fn``: each call runs inside this capture; ``fn.capture`` is the capture."""
-        path: list[str] = self.target.split(".") if isinstance(self.target, str) else []
-        param = path[0] if path else None
-        signature = inspect.signature(fn)
-        if param is not None and param not in signature.parameters:
-            raise TypeError(f"{fn.__qualname__} has no parameter {param!r} to capture")
+        """Decorate ``fn``: each call runs inside this capture; ``fn.capture`` is the capture
+        (see [`probhook.decorator.decorate`][probhook.decorator.decorate])."""
+        from probhook.decorator import decorate
 
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            target = None
-            if param is not None:
-                bound = signature.bind(*args, **kwargs)
-                bound.apply_defaults()
-                target = bound.arguments[param]
-                for attr in path[1:]:  # "self.model" on a method
-                    target = getattr(target, attr)
-            self.start(target)
-            ok = False
-            try:
-                result = fn(*args, **kwargs)
-                ok = True
-                return result
-            finally:
-                self.stop(warn=ok)
-
-        wrapper.capture = self  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
+        return decorate(self, fn)
 
     # -- keys ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def key(self, key: Hashable, **meta: Any) -> Iterator[None]:
-        """Rows captured inside the block carry ``key`` (and ``meta`` columns)."""
+        """Rows captured inside the block carry ``key`` and one column per ``meta`` value.
+
+        Keys are ``str``, ``int`` or tuples of them (they keep their type in files); columns
+        must be given from the first ``key(...)`` on, before the head's first row.
+        """
+        for value in key if isinstance(key, list) else [key]:
+            _check_key(value)
+        self._recorder.declare(meta, self.heads)
         token = self._meta.set({"key": key, **meta})
         try:
             yield
@@ -198,8 +182,9 @@ class Capture:
             self._meta.reset(token)
 
     def keys_for(self, keys: Sequence[Hashable]) -> contextlib.AbstractContextManager[None]:
-        """Rows of the next batch carry one key each, in batch order."""
-        return self.key(list(keys))  # type: ignore[arg-type]
+        """Rows of the next forward of each head carry one key each, in batch order; later
+        forwards inside the block have no key."""
+        return self.key(KeyList(keys))  # type: ignore[arg-type]
 
     def set_meta(self, meta: dict[str, Any] | None) -> MetaToken[dict[str, Any] | None]:
         """For integrations: make ``meta`` current in this thread/context; returns a reset token."""
@@ -229,6 +214,7 @@ class Capture:
             )
         handle = spec.module.register_forward_hook(self._recorder.forward_hook(spec, view))
         stack.callback(handle.remove)
+        stack.enter_context(_sharing_check(spec))
 
     def _labels_for(self, spec: HeadSpec) -> tuple[str, ...] | None:
         labels = self.options.labels
@@ -333,3 +319,46 @@ def capture_probs(target: Any = None, **options: Any) -> Capture:
     [`CaptureOptions`][probhook.options.CaptureOptions]).
     """
     return Capture(target, **options)
+
+
+def _check_key(key: Any) -> None:
+    ok = (
+        key is None
+        or type(key) in (str, int)
+        or (type(key) is tuple and all(type(k) in (str, int) for k in key))
+    )
+    if not ok:
+        raise TypeError(
+            f"keys must be str, int or tuples of them (they are written to files as such), "
+            f"got {type(key).__name__}: {key!r}"
+        )
+
+
+_HOOKED: dict[int, list[int]] = {}  # id(module) -> threads of the active captures hooking it
+_HOOKED_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _sharing_check(spec: HeadSpec) -> Iterator[None]:
+    """Warn when captures started in two threads hook one module: each sees every forward of
+    it, from any thread (the documented rule), so their rows mix."""
+    module, thread = id(spec.module), threading.get_ident()
+    with _HOOKED_LOCK:
+        threads = _HOOKED.setdefault(module, [])
+        others = set(threads) - {thread}
+        threads.append(thread)
+    if others:
+        warnings.warn(
+            f"{spec.name} is also hooked by a capture started in another thread; a capture "
+            "sees every forward of the modules it hooks, from any thread, so both captures get "
+            "both threads' rows. Give each thread its own model, or one capture with keys",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    try:
+        yield
+    finally:
+        with _HOOKED_LOCK:
+            threads.remove(thread)
+            if not threads:
+                del _HOOKED[module]

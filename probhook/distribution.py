@@ -48,9 +48,10 @@ class Distribution:
         return lg is None or not bool((np.isnan(lg) | np.isposinf(lg)).any())
 
     @property
-    def predicted(self) -> str:
-        """The label with the highest probability."""
-        return self.labels[int(np.argmax(self.probs))]
+    def predicted(self) -> str | None:
+        """The label with the highest probability; None for a non-finite row (NaN or inf),
+        which has no prediction."""
+        return self.labels[int(np.argmax(self.probs))] if self.finite else None
 
     @property
     def confidence(self) -> float:
@@ -104,7 +105,7 @@ class DocumentDistribution:
     mean: Distribution
 
     @property
-    def predicted(self) -> str:
+    def predicted(self) -> str | None:
         """The most probable label of the mean distribution."""
         return self.mean.predicted
 

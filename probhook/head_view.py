@@ -241,9 +241,8 @@ class HeadView:
     def calibration(self, targets: Sequence[Any], n_bins: int = 15) -> dict[str, float]:
         """Accuracy, NLL, Brier, ECE and MCE of the kept rows against true labels (label names
         or class indices, aligned with the rows)."""
-        state = calibration.CalibrationState(n_bins)
-        state.update(self._probs2d(), self.target_indices(targets))
-        return state.compute()
+        targets_ = self.target_indices(targets)
+        return calibration.CalibrationState.of(self._probs2d(), targets_, n_bins).compute()
 
     def target_indices(self, targets: Sequence[Any]) -> npt.NDArray[np.int64]:
         """Class indices for ``targets`` given as label names or indices."""
@@ -296,15 +295,16 @@ class HeadView:
         return heads_html([self])
 
 
-def load(path: str | os.PathLike[str]) -> HeadView:
-    """Read a file written by ``to_parquet`` or a streaming sink back into a read-only view.
+def load(path: str | os.PathLike[str], *, strict: bool = False) -> HeadView:
+    """Read a file written by ``to_parquet`` or a sink back into a read-only view.
 
     For a multi-head capture the sink writes one file per head (see
-    [`FileSink`][probhook.sink.FileSink]).
+    [`FileSink`][probhook.sink.FileSink]). A file a killed run left behind loads every complete
+    block, with a warning giving the count; ``strict=True`` refuses partial files.
     """
     from probhook._extras import require
     from probhook.arrow import arrow_to_rows, read_table
 
     require("pyarrow", "parquet", "probhook.load()")
-    rows, schema, dtype = arrow_to_rows(read_table(path))
+    rows, schema, dtype = arrow_to_rows(read_table(path, strict=strict))
     return HeadView(Path(path).stem, buffer=ProbBuffer.from_rows(rows, schema, dtype=dtype))

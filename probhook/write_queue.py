@@ -63,6 +63,7 @@ class WriteQueue:
         self.lock = threading.Lock()
         self.pending: list[Any] = []
         self.push = self.pending.extend
+        self.error: Exception | None = None  # the last failed drain, while rows wait
 
     def take(self, n: int) -> int:
         """The first of ``n`` new numbers; call it with [`lock`][lock] held."""
@@ -71,14 +72,24 @@ class WriteQueue:
         return first
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the lock with every queued row stored: reads and writes come after them."""
+    def locked(self, *, strict: bool = False) -> Iterator[None]:
+        """Hold the lock with every queued row stored: reads and writes come after them.
+
+        Storing can fail (a sink that cannot write): ``strict`` (writes) raises; reads go on
+        with the rows already stored, and the failure stays in [`error`][error] until a later
+        drain succeeds (the rows stay queued, nothing is lost).
+        """
         with self.lock:
-            self.drain()
+            try:
+                self.drain()
+            except Exception as err:
+                if strict:
+                    raise
+                self.error = err
             yield
 
     def drain_now(self) -> None:
-        """Store the queued rows (the queue is full)."""
+        """Store the queued rows now (the queue is full, or a flush); failures raise."""
         with self.lock:
             self.drain()
 
@@ -91,6 +102,7 @@ class WriteQueue:
         queue = self.pending
         end = len(queue)
         if not end:
+            self.error = None
             return
         n = end // ENTRY
         owners: list[QueueOwner] = queue[0:end:ENTRY]
@@ -102,6 +114,7 @@ class WriteQueue:
                 self._next = first  # the rows stay queued and keep their numbers
                 raise
             del queue[:end]
+            self.error = None
             return
         positions: dict[int, list[int]] = {}
         for i, owner in enumerate(owners):
@@ -112,6 +125,7 @@ class WriteQueue:
                 entries = [item for i in at for item in queue[i * ENTRY : (i + 1) * ENTRY]]
                 owners[at[0]].store_queued(_unpack(entries, len(entries), first + np.array(at)))
                 stored.add(id(owners[at[0]]))
+            self.error = None
         finally:
             queue[:end] = [
                 item

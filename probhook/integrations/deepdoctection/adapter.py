@@ -141,7 +141,8 @@ class DeepdoctectionAdapter:
         return [unique[name].spec() for name in dict.fromkeys(c.name for c in self._found)]
 
     def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
-        if self.wrapper_only:
+        if self.wrapper_only:  # no service: the page comes with the wrapper's own input
+            _wrap_predict(self.target, host, stack)
             return
         for comp in self._found:
             _wrap_serve(comp, host, stack)
@@ -204,4 +205,29 @@ def _wrap_serve(comp: _Component, host: CaptureHost, stack: contextlib.ExitStack
             del component.serve
 
     component.serve = serve
+    stack.callback(restore)
+
+
+def _wrap_predict(wrapper: Any, host: CaptureHost, stack: contextlib.ExitStack) -> None:
+    """Attribute the rows of a wrapper captured on its own: deepdoctection passes the served
+    page's ``image_ids`` to ``predict``, so rows get the page's id as key (the other page
+    columns need the service: capture it or its pipe for them)."""
+    had_own = "predict" in vars(wrapper)
+    original = wrapper.predict
+
+    def predict(**encodings: Any) -> Any:
+        ids = encodings.get("image_ids") or [None]
+        token = host.set_meta({"key": ids[0], "image_id": ids[0]})
+        try:
+            return original(**encodings)
+        finally:
+            host.reset_meta(token)
+
+    def restore() -> None:
+        if had_own:
+            wrapper.predict = original
+        else:
+            del wrapper.predict
+
+    wrapper.predict = predict
     stack.callback(restore)
