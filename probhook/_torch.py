@@ -36,8 +36,8 @@ def check_hookable(module: Any) -> None:
 def logits_of(output: Any, head: str) -> torch.Tensor:
     """The ``(batch, classes)`` logits in a forward output, or a clear error about what it was."""
 
-    if type(output) is torch.Tensor and output.ndim == 2:  # the plain classifier case, fast
-        return output
+    if type(output) is torch.Tensor and output.ndim == 2 and output.is_floating_point():
+        return output  # the plain classifier case, fast
     logits = getattr(output, "logits", output)
     if isinstance(logits, (tuple, list)) and logits and isinstance(logits[0], torch.Tensor):
         logits = logits[0]
@@ -46,6 +46,11 @@ def logits_of(output: Any, head: str) -> torch.Tensor:
             f"head {head!r} returned {type(output).__name__}, not a tensor or an object with "
             ".logits; select the classifier module with heads="
         )
+    if not logits.is_floating_point():
+        raise TypeError(
+            f"head {head!r} returned a {logits.dtype} tensor of shape {tuple(logits.shape)}, "
+            "not floating (batch, classes) logits; select the module before the argmax with heads="
+        )
     if logits.ndim == 3:
         raise NotImplementedError(
             f"head {head!r} returned token-level logits of shape {tuple(logits.shape)}; "
@@ -53,8 +58,8 @@ def logits_of(output: Any, head: str) -> torch.Tensor:
         )
     if logits.ndim != 2:
         raise ValueError(
-            f"head {head!r} returned logits of shape {tuple(logits.shape)}; "
-            "expected (batch, classes)"
+            f"head {head!r} returned logits of shape {tuple(logits.shape)}; expected "
+            "(batch, classes): select the classifier module with heads="
         )
     return logits
 

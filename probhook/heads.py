@@ -83,7 +83,9 @@ def find_heads(
     """The heads of ``target`` (a module or a list of modules), each with a readable name.
 
     Without ``heads=``: every outermost Hugging Face ``*For...Classification`` model, else the
-    target itself (its output is checked at the first forward). A ``torch.compile`` wrapper is
+    target itself, whatever its layers (a ``Conv2d`` head, a quantized or a functional
+    ``F.linear`` one): its first forward decides, and an output that is not ``(batch, classes)``
+    floating logits is refused then. A ``torch.compile`` wrapper is
     hooked from outside, so the compiled graph is untouched.
     """
     modules = list(target) if isinstance(target, (list, tuple)) else [target]
@@ -103,8 +105,6 @@ def find_heads(
 
 
 def _heads_of(module: Any, heads: Selector | None, root_name: str) -> list[HeadSpec]:
-    import torch
-
     compiled = getattr(module, "_orig_mod", None)
     if compiled is not None:
         if heads is not None:
@@ -115,13 +115,9 @@ def _heads_of(module: Any, heads: Selector | None, root_name: str) -> list[HeadS
         return [HeadSpec(root_name, module, labels=config_labels(compiled))]
     named = list(module.named_modules())
     if heads is None:
-        found = [(n, m) for n, m in named if _is_hf_classifier(m)]
-        if not found:
-            if not any(isinstance(m, torch.nn.Linear) for _, m in named):
-                raise ValueError(
-                    _not_found(module, named, "no Linear layer and no *ForSequenceClassification")
-                )
-            found = [("", module)]
+        # no static guess about the layers (a Conv2d head, a quantized or functional Linear):
+        # the target itself is the head, and its first forward output must be (batch, classes)
+        found = [(n, m) for n, m in named if _is_hf_classifier(m)] or [("", module)]
     else:
         selectors = heads if isinstance(heads, (list, tuple)) else [heads]
         found = [(n, m) for n, m in named if any(matches(s, n, m) for s in selectors)]

@@ -58,7 +58,7 @@ class Recorder:
 
         def on_forward(module: Any, args: Any, output: Any) -> None:
             # Runs on every forward: the common one-row case goes straight to the buffer.
-            plain = type(output) is tensor and output.ndim == 2
+            plain = type(output) is tensor and output.ndim == 2 and output.is_floating_point()
             logits = output if plain else logits_of(output, name)
             probs = apply(logits)
             if not queued:  # kept logits or refused overflow: the general path
