@@ -41,6 +41,9 @@ def heads_html(heads: Iterable[RowSource], latest: int = 10) -> str:
     bars (only those rows are read, however many are kept)."""
     parts = []
     for head in heads:
+        if head.capacity is None:  # no row yet: no buffer, nothing to size
+            parts.append(f"<div><b>{escape(head.name)}</b>: no rows captured</div>")
+            continue
         summary = (
             f"<b>{escape(head.name)}</b>: {len(head)} rows kept of capacity {head.capacity}, "
             f"{head.evicted} evicted, {head.nbytes / 2**20:.2f} MiB, labels: "

@@ -36,6 +36,13 @@ def _axes(ax: Axes | None) -> Axes:
     return new
 
 
+def _note_if_empty(ax: Axes, n_rows: int) -> None:
+    """An empty result is a plot too: an empty frame that says why it is empty."""
+    if n_rows == 0:
+        ax.text(0.5, 0.5, "no rows captured", transform=ax.transAxes, ha="center",
+                va="center", color="grey")  # fmt: skip
+
+
 def _probs_labels(source: Any) -> tuple[npt.NDArray[np.float64], list[str]]:
     if hasattr(source, "probs") and hasattr(source, "labels"):
         return np.asarray(source.probs, dtype=np.float64), list(source.labels)
@@ -51,6 +58,7 @@ def confidence_histogram(source: Any, *, bins: int = 20, ax: Axes | None = None)
         metrics.max_prob(probs), bins=bins, range=(0.0, 1.0), color="#4c78a8", edgecolor="white"
     )
     ax.set(title=f"Confidence of {len(probs)} predictions", xlabel="top probability", ylabel="rows")
+    _note_if_empty(ax, len(probs))
     return ax
 
 
@@ -70,6 +78,7 @@ def uncertainty_histogram(
     ax.set(
         title=f"{measure.capitalize()} of {len(probs)} predictions", xlabel=xlabel, ylabel="rows"
     )
+    _note_if_empty(ax, len(probs))
     return ax
 
 
@@ -83,13 +92,15 @@ def reliability_diagram(
     probs, _labels = _probs_labels(source)
     if hasattr(source, "target_indices"):
         targets = source.target_indices(targets)
-    table = calibration.reliability_table(probs, np.asarray(targets), n_bins)
-    ece = calibration.calibration_error(probs, np.asarray(targets), n_bins)
     ax = _axes(ax)
-    width = 1.0 / n_bins
-    seen = table.count > 0
-    ax.bar(table.lower[seen], table.accuracy[seen], width=width, align="edge", color="#4c78a8",
-           edgecolor="white", label="accuracy")  # fmt: skip
+    ece = float("nan")
+    if len(probs):
+        table = calibration.reliability_table(probs, np.asarray(targets), n_bins)
+        ece = calibration.calibration_error(probs, np.asarray(targets), n_bins)
+        seen = table.count > 0
+        ax.bar(table.lower[seen], table.accuracy[seen], width=1.0 / n_bins, align="edge",
+               color="#4c78a8", edgecolor="white", label="accuracy")  # fmt: skip
+    _note_if_empty(ax, len(probs))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy",
            title=f"Reliability ({len(probs)} rows, ECE {ece:.3f})")  # fmt: skip
@@ -109,6 +120,7 @@ def class_means(source: Any, *, ax: Axes | None = None) -> Axes:
         ylabel="mean probability",
     )
     ax.tick_params(axis="x", labelrotation=30)
+    _note_if_empty(ax, len(probs))
     return ax
 
 
