@@ -31,11 +31,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class HeadSpec:
-    """One head to hook: its display name, its module, and its labels (None: from the output)."""
+    """One head to hook: its display name, its module, its labels (None: from the output) and
+    the activation an integration knows its framework applies (None: the ``auto`` rule)."""
 
     name: str
     module: torch.nn.Module
     labels: tuple[str, ...] | None = None
+    activation: str | None = None
 
 
 def config_labels(module: Any) -> tuple[str, ...] | None:

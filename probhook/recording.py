@@ -52,7 +52,10 @@ class Recorder:
         from probhook._torch import logits_of, make_activation, resolve_activation, to_host
 
         options, meta_var, name = self.options, self.meta, spec.name
-        activation = resolve_activation(options.activation, spec.module)
+        chosen = options.activation  # "auto" defers to what the integration knows
+        activation = resolve_activation(
+            spec.activation if chosen == "auto" and spec.activation else chosen, spec.module
+        )
         apply, tensor = make_activation(activation, options.temperature), torch.Tensor
         queued = options.on_overflow != "error" and not options.keep_logits
 
