@@ -62,8 +62,9 @@ DD_TESTS = ("tests/test_deepdoctection.py", "tests/test_dd_compat.py")
 @nox.session(python=PY)
 @nox.parametrize("dd", list(DD_MATRIX))
 def compat(session, dd):
-    """The deepdoctection tests against one supported deepdoctection version (all by default);
-    ``nox -s "compat(dd='0.46.2')"`` runs one."""
+    """The deepdoctection tests on each supported deepdoctection version, one venv each.
+
+    ``nox -s compat`` runs every version; ``nox -s "compat(dd='0.46.2')"`` runs one."""
     pins = pathlib.Path(session.create_tmp()) / "constraints.txt"
     core = [] if dd.startswith("0.") else [f"dd-core=={dd}"]  # 1.x splits into dd-core
     base = pathlib.Path("constraints.txt").read_text(encoding="utf-8")
@@ -71,6 +72,6 @@ def compat(session, dd):
         "\n".join([base, f"deepdoctection=={dd}", f"transformers=={DD_MATRIX[dd]}", *core]),
         encoding="utf-8",
     )
-    session.install("-c", str(pins), "-e", ".[deepdoctection,test]", env=QUIET)
+    session.install("-c", str(pins), "-e", ".[deepdoctection,pandas,test]", env=QUIET)
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     session.run("pytest", "-p", "no:cacheprovider", *(session.posargs or DD_TESTS), env=env)

@@ -86,7 +86,8 @@ def analyzer_overrides(profile: str, *, pdf_text: bool = False, ocr: bool = Fals
         f"USE_PDF_MINER={pdf_text}",
         f"USE_OCR={ocr}",
         "USE_LM_SEQUENCE_CLASS=True",
-        f"LM_SEQUENCE_CLASS.WEIGHTS={profile}",
+        # quoted: deepdoctection 0.46 evals values whose default is not a string (None here)
+        f"LM_SEQUENCE_CLASS.WEIGHTS={profile!r}",
     ]
 
 
