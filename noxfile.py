@@ -1,6 +1,7 @@
-"""Sessions: tests, lint, typecheck, docs, bench. ``nox -s tests`` runs the whole suite."""
+"""Sessions: tests, lint, typecheck, docs, bench, compat. ``nox -s tests`` runs the whole suite."""
 
 import os
+import pathlib
 
 import nox
 
@@ -57,3 +58,27 @@ def bench(session):
     os.makedirs("benchmarks/results", exist_ok=True)
     for script in ("bench_buffer.py", "bench_hook.py", "bench_memory.py", "bench_pipeline.py"):
         session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+# deepdoctection versions probhook supports, each with the transformers it works with
+# (deepdoctection 1.0.x declares transformers<5; 1.4 needs >=5.2). Oldest and newest run in CI.
+DD_MATRIX = {"0.46.2": "5.24.0", "1.0.7": "4.57.6", "1.4.0": "5.24.0"}
+DD_TESTS = ("tests/test_deepdoctection.py", "tests/test_dd_compat.py")
+
+
+@nox.session(python=PY)
+@nox.parametrize("dd", list(DD_MATRIX))
+def compat(session, dd):
+    """The deepdoctection tests on each supported deepdoctection version, one venv each.
+
+    ``nox -s compat`` runs every version; ``nox -s "compat(dd='0.46.2')"`` runs one."""
+    pins = pathlib.Path(session.create_tmp()) / "constraints.txt"
+    core = [] if dd.startswith("0.") else [f"dd-core=={dd}"]  # 1.x splits into dd-core
+    base = pathlib.Path("constraints.txt").read_text(encoding="utf-8")
+    pins.write_text(
+        "\n".join([base, f"deepdoctection=={dd}", f"transformers=={DD_MATRIX[dd]}", *core]),
+        encoding="utf-8",
+    )
+    session.install("-c", str(pins), "-e", ".[deepdoctection,pandas,test]", env=QUIET)
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    session.run("pytest", "-p", "no:cacheprovider", *(session.posargs or DD_TESTS), env=env)

@@ -37,3 +37,10 @@ def probs_labels(source: Any) -> tuple[npt.NDArray[np.float64], list[str]]:
         return np.asarray(source.probs, dtype=np.float64), list(source.labels)
     probs = np.asarray(source, dtype=np.float64)
     return probs, [str(i) for i in range(probs.shape[1] if probs.ndim == 2 else 0)]
+
+
+def note_if_empty(ax: Axes, n_rows: int) -> None:
+    """An empty result is a plot too: an empty frame that says why it is empty."""
+    if n_rows == 0:
+        ax.text(0.5, 0.5, "no rows captured", transform=ax.transAxes, ha="center",
+                va="center", color="grey")  # fmt: skip

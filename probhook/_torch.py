@@ -40,6 +40,9 @@ def logits_of(output: Any, head: str, select: int | str | None = None) -> torch.
     otherwise ``.logits``, or the one floating tensor of at least two dimensions in a tuple
     (a Hugging Face ``(loss, logits)``); two candidates are ambiguous and refused.
     """
+    plain = select is None and type(output) is torch.Tensor and output.ndim == 2
+    if plain and output.is_floating_point():
+        return output  # type: ignore[no-any-return]  # the plain classifier case, fast
     if select is not None:
         try:
             logits = output[select] if isinstance(select, int) else getattr(output, select)
@@ -67,9 +70,9 @@ def logits_of(output: Any, head: str, select: int | str | None = None) -> torch.
         )
     if not logits.is_floating_point():
         raise TypeError(
-            f"head {head!r} returned a {logits.dtype} tensor of shape {tuple(logits.shape)}: "
-            "probabilities need floating-point logits (is this a prediction, not a classifier "
-            "head?)"
+            f"head {head!r} returned a {logits.dtype} tensor of shape {tuple(logits.shape)}, "
+            "not floating (batch, classes) logits: a prediction, not a classifier head? Select "
+            "the module before it with heads="
         )
     if logits.ndim == 3:
         raise NotImplementedError(
@@ -78,8 +81,8 @@ def logits_of(output: Any, head: str, select: int | str | None = None) -> torch.
         )
     if logits.ndim != 2:
         raise ValueError(
-            f"head {head!r} returned logits of shape {tuple(logits.shape)}; "
-            "expected (batch, classes)"
+            f"head {head!r} returned logits of shape {tuple(logits.shape)}; expected "
+            "(batch, classes): select the classifier module with heads="
         )
     return logits
 

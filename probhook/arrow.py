@@ -128,10 +128,13 @@ def arrow_to_rows(table: pa.Table) -> tuple[RowBlock, dict[str, ColumnKind], str
     labels = tuple(json.loads(meta["probhook.labels"]))
     schema: dict[str, ColumnKind] = json.loads(meta["probhook.columns"])
     encodings: dict[str, str] = json.loads(meta.get("probhook.encodings", "{}"))
-    probs = np.column_stack([table.column(f"p_{label}").to_numpy() for label in labels])
+    probs = np.column_stack(
+        [table.column(f"p_{label}").to_numpy() for label in labels]
+        or [np.zeros((len(table), 0), np.float32)]  # an empty head whose labels were unknown
+    )
     logit_names = [f"logit_{label}" for label in labels]
     logits = None
-    if all(n in table.column_names for n in logit_names):
+    if logit_names and all(n in table.column_names for n in logit_names):
         logits = np.column_stack([table.column(n).to_numpy() for n in logit_names]).astype(
             np.float32
         )

@@ -15,7 +15,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -47,24 +47,32 @@ class RowBlock:
     def __len__(self) -> int:
         return len(self.seq)
 
-    def __iter__(self) -> Iterator[Distribution]:
-        for i in range(len(self)):
-            yield self.distribution(i)
+    @classmethod
+    def empty(cls, labels: tuple[str, ...], schema: Mapping[str, ColumnKind]) -> RowBlock:
+        """No rows, with ``labels`` and the columns of ``schema`` (what an empty head reads)."""
+        columns = {n: np.zeros(0, np.int64 if k == "int" else object) for n, k in schema.items()}
+        probs = np.zeros((0, len(labels)), np.float32)
+        return cls(probs, np.zeros(0, np.int64), np.zeros(0, bool), columns, labels)
 
-    @staticmethod
-    def merged(blocks: list[RowBlock]) -> RowBlock:
-        """The rows of ``blocks`` (one label space and columns) ordered by sequence number;
-        ties (blocks from separate processes) keep the blocks' order."""
-        order = np.argsort(np.concatenate([b.seq for b in blocks]), kind="stable")
+    @classmethod
+    def concat(cls, blocks: Sequence[RowBlock]) -> RowBlock:
+        """The rows of ``blocks`` (same labels and columns) in one block ordered by sequence
+        number; ties (blocks from separate processes) keep argument order."""
+        seq = np.concatenate([b.seq for b in blocks])
+        order = np.argsort(seq, kind="stable")
         logits = [b.logits for b in blocks if b.logits is not None]
-        return RowBlock(
+        return cls(
             np.concatenate([b.probs for b in blocks])[order],
-            np.concatenate([b.seq for b in blocks])[order],
+            seq[order],
             np.concatenate([b.finite for b in blocks])[order],
             {n: np.concatenate([b.columns[n] for b in blocks])[order] for n in blocks[0].columns},
             blocks[0].labels,
             np.concatenate(logits)[order] if logits else None,
         )
+
+    def __iter__(self) -> Iterator[Distribution]:
+        for i in range(len(self)):
+            yield self.distribution(i)
 
     def distribution(self, i: int) -> Distribution:
         """Row ``i`` as a [`Distribution`][probhook.Distribution] (its other columns in

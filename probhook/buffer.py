@@ -13,6 +13,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -22,14 +23,29 @@ import numpy.typing as npt
 from probhook.block import ColumnKind, RowBlock
 from probhook.column_store import Broadcast, ColumnStore
 from probhook.distribution import Distribution
-from probhook.options import DTYPES, OVERFLOW_POLICIES, OverflowPolicy, check_capacity, check_choice
-from probhook.ring import Ring
+from probhook.options import (
+    DTYPES,
+    OVERFLOW_POLICIES,
+    OverflowPolicy,
+    capacity_for,
+    check_capacity,
+    check_choice,
+)
+from probhook.ring import Ring, check_rows
 from probhook.sink import Sink, write_to_sink
 from probhook.write_queue import ENTRY, QueuedRows, WriteQueue
 
 QUEUE_ROWS = 1000
 """Single rows wait in a queue of at most this many by default (fewer for wide rows: at most
 256 KiB of row data) and are then stored, and written to the sink, as one block."""
+
+
+class _class_or_instance(classmethod):  # type: ignore[type-arg]
+    """A classmethod that, called on an instance, takes the instance as its first argument."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        method = super().__get__(obj, owner)
+        return method if obj is None else functools.partial(method, obj)
 
 
 class BufferFullError(RuntimeError):
@@ -79,7 +95,6 @@ class ProbBuffer:
     ) -> None:
         if not isinstance(n_classes, int) or n_classes < 1:
             raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
-        check_capacity(capacity)
         check_choice("dtype", dtype, DTYPES)
         check_choice("on_overflow", on_overflow, OVERFLOW_POLICIES)
         if on_overflow == "spill" and sink is None:
@@ -94,7 +109,8 @@ class ProbBuffer:
         self._extra = [n for n in schema if n not in ("key", "head")]
         # "error" must refuse a row when it is appended, so only the other policies queue
         self._queued_dtype = self.dtype if on_overflow != "error" and not keep_logits else None
-        self.capacity = self._resolve_capacity(capacity, max_bytes)
+        fixed = ColumnStore.fixed_nbytes(schema)
+        self.capacity = capacity_for(capacity, max_bytes, self.row_nbytes, fixed)
         self.on_overflow, self.sink = on_overflow, sink
         check_capacity(flush_rows)
         # single rows wait at most flush_rows (and 256 KiB of row data) before they are stored
@@ -107,18 +123,6 @@ class ProbBuffer:
 
     def _attach(self, queue: WriteQueue) -> None:
         self._queue, self._push, self._pending = queue, queue.push, queue.pending
-
-    def _resolve_capacity(self, capacity: int | None, max_bytes: int | None) -> int:
-        if (capacity is None) == (max_bytes is None):
-            raise ValueError("give exactly one of capacity= (rows) or max_bytes= (memory budget)")
-        if capacity is None:
-            fixed = ColumnStore.fixed_nbytes(self.schema)
-            capacity = (int(max_bytes or 0) - fixed) // self.row_nbytes
-            if capacity < 1:
-                raise ValueError(
-                    f"max_bytes={max_bytes} holds no row; one row takes {self.row_nbytes} bytes"
-                )
-        return capacity
 
     @property
     def row_nbytes(self) -> int:
@@ -175,8 +179,8 @@ class ProbBuffer:
                 return
         except AttributeError:  # a list or another array-like
             pass
-        probs = self._check(row, 1)
-        lg = None if logits is None else self._check(logits, 1, "logits")[None]
+        probs = check_rows(row, self.n_classes, 1)
+        lg = None if logits is None else check_rows(logits, self.n_classes, 1, "logits")[None]
         values: dict[str, Any] = {n: Broadcast((meta or {}).get(n)) for n in self._extra}
         values.update(key=Broadcast(key), head=Broadcast(head))  # a tuple key is one value
         with self._queue.locked(strict=True):  # queued rows came first
@@ -195,28 +199,12 @@ class ProbBuffer:
 
         ``keys`` and each extra column are a single value for every row or one value per row.
         """
-        probs = self._check(rows, 2)
-        lg = None if logits is None else self._check(logits, 2, "logits")
+        probs = check_rows(rows, self.n_classes, 2)
+        lg = None if logits is None else check_rows(logits, self.n_classes, 2, "logits")
         if lg is not None and lg.shape[0] != probs.shape[0]:
             raise ValueError(f"logits have {lg.shape[0]} rows, probabilities {probs.shape[0]}")
         with self._queue.locked(strict=True):  # queued rows came first
             self._write(probs, lg, {"key": keys, "head": head, **columns})
-
-    def _check(self, values: npt.ArrayLike, ndim: int, what: str = "rows") -> npt.NDArray[Any]:
-        if type(values) is np.ndarray:
-            arr = values
-        elif hasattr(values, "detach"):
-            arr = values.detach().cpu().numpy()
-        else:
-            arr = np.asarray(values)
-        if arr.dtype.kind != "f":
-            raise TypeError(f"{what} must be floating point, got dtype {arr.dtype}")
-        if arr.ndim != ndim or arr.shape[-1] != self.n_classes:
-            shape = "(n_classes,)" if ndim == 1 else "(n, n_classes)"
-            raise ValueError(
-                f"{what} must have shape {shape} with n_classes={self.n_classes}, got {arr.shape}"
-            )
-        return arr
 
     def store_queued(self, rows: QueuedRows) -> None:
         """Store rows that waited in the write queue (called by it, lock held)."""
@@ -351,28 +339,25 @@ class ProbBuffer:
         self.__dict__.update(state)
         self._attach(self._queue)
 
-    @classmethod
-    def merge(cls, *buffers: ProbBuffer, capacity: int | None = None) -> ProbBuffer:
-        """One buffer with the rows of ``buffers`` ordered by sequence number.
+    @_class_or_instance
+    def merge(
+        cls: type[ProbBuffer], /, *buffers: ProbBuffer, capacity: int | None = None
+    ) -> ProbBuffer:
+        """One buffer with the rows of ``buffers`` ordered by sequence number: ``a.merge(b)``
+        is ``ProbBuffer.merge(a, b)``.
 
         All buffers must share labels, dtype and columns. ``capacity`` defaults to the total row
         count; ties in sequence number (buffers from separate processes) keep argument order.
         """
         if not buffers:
             raise ValueError("merge needs at least one buffer")
-        first = buffers[0]
-        for other in buffers[1:]:
-            if (other.labels, other.schema, other.dtype, other.keep_logits) != (
-                first.labels,
-                first.schema,
-                first.dtype,
-                first.keep_logits,
-            ):
-                raise ValueError(
-                    "cannot merge buffers with different label spaces, columns, dtype or "
-                    f"keep_logits: {first.labels} vs {other.labels}"
-                )
-        merged = RowBlock.merged([b.rows() for b in buffers])
+        kinds = {(b.labels, tuple(b.schema.items()), b.dtype, b.keep_logits) for b in buffers}
+        if len(kinds) > 1:
+            raise ValueError(
+                "cannot merge buffers with different label spaces, columns, dtype or "
+                f"keep_logits: {' vs '.join(str(b.labels) for b in buffers)}"
+            )
+        merged, first = RowBlock.concat([b.rows() for b in buffers]), buffers[0]
         return cls.from_rows(merged, first.schema, capacity=capacity, dtype=str(first.dtype))
 
     @classmethod

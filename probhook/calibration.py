@@ -150,6 +150,8 @@ class CalibrationState:
         """Add ``(n, C)`` probabilities and their ``(n,)`` target class indices."""
         p = as_probs(probs)
         t = _targets(targets, p)
+        if not len(p):  # nothing to add (and no class axis to take an argmax over)
+            return
         conf = max_prob(p)
         hit = (p.argmax(axis=1) == t).astype(np.float64)
         bins = _bin_index(conf, self.n_bins)

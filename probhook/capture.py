@@ -133,10 +133,14 @@ class Capture:
         finally:
             self._recorder.end(self.heads)  # rows of every finished forward reach the sink
         if warn:
+            # an adapter may know why a head saw nothing (pages served but skipped, say)
+            explain = getattr(self._adapter, "explain_empty", None)
             for name, before in self._appended_at_start.items():
                 if self.heads[name].appended == before:
                     warnings.warn(
-                        f"no forward of {name} ran inside the capture; a lazy iterator "
+                        explain(name)
+                        if explain is not None
+                        else f"no forward of {name} ran inside the capture; a lazy iterator "
                         "consumed after the block captures nothing",
                         RuntimeWarning,
                         stacklevel=3,

@@ -134,15 +134,7 @@ class HeadView:
     def rows(self, last: int | None = None) -> RowBlock:
         """Every kept row (or the ``last`` newest), oldest first."""
         if self._buffer is None:
-            n = len(self.labels)
-            empty: dict[str, npt.NDArray[Any]] = {
-                name: np.zeros(0, np.int64 if kind == "int" else object)
-                for name, kind in self._schema.items()
-            }
-            return RowBlock(
-                np.zeros((0, n), np.float32), np.zeros(0, np.int64), np.zeros(0, bool),
-                empty, self.labels,
-            )  # fmt: skip
+            return RowBlock.empty(self.labels, self._schema)
         return self._buffer.rows() if last is None else self._buffer.tail(last)
 
     def get(self, key: Any) -> Distribution | None:
@@ -241,6 +233,8 @@ class HeadView:
     def calibration(self, targets: Sequence[Any], n_bins: int = 15) -> dict[str, float]:
         """Accuracy, NLL, Brier, ECE and MCE of the kept rows against true labels (label names
         or class indices, aligned with the rows)."""
+        if not len(self):
+            raise ValueError(f"head {self.name!r} has no rows to score against targets")
         targets_ = self.target_indices(targets)
         return calibration.CalibrationState.of(self._probs2d(), targets_, n_bins).compute()
 
@@ -307,4 +301,6 @@ def load(path: str | os.PathLike[str], *, strict: bool = False) -> HeadView:
 
     require("pyarrow", "parquet", "probhook.load()")
     rows, schema, dtype = arrow_to_rows(read_table(path, strict=strict))
+    if not len(rows):  # an empty export reads back as an empty head with its columns
+        return HeadView(Path(path).stem, labels=rows.labels, columns=schema)
     return HeadView(Path(path).stem, buffer=ProbBuffer.from_rows(rows, schema, dtype=dtype))

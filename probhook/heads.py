@@ -32,12 +32,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class HeadSpec:
-    """One head to hook: its display name, its module, and its labels (None: from the output)."""
+    """One head to hook: its display name, its module, its labels (None: from the output) and
+    the activation an integration knows its framework applies (None: the ``auto`` rule)."""
 
     name: str
     module: torch.nn.Module
     labels: tuple[str, ...] | None = None
     config: Any = None  # the Hugging Face config the head belongs to (labels, problem type)
+    activation: str | None = None
 
 
 def config_labels(module: Any) -> tuple[str, ...] | None:
@@ -85,7 +87,9 @@ def find_heads(
     """The heads of ``target`` (a module or a list of modules), each with a readable name.
 
     Without ``heads=``: every outermost Hugging Face ``*For...Classification`` model, else the
-    target itself (its output is checked at the first forward). A ``torch.compile`` wrapper is
+    target itself, whatever its layers (a ``Conv2d`` head, a quantized or a functional
+    ``F.linear`` one): its first forward decides, and an output that is not ``(batch, classes)``
+    floating logits is refused then. A ``torch.compile`` wrapper is
     hooked from outside, so the compiled graph is untouched.
     """
     modules = list(target) if isinstance(target, (list, tuple)) else [target]
@@ -105,8 +109,6 @@ def find_heads(
 
 
 def _heads_of(module: Any, heads: Selector | None, root_name: str) -> list[HeadSpec]:
-    import torch
-
     compiled = getattr(module, "_orig_mod", None)
     if compiled is not None:
         if heads is not None:
@@ -118,13 +120,9 @@ def _heads_of(module: Any, heads: Selector | None, root_name: str) -> list[HeadS
         return [HeadSpec(root_name, module, config_labels(compiled), config)]
     named = list(module.named_modules())
     if heads is None:
-        found = [(n, m) for n, m in named if _is_hf_classifier(m)]
-        if not found:
-            if not any(isinstance(m, torch.nn.Linear) for _, m in named):
-                raise ValueError(
-                    _not_found(module, named, "no Linear layer and no *ForSequenceClassification")
-                )
-            found = [("", module)]
+        # no static guess about the layers (a Conv2d head, a quantized or functional Linear):
+        # the target itself is the head, and its first forward output must be (batch, classes)
+        found = [(n, m) for n, m in named if _is_hf_classifier(m)] or [("", module)]
     else:
         selectors = heads if isinstance(heads, (list, tuple)) else [heads]
         found = [(n, m) for n, m in named if any(matches(s, n, m) for s in selectors)]

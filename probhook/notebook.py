@@ -68,6 +68,9 @@ def heads_html(heads: Iterable[RowSource], latest: int = 10) -> str:
     built, however many are kept)."""
     parts = []
     for head in heads:
+        if head.capacity is None:  # no row yet: no buffer, nothing to size
+            parts.append(f"<div><b>{escape(head.name)}</b>: no rows captured</div>")
+            continue
         details = (
             f"{len(head)} rows kept of capacity {head.capacity}, {head.evicted} evicted, "
             f"{head.nbytes / 2**20:.2f} MiB, labels: {escape(', '.join(head.labels))}"

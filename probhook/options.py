@@ -86,6 +86,23 @@ def check_memory(capacity: int, row_bytes: int = MIN_ROW_BYTES) -> None:
         )
 
 
+def capacity_for(
+    capacity: int | None, max_bytes: int | None, row_nbytes: int, fixed_nbytes: int
+) -> int:
+    """A buffer's row count: ``capacity``, or as many rows as ``max_bytes`` holds."""
+    check_capacity(capacity)
+    if (capacity is None) == (max_bytes is None):
+        raise ValueError("give exactly one of capacity= (rows) or max_bytes= (memory budget)")
+    if capacity is None:
+        assert max_bytes is not None
+        capacity = (max_bytes - fixed_nbytes) // row_nbytes
+        if capacity < 1:
+            raise ValueError(
+                f"max_bytes={max_bytes} holds no row; one row takes {row_nbytes} bytes"
+            )
+    return capacity
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     """``value`` is one of ``choices``."""
     if value not in choices:

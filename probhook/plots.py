@@ -21,7 +21,13 @@ import numpy as np
 import numpy.typing as npt
 
 from probhook import metrics
-from probhook._plotting import THRESHOLD_COLOR, legend_outside, new_axes, probs_labels
+from probhook._plotting import (
+    THRESHOLD_COLOR,
+    legend_outside,
+    new_axes,
+    note_if_empty,
+    probs_labels,
+)
 from probhook.truth_plots import confusion_matrix, reliability_diagram, risk_coverage
 
 if TYPE_CHECKING:
@@ -65,6 +71,7 @@ def confidence_histogram(
     ax = new_axes(ax)
     _histogram(ax, metrics.max_prob(probs), bins, "#4c78a8", threshold, flagged_below=True)
     ax.set(title=f"Confidence of {len(probs)} predictions", xlabel="top probability", ylabel="rows")
+    note_if_empty(ax, len(probs))
     return ax
 
 
@@ -89,6 +96,7 @@ def uncertainty_histogram(
     _histogram(ax, values, bins, "#f58518", threshold, flagged_below=measure == "margin")
     title = f"{measure.capitalize()} of {len(probs)} predictions"
     ax.set(title=title, xlabel=xlabel, ylabel="rows")
+    note_if_empty(ax, len(probs))
     return ax
 
 
@@ -104,6 +112,7 @@ def class_means(source: Any, *, ax: Axes | None = None) -> Axes:
         ylabel="mean probability",
     )
     ax.tick_params(axis="x", labelrotation=30)
+    note_if_empty(ax, len(probs))
     return ax
 
 

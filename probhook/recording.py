@@ -135,7 +135,10 @@ class Recorder:
 
         options, meta_var, name = self.options, self.meta, spec.name
         config = spec.config if spec.config is not None else getattr(spec.module, "config", None)
-        activation = resolve_activation(options.activation, config)
+        chosen = options.activation  # "auto" defers to what the integration knows
+        activation = resolve_activation(
+            spec.activation if chosen == "auto" and spec.activation else chosen, config
+        )
         if activation == "softmax" and known_width(spec.module, config) == 1:
             raise ValueError(_ONE_COLUMN.format(name=name))
         apply, tensor = make_activation(activation, options.temperature), torch.Tensor

@@ -124,3 +124,24 @@ def _counting(n: int) -> npt.NDArray[np.int64]:
     if len(counting) < n:
         counting = _COUNTING[0] = np.arange(n, dtype=np.int64)
     return counting
+
+
+def check_rows(
+    values: npt.ArrayLike, n_classes: int, ndim: int, what: str = "rows"
+) -> npt.NDArray[Any]:
+    """``values`` as a floating array of shape ``(n_classes,)`` (ndim 1) or ``(n, n_classes)``,
+    or a clear error."""
+    if type(values) is np.ndarray:
+        arr = values
+    elif hasattr(values, "detach"):
+        arr = values.detach().cpu().numpy()
+    else:
+        arr = np.asarray(values)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{what} must be floating point, got dtype {arr.dtype}")
+    if arr.ndim != ndim or arr.shape[-1] != n_classes:
+        shape = "(n_classes,)" if ndim == 1 else "(n, n_classes)"
+        raise ValueError(
+            f"{what} must have shape {shape} with n_classes={n_classes}, got {arr.shape}"
+        )
+    return arr

@@ -21,7 +21,13 @@ import numpy as np
 import numpy.typing as npt
 
 from probhook import calibration
-from probhook._plotting import THRESHOLD_COLOR, legend_outside, new_axes, probs_labels
+from probhook._plotting import (
+    THRESHOLD_COLOR,
+    legend_outside,
+    new_axes,
+    note_if_empty,
+    probs_labels,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -47,8 +53,9 @@ def reliability_diagram(
     probs, _ = probs_labels(source)
     t = _indices(source, targets)
     table = calibration.reliability_table(probs, t, n_bins)
-    ece = calibration.calibration_error(probs, t, n_bins)
+    ece = calibration.calibration_error(probs, t, n_bins) if len(probs) else float("nan")
     ax = new_axes(ax)
+    note_if_empty(ax, len(probs))
     seen = table.count > 0
     bars = ax.bar(table.lower[seen], table.accuracy[seen], width=1.0 / n_bins, align="edge",
                   color="#4c78a8", edgecolor="white", label="accuracy in bin")  # fmt: skip

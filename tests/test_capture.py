@@ -311,10 +311,8 @@ def test_heads_selection_by_name_glob_type_predicate(tiny):
 
 
 def test_bad_targets_and_arguments_are_clear_errors():
-    with pytest.raises(
-        ValueError, match=r"found no classifier head in ReLU.*Searched: <root> \(ReLU\)"
-    ):
-        capture_probs(torch.nn.ReLU()).start()
+    with pytest.raises(ValueError, match=r"nothing matched heads='fc'.*Searched: <root> \(ReLU\)"):
+        capture_probs(torch.nn.ReLU(), heads="fc").start()
     with pytest.raises(TypeError, match="TorchScript"):
         capture_probs(torch.jit.script(torch.nn.Linear(2, 2))).start()
     with pytest.raises(TypeError, match="got str"):

@@ -12,7 +12,9 @@ An adapter provides (see [`Adapter`][Adapter]):
   capture starts; a bad target or selector raises there, before any hook exists);
 * ``install(host, stack)``: instance-level patches for the capture's duration (wrapping a
   component's ``serve`` to attribute rows, say), each undone by a callback on ``stack``;
-* ``key_of(key)``: the stored key for what a user passes to ``cap.get`` (a page -> its id).
+* ``key_of(key)``: the stored key for what a user passes to ``cap.get`` (a page -> its id);
+* optionally ``explain_empty(head)``: why a head captured no row inside a block (the capture's
+  end-of-block warning says it instead of its generic "lazy iterator" guess).
 
 It talks to the capture only through [`CaptureHost`][CaptureHost]: register a head's hook (to follow
 a module swapped in mid-run) and set or reset the metadata of the rows captured in this context.
@@ -106,3 +108,5 @@ def adapter_for(target: Any) -> Adapter:
 register(
     ("deepdoctection", "dd_core"), "probhook.integrations.deepdoctection:DeepdoctectionAdapter"
 )
+# pipelines only: transformers *models* (transformers.models.*) stay plain modules
+register(("transformers.pipelines",), "probhook.integrations.transformers:PipelineAdapter")

@@ -1,7 +1,9 @@
 """deepdoctection: capture every LM sequence classifier of a pipeline, one row per page.
 
 ``capture_probs`` accepts a ``DoctectionPipe`` (also one from ``dd.get_dd_analyzer``), an
-``LMSequenceClassifierService`` or one of the ``HF*SequenceClassifier`` wrappers:
+``LMSequenceClassifierService``, a ``MultiThreadPipelineComponent`` of such services (its clones
+are one head: each clone's model is hooked, each clone's ``serve`` attributes its pages, from
+whichever thread serves them), one of the ``HF*SequenceClassifier`` wrappers, or a list of these:
 
     with capture_probs(analyzer) as cap:
         pages = list(analyzer.analyze(path="scans/"))
@@ -11,12 +13,17 @@ Each component's ``serve`` is wrapped *on the instance* for the duration of the 
 that the forward hook knows which page is being served; classes are never touched and the
 instance attribute is deleted again on exit. Column ``i`` of a head is the wrapper's category
 ``i + 1`` (deepdoctection's ids are 1-based; ``config.id2label`` is not used by it).
+
+``page_number`` is stored 1-based (the first page of a document is 1) on every supported
+version: deepdoctection 0.46 numbers pages from 0 and 1.x from 1, so 0.46's numbers are shifted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,15 +43,22 @@ PAGE_COLUMNS: Mapping[str, ColumnKind] = {
 }
 
 
-def page_meta(dp: Any) -> dict[str, Any]:
-    """The attribution of one page: ``key`` is its ``image_id``."""
+def page_offset(version: str) -> int:
+    """What to add to deepdoctection's ``page_number`` for a 1-based number: 1 before 1.0."""
+    return 1 if int(version.split(".")[0]) < 1 else 0
+
+
+def page_meta(dp: Any, offset: int = 0) -> dict[str, Any]:
+    """The attribution of one page: ``key`` is its ``image_id``; ``page_number`` is 1-based
+    (``offset``: see [`page_offset`][page_offset])."""
+    number = dp.page_number
     return {
         "key": dp.image_id,
         "image_id": dp.image_id,
         "document_id": dp.document_id or None,
         "file_name": dp.file_name or None,
         "location": dp.location or None,
-        "page_number": dp.page_number,
+        "page_number": None if number is None else number + offset,
     }
 
 
@@ -55,81 +69,105 @@ def category_labels(wrapper: Any) -> tuple[str, ...]:
 
 
 class _Component:
-    """A serving component and how to reach its current torch module."""
+    """A serving component and how to reach its current torch module; ``serves``: whether its
+    ``serve`` attributes pages (a bare wrapper does not); ``group``: the clones of one
+    ``MultiThreadPipelineComponent`` share it and are one head."""
 
-    def __init__(self, name: str, component: Any, model_of: Any, labels: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        name: str,
+        component: Any,
+        model_of: Any,
+        labels: tuple[str, ...],
+        *,
+        serves: bool = True,
+        group: int | None = None,
+    ) -> None:
         self.name, self.component, self.model_of, self.labels = name, component, model_of, labels
+        self.serves, self.group = serves, group
 
     def spec(self) -> HeadSpec:
         return HeadSpec(self.name, self.model_of(), labels=self.labels)
 
 
 class DeepdoctectionAdapter:
-    """Finds the classifier heads of deepdoctection objects and attributes rows to pages."""
+    """Finds the classifier heads of deepdoctection objects (one, or a list) and attributes
+    rows to pages."""
 
     columns = PAGE_COLUMNS
 
     def __init__(self, target: Any) -> None:
         import deepdoctection as dd
 
-        self.dd, self.target = dd, target
-        self.wrapper_only = False
+        self.dd = dd
+        self.targets = list(target) if isinstance(target, (list, tuple)) else [target]
+        self.offset = page_offset(dd.__version__)
+        self.served: Counter[str] = Counter()  # pages served per head, while capturing
+        self._lock = threading.Lock()
 
-    def _components(self, selector: Selector | None) -> list[_Component]:
-        dd, target = self.dd, self.target
-        if isinstance(target, dd.LMSequenceClassifierService):
-            candidates = [target]
-        elif hasattr(target, "pipe_component_list"):
-            candidates = list(target.pipe_component_list)
-        elif hasattr(target, "categories") and hasattr(target, "model"):
-            self.wrapper_only = True
+    def _candidates(self, target: Any) -> list[_Component] | list[Any]:
+        """The components of one target, or the wrapper itself as a finished component."""
+        if isinstance(
+            target, (self.dd.LMSequenceClassifierService, self.dd.MultiThreadPipelineComponent)
+        ):
+            return [target]
+        if hasattr(target, "pipe_component_list"):
+            return list(target.pipe_component_list)
+        if hasattr(target, "categories") and hasattr(target, "model"):
+            labels = category_labels(target)
             return [
                 _Component(
-                    _short(target.name, category_labels(target)),
-                    target,
-                    lambda: target.model,
-                    category_labels(target),
+                    _short(target.name, labels), target, lambda: target.model, labels, serves=False
                 )
             ]
-        else:
-            raise TypeError(
-                f"capture_probs does not know the deepdoctection object {type(target).__name__}; "
-                "pass a DoctectionPipe, an LMSequenceClassifierService or an HF*SequenceClassifier"
-            )
-        found: list[_Component] = []
-        for comp in candidates:
-            if isinstance(comp, dd.MultiThreadPipelineComponent):
-                raise NotImplementedError(
-                    f"{comp.name} runs clones of its component in threads; each clone has its own "
-                    "model, which a capture started beforehand cannot see. Capture a pipe without "
-                    "MultiThreadPipelineComponent."
+        raise TypeError(
+            f"capture_probs does not know the deepdoctection object {type(target).__name__}; "
+            "pass a DoctectionPipe, an LMSequenceClassifierService, a "
+            "MultiThreadPipelineComponent, an HF*SequenceClassifier or a list of these"
+        )
+
+    def _services(self, comp: Any, selector: Selector | None) -> list[_Component]:
+        dd = self.dd
+        if isinstance(comp, _Component):
+            return [comp]
+        if isinstance(comp, dd.MultiThreadPipelineComponent):
+            # each clone has its own model (clone() reloads weights): hook them all as one head
+            first = comp.pipe_components[0]
+            name = _short(first.name, category_labels(first.language_model))
+            group = id(comp)
+            return [
+                _Component(name, c, lambda c=c: c.language_model.model,
+                           category_labels(c.language_model), group=group)
+                for c in comp.pipe_components
+                if isinstance(c, dd.LMSequenceClassifierService)
+            ]  # fmt: skip
+        if isinstance(comp, dd.LMSequenceClassifierService):
+            lm = comp.language_model
+            return [
+                _Component(
+                    _short(comp.name, category_labels(lm)), comp,
+                    lambda c=comp: c.language_model.model, category_labels(lm),
                 )
-            if isinstance(comp, dd.LMSequenceClassifierService):
-                lm = comp.language_model
-                found.append(
-                    _Component(
-                        _short(comp.name, category_labels(lm)),
-                        comp,
-                        lambda c=comp: c.language_model.model,
-                        category_labels(lm),
-                    )
-                )
-            elif isinstance(comp, dd.LanguageDetectionService) and selector is not None:
-                # its XLM-R model detects languages, not document types: only when asked for
-                det = comp.predictor
-                labels = category_labels(det) if hasattr(det, "categories") else None
-                found.append(
-                    _Component(
-                        _short(comp.name, labels or ()), comp, lambda d=det: d.model, labels or ()
-                    )
-                )
+            ]  # fmt: skip
+        if isinstance(comp, dd.LanguageDetectionService) and selector is not None:
+            # its XLM-R model detects languages, not document types: only when asked for
+            det = comp.predictor
+            labels = category_labels(det) if hasattr(det, "categories") else None
+            labels = labels or ()
+            return [_Component(_short(comp.name, labels), comp, lambda d=det: d.model, labels)]
+        return []
+
+    def _components(self, selector: Selector | None) -> list[_Component]:
+        candidates = [c for target in self.targets for c in self._candidates(target)]
+        found = [svc for comp in candidates for svc in self._services(comp, selector)]
         if selector is not None:
             selectors = selector if isinstance(selector, (list, tuple)) else [selector]
             found = [c for c in found if any(matches(s, c.name, c.model_of()) for s in selectors)]
         if not found:
             names = [getattr(c, "name", type(c).__name__) for c in candidates]
+            kinds = ", ".join(type(t).__name__ for t in self.targets)
             raise ValueError(
-                f"found no LM sequence classifier in {type(target).__name__} (components: "
+                f"found no LM sequence classifier in {kinds} (components: "
                 f"{names}{'' if selector is None else f', heads={selector!r}'}). "
                 "Add an LMSequenceClassifierService, or name a component with heads="
             )
@@ -137,15 +175,39 @@ class DeepdoctectionAdapter:
 
     def heads(self, selector: Selector | None) -> list[HeadSpec]:
         self._found = self._components(selector)
-        unique = {c.name: c for c in reversed(self._found)}  # shared modules: one head
-        return [unique[name].spec() for name in dict.fromkeys(c.name for c in self._found)]
+        unique: dict[int, _Component] = {}  # a module shared by components is hooked once
+        for comp in self._found:
+            unique.setdefault(id(comp.model_of()), comp)
+        return [c.spec() for c in unique.values()]
 
     def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
-        if self.wrapper_only:  # no service: the page comes with the wrapper's own input
-            _wrap_predict(self.target, host, stack)
-            return
+        self.served.clear()
         for comp in self._found:
-            _wrap_serve(comp, host, stack)
+            if comp.serves:
+                _wrap_serve(comp, host, stack, self)
+            else:  # a wrapper alone: the page comes with its own input
+                _wrap_predict(comp.component, host, stack)
+
+    def count_served(self, name: str) -> None:
+        """One more page served to head ``name`` (from any thread)."""
+        with self._lock:
+            self.served[name] += 1
+
+    def explain_empty(self, name: str) -> str:
+        """Why head ``name`` captured no row: no page was served, or pages were served but
+        deepdoctection ran no forward for them."""
+        n = self.served[name]
+        if n == 0:
+            return (
+                f"no page was served to {name} inside the capture (a lazy dataflow consumed "
+                "after the block captures nothing: iterate it inside the block)"
+            )
+        return (
+            f"{n} page{'s were' if n != 1 else ' was'} served to {name} but none reached the "
+            "model, so there are 0 rows: deepdoctection skips pages without words (layout "
+            "models), pages its filter_func excludes, and pages use_other_as_default_category "
+            "labels 'other', on purpose"
+        )
 
     def key_of(self, key: Any) -> Any:
         return getattr(key, "image_id", key)  # a Page or Image stands for its image_id
@@ -162,72 +224,80 @@ def _short(name: str, labels: tuple[str, ...]) -> str:
 
 
 def _dedupe(found: list[_Component]) -> list[_Component]:
-    """Components sharing one module are one head; distinct modules with one name get a suffix."""
-    by_module: dict[int, _Component] = {}
+    """Components sharing one module, and the clones of one multi-thread component, are one
+    head; other heads that share a name get a suffix."""
+    head_of: dict[tuple[str, int], str] = {}
     names: set[str] = set()
-    out: list[_Component] = []
     for comp in found:
-        module_id = id(comp.model_of())
-        if module_id in by_module:
-            comp.name = by_module[module_id].name
-            out.append(comp)
-            continue
-        base, i = comp.name, 2
-        while comp.name in names:
-            comp.name, i = f"{base}#{i}", i + 1
-        names.add(comp.name)
-        by_module[module_id] = comp
-        out.append(comp)
-    return out
+        keys = [("module", id(comp.model_of()))]
+        if comp.group is not None:
+            keys.append(("group", comp.group))
+        known = next((head_of[k] for k in keys if k in head_of), None)
+        if known is None:
+            base, i = comp.name, 2
+            while comp.name in names:
+                comp.name, i = f"{base}#{i}", i + 1
+            names.add(comp.name)
+        else:
+            comp.name = known
+        head_of.update(dict.fromkeys(keys, comp.name))
+    return found
 
 
-def _wrap_serve(comp: _Component, host: CaptureHost, stack: contextlib.ExitStack) -> None:
-    component = comp.component
-    had_own = "serve" in vars(component)
-    original = component.serve
-    hooked = weakref.WeakSet([comp.model_of()])  # ids could be reused by a new module
-
-    def serve(dp: Any) -> Any:
-        module = comp.model_of()
-        if module not in hooked:  # language_model.model was swapped: follow it
-            hooked.add(module)
-            host.hook(HeadSpec(comp.name, module, labels=comp.labels))
-        token = host.set_meta(page_meta(dp))
-        try:
-            return original(dp)
-        finally:
-            host.reset_meta(token)
+def wrap_on_instance(obj: Any, name: str, around: Any, stack: contextlib.ExitStack) -> None:
+    """Replace method ``name`` on the instance ``obj`` (never its class) by
+    ``around(original)`` for the capture's duration; ``stack`` restores it exactly."""
+    had_own = name in vars(obj)
+    original = getattr(obj, name)
 
     def restore() -> None:
         if had_own:
-            component.serve = original
+            setattr(obj, name, original)
         else:
-            del component.serve
+            delattr(obj, name)
 
-    component.serve = serve
+    setattr(obj, name, around(original))
     stack.callback(restore)
+
+
+def _wrap_serve(
+    comp: _Component, host: CaptureHost, stack: contextlib.ExitStack, adapter: Any
+) -> None:
+    offset = adapter.offset
+    hooked = weakref.WeakSet([comp.model_of()])  # ids could be reused by a new module
+
+    def around(original: Any) -> Any:
+        def serve(dp: Any) -> Any:
+            module = comp.model_of()
+            if module not in hooked:  # language_model.model was swapped: follow it
+                hooked.add(module)
+                host.hook(HeadSpec(comp.name, module, labels=comp.labels))
+            adapter.count_served(comp.name)
+            token = host.set_meta(page_meta(dp, offset))
+            try:
+                return original(dp)
+            finally:
+                host.reset_meta(token)
+
+        return serve
+
+    wrap_on_instance(comp.component, "serve", around, stack)
 
 
 def _wrap_predict(wrapper: Any, host: CaptureHost, stack: contextlib.ExitStack) -> None:
     """Attribute the rows of a wrapper captured on its own: deepdoctection passes the served
     page's ``image_ids`` to ``predict``, so rows get the page's id as key (the other page
     columns need the service: capture it or its pipe for them)."""
-    had_own = "predict" in vars(wrapper)
-    original = wrapper.predict
 
-    def predict(**encodings: Any) -> Any:
-        ids = encodings.get("image_ids") or [None]
-        token = host.set_meta({"key": ids[0], "image_id": ids[0]})
-        try:
-            return original(**encodings)
-        finally:
-            host.reset_meta(token)
+    def around(original: Any) -> Any:
+        def predict(**encodings: Any) -> Any:
+            ids = encodings.get("image_ids") or [None]
+            token = host.set_meta({"key": ids[0], "image_id": ids[0]})
+            try:
+                return original(**encodings)
+            finally:
+                host.reset_meta(token)
 
-    def restore() -> None:
-        if had_own:
-            wrapper.predict = original
-        else:
-            del wrapper.predict
+        return predict
 
-    wrapper.predict = predict
-    stack.callback(restore)
+    wrap_on_instance(wrapper, "predict", around, stack)

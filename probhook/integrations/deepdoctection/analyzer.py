@@ -88,8 +88,21 @@ def analyzer_overrides(profile: str, *, pdf_text: bool = False, ocr: bool = Fals
         f"USE_PDF_MINER={pdf_text}",
         f"USE_OCR={ocr}",
         "USE_LM_SEQUENCE_CLASS=True",
-        f"LM_SEQUENCE_CLASS.WEIGHTS={profile}",
+        f"LM_SEQUENCE_CLASS.WEIGHTS={repr(profile) if _evals_weights() else profile}",
     ]
+
+
+def _evals_weights() -> bool:
+    """Whether ``get_dd_analyzer`` will ``eval`` the weights override: deepdoctection 0.46 does
+    while its global config holds no string there (None until a first analyzer set one); 1.x
+    keeps a value that is no Python literal as the plain string."""
+    import deepdoctection as dd
+
+    if not dd.__version__.startswith("0."):
+        return False
+    from deepdoctection.analyzer.config import cfg
+
+    return not isinstance(cfg.LM_SEQUENCE_CLASS.WEIGHTS, str)
 
 
 def build_analyzer(model_dir: Path, wrapper: str, labels: list[str], ocr: bool) -> Any:

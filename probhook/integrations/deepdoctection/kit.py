@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from probhook._extras import require_extra
+from probhook.integrations.deepdoctection.adapter import page_offset
 from probhook.integrations.deepdoctection.analyzer import (
     analyzer_overrides,
     register_profile,
@@ -117,10 +118,10 @@ class TinyModel:
         """The model's WordPiece tokenizer (``BertTokenizerFast``)."""
         from transformers import BertTokenizerFast
 
-        # transformers 5 ignores ``vocab_file=`` in this constructor; ``vocab=`` is honoured.
-        return BertTokenizerFast(
-            vocab=os.fspath(self.path / "vocab.txt"), model_max_length=self.max_length
-        )
+        # transformers 5 ignores ``vocab_file=`` in this constructor and honours ``vocab=``;
+        # transformers 4 needs ``vocab_file=``
+        vocab = os.fspath(self.path / "vocab.txt")
+        return BertTokenizerFast(vocab_file=vocab, vocab=vocab, model_max_length=self.max_length)
 
     def load_model(self) -> torch.nn.Module:
         """The model, loaded back with transformers, in eval mode."""
@@ -220,10 +221,12 @@ def make_page(
     import deepdoctection as dd
     import numpy as np
 
-    kwargs: dict[str, Any] = {"file_name": file_name, "location": f"/synthetic/{file_name}"}
-    if document_id is not None:
-        kwargs.update(document_id=document_id, page_number=page_number)
-    image = dd.Image(**kwargs)
+    layout, word_key, rel = _enums(dd)
+    image = dd.Image(file_name=file_name, location=f"/synthetic/{file_name}")
+    if document_id is not None:  # set afterwards: deepdoctection 0.46 takes them in no __init__
+        image.document_id = document_id
+        # ``page_number`` is 1-based; stored as the installed deepdoctection numbers pages
+        image.page_number = page_number - page_offset(dd.__version__)
     if with_pixels:
         rng = np.random.default_rng(seed)
         image.image = rng.integers(0, 256, size=(1000, 1000, 3), dtype=np.uint8)
@@ -231,7 +234,7 @@ def make_page(
         image.set_width_height(1000, 1000)
     # Text-only models read a page through ordered text blocks and their ordered child words.
     block = dd.ImageAnnotation(
-        category_name=dd.LayoutLabel.TEXT,
+        category_name=layout.TEXT,
         bounding_box=dd.BoundingBox(ulx=10, uly=10, width=980, height=980, absolute_coords=True),
     )
     if words:
@@ -240,21 +243,30 @@ def make_page(
     for i, word in enumerate(words):
         x, y = 20 + (i % 8) * 120, 20 + (i // 8) * 30
         ann = dd.ImageAnnotation(
-            category_name=dd.LayoutLabel.WORD,
+            category_name=layout.WORD,
             bounding_box=dd.BoundingBox(ulx=x, uly=y, width=100, height=20, absolute_coords=True),
         )
         image.dump(ann)
         ann.dump_sub_category(
-            dd.WordKey.CHARACTERS,
-            dd.ContainerAnnotation(category_name=dd.WordKey.CHARACTERS, value=word),
+            word_key.CHARACTERS,
+            dd.ContainerAnnotation(category_name=word_key.CHARACTERS, value=word),
         )
         _set_reading_order(dd, ann, i + 1)
-        block.dump_relationship(dd.RelationshipKey.CHILD, ann.annotation_id)
+        block.dump_relationship(rel.CHILD, ann.annotation_id)
     return image
 
 
+def _enums(dd: Any) -> tuple[Any, Any, Any]:
+    """The layout, word and relationship keys: deepdoctection 1.2 renamed them
+    (``LayoutType`` -> ``LayoutLabel``, ``WordType`` -> ``WordKey``, ``Relationships`` ->
+    ``RelationshipKey``)."""
+    if hasattr(dd, "LayoutLabel"):
+        return dd.LayoutLabel, dd.WordKey, dd.RelationshipKey
+    return dd.LayoutType, dd.WordType, dd.Relationships
+
+
 def _set_reading_order(dd: Any, ann: Any, position: int) -> None:
-    key = dd.RelationshipKey.READING_ORDER
+    key = _enums(dd)[2].READING_ORDER
     ann.dump_sub_category(key, dd.CategoryAnnotation(category_name=key, category_id=position))
 
 
@@ -301,7 +313,11 @@ def make_service(tiny: TinyModel, wrapper: Any = None) -> Any:
     """An ``LMSequenceClassifierService`` around the real wrapper for ``tiny``."""
     import deepdoctection as dd
 
-    return dd.LMSequenceClassifierService(tiny.load_tokenizer(), wrapper or wrapper_for(tiny))
+    tokenizer, wrapper = tiny.load_tokenizer(), wrapper or wrapper_for(tiny)
+    # every tiny model reads the kit's BERT vocabulary; deepdoctection 0.46 insists on the
+    # tokenizer class it guesses from the architecture (RoBERTa for LiLT and LayoutLMv3)
+    wrapper.model.config.tokenizer_class = type(tokenizer).__name__
+    return dd.LMSequenceClassifierService(tokenizer, wrapper)
 
 
 def make_pipe(*models: TinyModel) -> Any:
@@ -348,10 +364,16 @@ def register_analyzer_model(tiny: TinyModel, name: str | None = None) -> str:
     """
     import shutil
 
-    from dd_core.utils.env_info import SETTINGS
+    import deepdoctection as dd
 
+    if hasattr(dd, "get_weights_dir_path"):  # deepdoctection 0.46
+        roots = (dd.get_weights_dir_path(), dd.get_configs_dir_path())
+    else:
+        from dd_core.utils.env_info import SETTINGS
+
+        roots = (SETTINGS.MODEL_DIR, SETTINGS.CONFIGS_DIR)
     name = name or f"probhook/tiny-{tiny.kind}"
     # weights folder and configs folder (config.json next to the tokenizer files) by profile name
-    for root in (Path(SETTINGS.MODEL_DIR), Path(SETTINGS.CONFIGS_DIR)):
+    for root in map(Path, roots):
         shutil.copytree(tiny.path, root / name, dirs_exist_ok=True)
     return register_profile(name, f"{name}/config.json", tiny.labels, wrapper_name(tiny.kind))

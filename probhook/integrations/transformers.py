@@ -1,0 +1,150 @@
+"""Hugging Face ``transformers`` pipelines: one row per input, keyed by its position in the call.
+
+``capture_probs`` accepts a ``Pipeline`` whose model is a classifier (``text-classification``,
+``image-classification``, which also serves document-image classifiers) or a list of them:
+
+    clf = pipeline("text-classification", model=folder)
+    with capture_probs(clf) as cap:
+        clf(["first text", "second text"])
+    cap.get(1).top_k(2)            # the second input of the call
+
+A row's key is the input's index in the call (0 for a single input; for a list or a
+``KeyDataset``, its index), and its ``call`` column counts the pipeline's calls inside the
+capture, from 0. Labels come from ``config.id2label``. Probabilities follow the pipeline's
+own ``function_to_apply`` rule (softmax; sigmoid for multi-label or single-output models; none
+for regression), or the one given when the pipeline was built, so a row equals
+``clf(x, top_k=None)``. The pipeline's ``_sanitize_parameters`` (run once per call: a new call
+restarts the positions) and ``forward`` are wrapped *on the instance* for the capture's
+duration; one pipeline is not to be called from two threads at once.
+
+Token-classification pipelines (one row per word) are not supported yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from probhook.block import ColumnKind
+from probhook.heads import HeadSpec, config_labels, matches
+from probhook.options import Selector
+
+if TYPE_CHECKING:
+    from probhook.integrations import CaptureHost
+
+TASKS = ("text-classification", "image-classification")
+"""Pipeline tasks whose model returns one ``(batch, classes)`` row per input."""
+
+
+def activation_of(pipe: Any, function_to_apply: Any = None) -> str:
+    """The pipeline's ``function_to_apply`` as a capture activation (its postprocess rule)."""
+    chosen = function_to_apply or pipe._postprocess_params.get("function_to_apply")
+    if chosen is not None:
+        name = str(getattr(chosen, "value", chosen)).lower()
+        return {"softmax": "softmax", "sigmoid": "sigmoid", "none": "none"}[name]
+    config = pipe.model.config
+    if config.problem_type == "regression":
+        return "none"
+    if config.problem_type == "multi_label_classification" or config.num_labels == 1:
+        return "sigmoid"
+    return "softmax"
+
+
+def _batch_size(model_inputs: Any) -> int:
+    """Rows one forward produces: the leading size of its first tensor input."""
+    values = model_inputs.values() if isinstance(model_inputs, Mapping) else [model_inputs]
+    for value in values:
+        shape = getattr(value, "shape", None)
+        if shape is not None and len(shape) >= 1:
+            return int(shape[0])
+    return 1
+
+
+class PipelineAdapter:
+    """Hooks the model of each pipeline and keys rows by the input's position in the call."""
+
+    columns: Mapping[str, ColumnKind] = {"call": "int"}
+
+    def __init__(self, target: Any) -> None:
+        self.pipes = list(target) if isinstance(target, (list, tuple)) else [target]
+        for pipe in self.pipes:
+            task = getattr(pipe, "task", None)
+            if not hasattr(pipe, "model") or not hasattr(pipe, "forward"):
+                raise TypeError(
+                    f"capture_probs got {type(pipe).__name__} in a list of pipelines; pass "
+                    "transformers Pipeline objects (or lists of them) only"
+                )
+            if task not in TASKS:
+                raise NotImplementedError(
+                    f"capture_probs supports {', '.join(TASKS)} pipelines, got a {task!r} "
+                    f"pipeline ({type(pipe).__name__}); token-classification rows (one per "
+                    "word) are not supported yet: capture a classifier pipeline, or its model"
+                )
+
+    def heads(self, selector: Selector | None) -> list[HeadSpec]:
+        """One head per pipeline, named by its task (``#2`` ... for repeats)."""
+        specs: list[HeadSpec] = []
+        for pipe in self.pipes:
+            name, i = pipe.task, 2
+            while name in {s.name for s in specs}:
+                name, i = f"{pipe.task}#{i}", i + 1
+            labels = config_labels(pipe.model)
+            specs.append(HeadSpec(name, pipe.model, labels, activation=activation_of(pipe)))
+        if selector is not None:
+            selectors = selector if isinstance(selector, (list, tuple)) else [selector]
+            specs = [s for s in specs if any(matches(x, s.name, s.module) for x in selectors)]
+            if not specs:
+                raise ValueError(f"no pipeline matched heads={selector!r}")
+        self._specs = specs
+        return specs
+
+    def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
+        """Wrap each pipeline's ``__call__`` (a new call: positions restart) and ``forward``
+        (the rows of one forward get the next positions) on the instance."""
+        hooked = {id(s.module): s for s in self._specs}
+        for pipe in self.pipes:
+            spec = hooked.get(id(pipe.model))
+            if spec is not None:
+                _wrap(pipe, spec, host, stack)
+
+    def key_of(self, key: Any) -> Any:
+        """Keys are input positions, stored as given."""
+        return key
+
+
+def _wrap(pipe: Any, spec: HeadSpec, host: CaptureHost, stack: contextlib.ExitStack) -> None:
+    state = {"call": -1, "next": 0}
+    originals = {name: getattr(pipe, name) for name in ("_sanitize_parameters", "forward")}
+    own = {name for name in originals if name in vars(pipe)}
+
+    def sanitize(**kwargs: Any) -> Any:
+        # each call of the pipeline sanitizes its keyword arguments once, before any forward
+        asked = kwargs.get("function_to_apply")
+        if asked is not None and activation_of(pipe, asked) != spec.activation:
+            raise ValueError(
+                f"function_to_apply={asked!r} differs from the {spec.activation} the capture "
+                "applies: give it when building the pipeline, or activation= to capture_probs"
+            )
+        state["call"], state["next"] = state["call"] + 1, 0
+        return originals["_sanitize_parameters"](**kwargs)
+
+    def forward(model_inputs: Any, **forward_params: Any) -> Any:
+        n, first = _batch_size(model_inputs), state["next"]
+        state["next"] = first + n
+        keys: Any = first if n == 1 else list(range(first, first + n))
+        token = host.set_meta({"key": keys, "call": max(state["call"], 0)})
+        try:
+            return originals["forward"](model_inputs, **forward_params)
+        finally:
+            host.reset_meta(token)
+
+    def restore() -> None:
+        for name, original in originals.items():
+            if name in own:
+                setattr(pipe, name, original)
+            else:
+                delattr(pipe, name)
+
+    pipe._sanitize_parameters, pipe.forward = sanitize, forward
+    stack.callback(restore)

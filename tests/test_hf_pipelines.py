@@ -1,0 +1,138 @@
+"""Hugging Face pipelines on tiny offline models: one row per input, keyed by its position in
+the call, equal to the pipeline's own ``top_k=None`` scores."""
+
+import numpy as np
+import pytest
+
+from probhook import capture_probs
+from probhook.integrations import ModuleAdapter, adapter_for
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+TEXTS = ["dear sir invoice total", "memo to the team", "please fill the form", "regards yours"]
+
+
+@pytest.fixture(scope="module")
+def text_pipe(tiny):
+    t = tiny("bert")
+    return transformers.pipeline("text-classification", model=str(t.path), tokenizer=str(t.path))
+
+
+def expected_rows(pipe, inputs, **kwargs):
+    """The pipeline's own scores, in label order, one row per input."""
+    labels = [pipe.model.config.id2label[i] for i in range(pipe.model.config.num_labels)]
+    out = pipe(inputs, top_k=None, **kwargs)
+    return np.array(
+        [[{d["label"]: d["score"] for d in row}[label] for label in labels] for row in out]
+    )
+
+
+def test_text_pipeline_rows_keyed_by_position_equal_top_k_none(text_pipe, tiny):
+    expected = expected_rows(text_pipe, TEXTS)
+    with capture_probs(text_pipe) as cap:
+        text_pipe(TEXTS)
+        text_pipe(TEXTS[2])  # a second call: positions restart, the call column counts
+    assert list(cap.heads) == ["text-classification"]
+    assert cap.labels == tiny("bert").labels
+    assert cap.keys == [0, 1, 2, 3, 0]
+    assert cap.column("call").tolist() == [0, 0, 0, 0, 1]
+    np.testing.assert_allclose(cap.probs[:4], expected, atol=1e-6)
+    np.testing.assert_allclose(cap.probs[4], expected[2], atol=1e-6)
+    assert cap.get(1).predicted == tiny("bert").labels[int(expected[1].argmax())]
+    assert "_sanitize_parameters" not in vars(text_pipe)
+    assert "forward" not in vars(text_pipe)
+
+
+def test_batched_and_key_dataset_inputs_keep_their_index(text_pipe):
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    expected = expected_rows(text_pipe, TEXTS)
+    with capture_probs(text_pipe) as cap:
+        text_pipe(TEXTS, batch_size=3)  # forwards of 3 and 1 rows
+        data = [{"text": t} for t in TEXTS]
+        out = list(text_pipe(KeyDataset(data, "text")))  # a lazy iterator, consumed here
+    assert len(out) == 4
+    assert cap.keys == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert cap.column("call").tolist() == [0] * 4 + [1] * 4
+    np.testing.assert_allclose(cap.probs, np.concatenate([expected, expected]), atol=1e-5)
+
+
+def test_function_to_apply_follows_the_pipeline(tiny):
+    t = tiny("bert", multi_label=True)
+    multi = transformers.pipeline("text-classification", model=str(t.path), tokenizer=str(t.path))
+    expected = expected_rows(multi, TEXTS[:2])
+    with capture_probs(multi) as cap:
+        multi(TEXTS[:2])
+    np.testing.assert_allclose(cap.probs, expected, atol=1e-6)  # sigmoid: rows need not sum to 1
+    assert not np.allclose(cap.probs.sum(axis=1), 1.0)
+
+    raw = transformers.pipeline(
+        "text-classification", model=str(t.path), tokenizer=str(t.path), function_to_apply="none"
+    )
+    expected = expected_rows(raw, TEXTS[:2])
+    with capture_probs(raw) as cap:
+        raw(TEXTS[:2])
+    np.testing.assert_allclose(cap.probs, expected, atol=1e-5)  # the logits themselves
+    differs = "function_to_apply='softmax' differs"
+    with pytest.raises(ValueError, match=differs), capture_probs(raw):
+        raw(TEXTS[0], function_to_apply="softmax")
+
+
+@pytest.fixture(scope="module")
+def image_pipe(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vit")
+    labels = ["letter", "invoice", "form"]
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, num_labels=3, id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).eval().save_pretrained(path)
+    processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32})
+    processor.save_pretrained(path)
+    return transformers.pipeline("image-classification", model=str(path))
+
+
+def test_image_pipeline_document_images(image_pipe):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)) for _ in range(3)]
+    expected = expected_rows(image_pipe, images)
+    with capture_probs(image_pipe) as cap:
+        image_pipe(images)
+    assert cap.labels == ("letter", "invoice", "form")
+    assert cap.keys == [0, 1, 2]
+    np.testing.assert_allclose(cap.probs, expected, atol=1e-6)
+
+
+def test_list_of_pipelines_and_plain_models(text_pipe, image_pipe):
+    from PIL import Image
+
+    with capture_probs([text_pipe, image_pipe]) as cap:
+        text_pipe(TEXTS[:2])
+        image_pipe(Image.new("RGB", (32, 32)))
+    assert {n: len(v) for n, v in cap.heads.items()} == {
+        "text-classification": 2,
+        "image-classification": 1,
+    }
+    # a transformers *model* is a plain module: its rows carry the keys the user gives
+    model = text_pipe.model
+    assert type(adapter_for(model)) is ModuleAdapter
+    with capture_probs(model) as plain:
+        text_pipe(TEXTS[0])
+    assert plain.keys == [None]
+
+
+def test_token_classification_pipeline_is_refused_clearly(tiny, tmp_path):
+    t = tiny("bert")
+    config = transformers.BertConfig.from_pretrained(t.path)
+    transformers.BertForTokenClassification(config).save_pretrained(tmp_path)
+    token = transformers.pipeline(
+        "token-classification", model=str(tmp_path), tokenizer=str(t.path)
+    )
+    with pytest.raises(NotImplementedError, match="'token-classification' pipeline"):
+        capture_probs(token).start()
+    assert "forward" not in vars(token)
