@@ -1,5 +1,6 @@
 """``probhook run`` / ``probhook demo``: classify document pages with deepdoctection and keep
-every page's full distribution (options, checks, the run loop; the output: ``cli_output``).
+every page's full distribution (options, checks, the run loop; what is printed and written:
+``cli_output``).
 
 Exit status: 0 pages were classified (inputs that could not be read are listed on stderr);
 1 nothing was classified (no readable input); 2 a usage error (an option, a path, the model
@@ -31,7 +32,9 @@ from probhook.cli_output import (
     Progress,
     TableWriter,
     Totals,
+    finish_rows_file,
     print_lines,
+    save_plot,
     summary_lines,
 )
 from probhook.integrations.deepdoctection.analyzer import (
@@ -228,7 +231,7 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
             with _signals_ignored():
                 progress.close()
                 run.cap.close()
-                written = _finish_rows_file(args.out, len(run.cap))
+                written = finish_rows_file(args.out, len(run.cap))
     gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
     report = err if args.format == "json" else out  # keep stdout pure JSON lines
     print_lines(summary_lines(run.totals, len(inputs.skipped), written, run.stop.name), report)
@@ -288,38 +291,11 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _finish_rows_file(path: Path, rows: int) -> Path | None:
-    """The rows file, or None when no row was written. A Parquet file gets the derived columns
-    (``predicted``, ``confidence``, ``margin``, ``entropy``) as ``to_parquet`` writes them:
-    rewritten beside it and moved into place, so the file is whole at every moment."""
-    if not rows or not path.exists():
-        return None
-    if path.suffix == ".parquet" and path.is_file():
-        from probhook import load
-
-        tmp = path.with_name(f".{path.name}.tmp")
-        load(path).to_parquet(tmp)
-        os.replace(tmp, path)
-    return path
-
-
 def _reason(error: Exception) -> str:
     name = type(error).__name__
     if "Decrypt" in name or "encrypt" in str(error).lower():
         return "encrypted PDF (no password given)"
     return f"unreadable ({name}: {str(error)[:120]})"
-
-
-def save_plot(cap: Any, path: Path) -> None:
-    """The confidence histogram of the run, saved to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ax = cap.plot.confidence(bins=20)
-    ax.figure.savefig(path, dpi=120)
-    plt.close(ax.figure)
 
 
 def _fraction(text: str) -> float:

@@ -1,4 +1,5 @@
-"""What the command line prints: the per-page table or JSON lines, progress, and the summary.
+"""What the command line prints and writes: the per-page table or JSON lines, progress, the
+summary, the finished rows file and the plot.
 
 Rows go to stdout one line per page as soon as the page is classified (flushed, so a pipe sees
 them at once); progress and the summary of a JSON run go to stderr, so stdout stays parseable.
@@ -7,6 +8,7 @@ them at once); progress and the summary of a JSON run go to stderr, so stdout st
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -153,7 +155,7 @@ class Progress:
         self.shown = (0, 0)
         self.bar: Any = None
         if enabled and stream.isatty():
-            from tqdm import tqdm
+            from tqdm import tqdm  # type: ignore[import-untyped]
 
             self.bar = tqdm(total=pages, unit="page", file=stream, dynamic_ncols=True,
                             desc="classifying", postfix=self._postfix())  # fmt: skip
@@ -240,3 +242,30 @@ def print_lines(lines: list[str], out: TextIO | None = None) -> None:
     """Print ``lines`` to ``out`` (stdout by default)."""
     for line in lines:
         print(line, file=out or sys.stdout)
+
+
+def finish_rows_file(path: Path, rows: int) -> Path | None:
+    """The rows file, or None when no row was written. A Parquet file gets the derived columns
+    (``predicted``, ``confidence``, ``margin``, ``entropy``) as ``to_parquet`` writes them:
+    rewritten beside it and moved into place, so the file is whole at every moment."""
+    if not rows or not path.exists():
+        return None
+    if path.suffix == ".parquet" and path.is_file():
+        from probhook import load
+
+        tmp = path.with_name(f".{path.name}.tmp")
+        load(path).to_parquet(tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def save_plot(cap: Any, path: Path) -> None:
+    """The confidence histogram of the run, saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax = cap.plot.confidence(bins=20)
+    ax.figure.savefig(path, dpi=120)
+    plt.close(ax.figure)

@@ -112,6 +112,7 @@ def _analyze_without_rendering(analyze: Any) -> Any:
             and os.path.isfile(path)
         )
         if single_pdf and kwargs.get("bytes") is None and renders_with_pdfium():
+            assert isinstance(path, (str, os.PathLike))
             kwargs = dict(kwargs)
             del kwargs["path"]
             kwargs["dataset_dataflow"] = pdf_pages_without_pixels(
@@ -157,7 +158,7 @@ def _page_without_pixels(dp: dict[str, Any], dpi: int, document_id: str | None) 
 def rendered_size(pdf_bytes: bytes, dpi: int) -> tuple[int, int]:
     """(width, height) in pixels of the first page of ``pdf_bytes`` rendered at ``dpi`` by
     pypdfium2 (``PdfPage.render(scale=dpi / 72)``: ``ceil(points * scale)``), without rendering."""
-    import pypdfium2
+    import pypdfium2  # type: ignore[import-untyped]
 
     document = pypdfium2.PdfDocument(pdf_bytes)
     try:
