@@ -87,6 +87,7 @@ def main():
     parser.add_argument("--pages", type=int, default=100, help="at least this many pages")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="cProfile one probhook run")
+    parser.add_argument("--threads", type=int, help="torch threads in both (OMP_NUM_THREADS)")
     parser.add_argument("--bare-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_child:
@@ -95,6 +96,8 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     env = {**os.environ, "DEEPDOCTECTION_CACHE": str(work / "dd-cache"), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    if args.threads:  # an oversubscribed machine: spinning torch threads dominate otherwise
+        env["OMP_NUM_THREADS"] = str(args.threads)
     if args.model == "demo":
         model = demo.MODEL_DIR
     elif args.model == "v3":
@@ -106,7 +109,8 @@ def main():
         model = Path(args.model)
     (work / "in").mkdir()
     docs, pages = corpus(work / "in", args.pages)
-    print(f"model {model}; {len(docs)} documents, {pages} pages; machine {machine()}")
+    print(f"model {model}; {len(docs)} documents, {pages} pages; machine {machine()}; "
+          f"torch threads {args.threads or 'default'}")  # fmt: skip
     bare = [sys.executable, __file__, "--bare-child", str(model), *map(str, docs)]
     cli = [sys.executable, "-m", "probhook", "run", str(work / "in"), "--model", str(model),
            "--out", str(work / "rows.parquet"), "--quiet"]  # fmt: skip
@@ -124,7 +128,7 @@ def main():
         best = {k: {m: min(run[m] for run in v) for m in v[0]} for k, v in runs.items()}
         summary = {
             "model": str(model), "pages": pages, "documents": len(docs), "rounds": args.rounds,
-            "machine": machine(), "runs": runs, "best": best,
+            "machine": machine(), "threads": args.threads, "runs": runs, "best": best,
         }  # fmt: skip
         for m in ("end_to_end_s", "classifying_s"):
             summary[f"speedup_{m[:-2]}"] = best["bare"][m] / best["probhook"][m]

@@ -15,8 +15,15 @@ with changes to the analyzer *instance* only (no deepdoctection class is patched
    that carry the PDF bytes and the exact pixel size a render would have had
    (``ceil(points * DPI / 72)``, pypdfium2's rule), but no pixels: nothing is rendered.
 
+3. LayoutLMv2/v3 read the image, so their pages keep it; their LM service's feature mapping (an
+   instance attribute) is swapped for one that lets dd-core build the text features, then resizes
+   the page the way dd-core does (PIL bilinear) without its two extra full-page copies and makes
+   the page tensor with ``torch.from_numpy`` instead of ``torch.tensor`` on a list of arrays,
+   which copies element by element. Anything unusual (sliding windows, overflowing tokens, an
+   OpenCV resize, a non-RGB page) goes through dd-core's own mapping.
+
 Words, boxes and therefore every probability stay the same, bit for bit (tested against the
-bare analyzer). LayoutLMv2/v3 read the image: analyzers with them keep their pixels. Pages come
+bare analyzer). Pages come
 out of the analyzer without ``page.image``; call this before ``capture_probs(analyzer)``.
 
     import deepdoctection as dd
@@ -40,6 +47,13 @@ PIXEL_FREE_WRAPPERS = frozenset({
     "HFLmSequenceClassifier", "HFLmTokenClassifier",
 })  # fmt: skip
 """deepdoctection LM wrappers whose model is never given the page image (dd 1.x)."""
+PIXEL_WRAPPERS = frozenset({
+    "HFLayoutLmv2SequenceClassifier", "HFLayoutLmv2TokenClassifier",
+    "HFLayoutLmv3SequenceClassifier", "HFLayoutLmv3TokenClassifier",
+})  # fmt: skip
+"""deepdoctection LM wrappers whose model reads the page image (dd 1.x)."""
+
+
 LM_SERVICES = ("LMSequenceClassifierService", "LMTokenClassifierService")
 ANNOTATION_SERVICES = ("MatchingService", "TextOrderService")
 """Components that work on annotations only."""
@@ -71,11 +85,11 @@ def skip_unused_pixels(analyzer: Any) -> Any:
     See the module docstring for what changes and what does not."""
     components = list(analyzer.pipe_component_list)
     for i, component in enumerate(components):
-        if type(component).__name__ not in LM_SERVICES or reads_pixels(component):
-            continue
-        if any(reads_pixels(later) for later in components[i + 1 :]):
-            continue
-        _drop_image_before_serve(component)
+        pixel_free = type(component).__name__ in LM_SERVICES and not reads_pixels(component)
+        if pixel_free and not any(reads_pixels(later) for later in components[i + 1 :]):
+            _drop_image_before_serve(component)
+        if type(component).__name__ in LM_SERVICES and _maps_with_layoutlm_features(component):
+            component.mapping_to_lm_input_func = pixel_layoutlm_features
     if not pixels_needed(analyzer) and not getattr(analyzer.analyze, _MARK, False):
         analyzer.analyze = _analyze_without_rendering(analyzer.analyze)
     return analyzer
@@ -169,3 +183,113 @@ def rendered_size(pdf_bytes: bytes, dpi: int) -> tuple[int, int]:
     finally:
         document.close()
     return size
+
+
+def _maps_with_layoutlm_features(component: Any) -> bool:
+    """A LayoutLMv2/v3 service using dd-core's ``image_to_layoutlm_features``."""
+    model: Any = getattr(component, "language_model", None)
+    return (
+        type(model).__name__ in PIXEL_WRAPPERS
+        and model.image_to_features_mapping() == "image_to_layoutlm_features"
+    )
+
+
+class _TextOnly:
+    """A page seen without its image (everything else is the page's own), so that dd-core
+    builds the text features of a LayoutLM input and leaves the pixels to the caller."""
+
+    __slots__ = ("_page",)
+    image = None
+
+    def __init__(self, page: Any) -> None:
+        object.__setattr__(self, "_page", page)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._page, name)
+
+
+def pixel_layoutlm_features(
+    tokenizer: Any,
+    padding: str = "max_length",
+    truncation: bool = True,
+    return_overflowing_tokens: bool = False,
+    return_tensors: str | None = "pt",
+    input_width: int = 1000,
+    input_height: int = 1000,
+    image_width: int = 1000,
+    image_height: int = 1000,
+    color_mode: str = "BGR",
+    pixel_mean: Any = None,
+    pixel_std: Any = None,
+    segment_positions: Any = None,
+    sliding_window_stride: int = 0,
+) -> Any:
+    """``dd_core.mapper.laylmstruct.image_to_layoutlm_features`` (same parameters, same output,
+    bit for bit) with the page image resized and tensorised without extra copies."""
+    from dd_core.mapper.laylmstruct import image_to_layoutlm_features
+
+    options = dict(tokenizer=tokenizer, padding=padding, truncation=truncation,
+                   return_overflowing_tokens=return_overflowing_tokens,
+                   return_tensors=return_tensors, input_width=input_width,
+                   input_height=input_height, image_width=image_width, image_height=image_height,
+                   color_mode=color_mode, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                   segment_positions=segment_positions,
+                   sliding_window_stride=sliding_window_stride)  # fmt: skip
+    dd_mapping = image_to_layoutlm_features(**options)
+    simple = return_tensors == "pt" and not return_overflowing_tokens and not sliding_window_stride
+
+    def features(dp: Any) -> Any:
+        if not (simple and _plain_page(dp)):
+            return dd_mapping(dp)
+        result = dd_mapping(_TextOnly(dp))
+        if result is None:
+            return None
+        # dd-core: the page resized to (image_width, image_height), as its input size otherwise
+        key, pixels = _resized_pixels(dp, image_width, image_height, color_mode)
+        if pixel_mean is not None and pixel_std is not None:
+            from dd_core.utils.transform import normalize_image
+
+            pixels = normalize_image(pixels, pixel_mean, pixel_std)
+        result[key] = _page_tensor(pixels, len(result["input_ids"]))
+        return result
+
+    return features
+
+
+def _plain_page(dp: Any) -> bool:
+    """An HxWx3 uint8 page of the size dd-core expects, resized by PIL (dd-core's default)."""
+    from dd_core.utils.viz import viz_handler
+
+    image = dp.image
+    return (
+        image is not None
+        and viz_handler.pkg_func_dict.get("resize") == "_pillow_resize"
+        and image.ndim == 3
+        and image.shape[2] == 3
+        and image.dtype.name == "uint8"
+        and image.shape[:2] == (dp.height, dp.width)
+    )
+
+
+def _resized_pixels(dp: Any, width: int, height: int, color_mode: str) -> tuple[str, Any]:
+    """dd-core's ``_pillow_resize`` (BGR in, BGR out, bilinear) without its two full-page copies:
+    PIL reads the BGR buffer directly; then the colour order of ``color_mode``."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = dp.image.shape[:2]
+    page = Image.frombuffer("RGB", (w, h), np.ascontiguousarray(dp.image), "raw", "BGR", 0, 1)
+    resized = page.resize(size=(int(width), int(height)), resample=Image.Resampling.BILINEAR,
+                          box=None, reducing_gap=None)  # fmt: skip
+    pixels = np.array(resized)  # RGB
+    return ("pixel_values", pixels) if color_mode == "RGB" else ("image", pixels[:, :, ::-1])
+
+
+def _page_tensor(pixels: Any, rows: int) -> Any:
+    """dd-core's ``torch.tensor([p.astype("float32").transpose(2, 0, 1)] * rows)``, built in one
+    numpy copy instead of element by element."""
+    import numpy as np
+    import torch
+
+    one = np.ascontiguousarray(pixels.astype("float32").transpose(2, 0, 1))
+    return torch.from_numpy(np.stack([one] * rows) if rows > 1 else one[None])
