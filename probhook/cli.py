@@ -204,6 +204,13 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     if not inputs.documents:
         print("error: nothing to classify (no PDF, and no image with an OCR engine)", file=err)
         return 1
+    stop = StopRequest()
+    with stop.installed():  # from here on, SIGTERM / Ctrl-C end the run cleanly
+        return _run(args, inputs, wrapper, labels, ocr, stop, out, err)
+
+
+def _run(args: argparse.Namespace, inputs: Inputs, wrapper: str, labels: list[str], ocr: bool,
+         stop: StopRequest, out: TextIO, err: TextIO) -> int:  # fmt: skip
     _quiet_libraries()
     # the model is a local folder: never ask a hub (deepdoctection keeps its usual cache)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -216,30 +223,29 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     progress = Progress(count_pages(inputs.documents), len(inputs.documents), err,
                         enabled=not args.quiet)  # fmt: skip
     run = Run(args, analyzer, capture_probs(analyzer, sink=args.out), writer, progress, inputs,
-              out, err)  # fmt: skip
-    with run.stop.installed():
-        print_lines(writer.header(), out)
-        run.cap.start()
-        try:
-            for document in inputs.documents:
-                if run.stop.signal is not None:
-                    break
-                run.document(document)
-                progress.document_done()
-        finally:
-            # a second signal here must not leave a torn file: finish closing first
-            with _signals_ignored():
-                progress.close()
-                run.cap.close()
-                written = finish_rows_file(args.out, len(run.cap))
+              out, err, stop=stop)  # fmt: skip
+    print_lines(writer.header(), out)
+    run.cap.start()
+    try:
+        for document in inputs.documents:
+            if stop.signal is not None:
+                break
+            run.document(document)
+            progress.document_done()
+    finally:
+        # a second signal here must not leave a torn file: finish closing first
+        with _signals_ignored():
+            progress.close()
+            run.cap.close()
+            written = finish_rows_file(args.out, len(run.cap))
     gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
     report = err if args.format == "json" else out  # keep stdout pure JSON lines
     print_lines(summary_lines(run.totals, len(inputs.skipped), written, run.stop.name), report)
     if args.plot and run.totals.classified:
         save_plot(run.cap, args.plot)
         print(f"plot: {args.plot}", file=report)
-    if run.stop.signal is not None:
-        return 128 + run.stop.signal
+    if stop.signal is not None:
+        return 128 + stop.signal
     return 0 if run.totals.classified else 1
 
 
@@ -372,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"probhook: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: the rows file was closed first
+        print("probhook: stopped", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -214,9 +214,11 @@ def summary_lines(
 ) -> list[str]:
     """The closing lines: counts, mean confidence, flags, skipped inputs, where the rows are."""
     lines = [""]
-    if interrupted:
+    if interrupted and totals.classified:
         lines.append(f"interrupted by {interrupted}: stopped after {totals.classified} "
                      "classified pages; the rows file holds every one of them")  # fmt: skip
+    elif interrupted:
+        lines.append(f"interrupted by {interrupted} before any page was classified")
     pages = totals.classified
     if pages:
         mean = totals.confidence_sum / pages

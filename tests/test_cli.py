@@ -140,6 +140,7 @@ def test_output_paths_are_checked_before_any_document(tmp_path, capsys, option, 
 
 def test_model_folders_without_weights_or_with_wrong_label_count(tiny, tmp_path, capsys):
     source = tiny("layoutlm").path
+    capsys.readouterr()  # the fixture's own output
     no_weights = tmp_path / "no-weights"
     shutil.copytree(source, no_weights)
     (no_weights / "model.safetensors").unlink()
