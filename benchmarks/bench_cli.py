@@ -68,7 +68,7 @@ def corpus(folder, min_pages):
 
 def timed(cmd, env, page_line):
     """Run ``cmd``; (seconds end to end, seconds from first to last page line, page lines,
-    peak RSS in MiB)."""
+    peak RSS in MiB, CPU seconds of the process)."""
     start = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                              text=True)  # fmt: skip
@@ -78,7 +78,8 @@ def timed(cmd, env, page_line):
     end = time.perf_counter()
     if child.returncode != 0:
         raise SystemExit(f"{cmd[:4]} failed with exit status {child.returncode}")
-    return end - start, stamps[-1] - stamps[0], len(stamps), usage.ru_maxrss / 1024
+    cpu = usage.ru_utime + usage.ru_stime
+    return end - start, stamps[-1] - stamps[0], len(stamps), usage.ru_maxrss / 1024, cpu
 
 
 def main():
@@ -118,11 +119,13 @@ def main():
     for r in range(args.rounds):
         for name in ("bare", "probhook") if r % 2 == 0 else ("probhook", "bare"):
             line = (lambda s: s.count(" ") == 2) if name == "bare" else (lambda s: ".pdf " in s)
-            total, classifying, n, rss = timed(bare if name == "bare" else cli, env, line)
+            total, classifying, n, rss, cpu = timed(bare if name == "bare" else cli, env, line)
             assert n == pages, (name, n, pages)
-            runs[name].append({"end_to_end_s": total, "classifying_s": classifying, "rss": rss})
+            runs[name].append({"end_to_end_s": total, "classifying_s": classifying or 1e-9,
+                               "cpu_s": cpu, "rss": rss})  # fmt: skip
+            rate = f"{(n - 1) / classifying:6.2f}" if n > 1 else "     -"
             print(f"  round {r} {name:>8}: {total:6.1f} s end to end, {pages / total:5.2f} pages/s;"
-                  f" {(n - 1) / classifying:6.2f} pages/s classifying; peak RSS {rss:.0f} MiB",
+                  f" {rate} pages/s classifying; {cpu:6.1f} CPU s; peak RSS {rss:.0f} MiB",
                   flush=True)  # fmt: skip
     if args.rounds:
         best = {k: {m: min(run[m] for run in v) for m in v[0]} for k, v in runs.items()}
@@ -130,11 +133,12 @@ def main():
             "model": str(model), "pages": pages, "documents": len(docs), "rounds": args.rounds,
             "machine": machine(), "threads": args.threads, "runs": runs, "best": best,
         }  # fmt: skip
-        for m in ("end_to_end_s", "classifying_s"):
+        for m in ("end_to_end_s", "classifying_s", "cpu_s"):
             summary[f"speedup_{m[:-2]}"] = best["bare"][m] / best["probhook"][m]
         print(f"best of {args.rounds}: probhook run / bare analyzer = "
               f"{summary['speedup_end_to_end']:.2f}x end to end, "
-              f"{summary['speedup_classifying']:.2f}x while classifying; peak RSS "
+              f"{summary['speedup_classifying']:.2f}x while classifying, "
+              f"{summary['speedup_cpu']:.2f}x in CPU time; peak RSS "
               f"{best['probhook']['rss']:.0f} vs {best['bare']['rss']:.0f} MiB")  # fmt: skip
         RESULTS.mkdir(exist_ok=True)
         name = "demo" if args.model == "demo" else "v3" if args.model == "v3" else "model"

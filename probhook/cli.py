@@ -220,8 +220,8 @@ def _run(args: argparse.Namespace, inputs: Inputs, wrapper: str, labels: list[st
 
     names = [d.name for d in inputs.documents]
     writer = JsonWriter() if args.format == "json" else TableWriter(names, labels, args.top_k)
-    progress = Progress(count_pages(inputs.documents), len(inputs.documents), err,
-                        enabled=not args.quiet)  # fmt: skip
+    pages = 0 if args.quiet else count_pages(inputs.documents)  # only progress needs it
+    progress = Progress(pages, len(inputs.documents), err, enabled=not args.quiet)
     run = Run(args, analyzer, capture_probs(analyzer, sink=args.out), writer, progress, inputs,
               out, err, stop=stop)  # fmt: skip
     print_lines(writer.header(), out)
