@@ -14,17 +14,17 @@ with changes to the analyzer *instance* only (no deepdoctection class is patched
    on the instance to go through deepdoctection's own ``dataset_dataflow=`` entry with pages
    that carry the PDF bytes and the exact pixel size a render would have had
    (``ceil(points * DPI / 72)``, pypdfium2's rule), but no pixels: nothing is rendered.
-
-3. LayoutLMv2/v3 read the image, so their pages keep it; their LM service's feature mapping (an
-   instance attribute) is swapped for one that lets dd-core build the text features, then resizes
-   the page the way dd-core does (PIL bilinear) without its two extra full-page copies and makes
-   the page tensor with ``torch.from_numpy`` instead of ``torch.tensor`` on a list of arrays,
-   which copies element by element. Anything unusual (sliding windows, overflowing tokens, an
-   OpenCV resize, a non-RGB page) goes through dd-core's own mapping.
+3. LayoutLMv2/v3 read the image, so their pages keep it; a v2/v3 sequence classifier service's
+   feature mapping (an instance attribute) is swapped for one that lets dd-core build the text
+   features, then resizes the page as dd-core does (PIL bilinear) without its two extra
+   full-page copies and makes the page tensor with ``torch.from_numpy`` instead of
+   ``torch.tensor`` on a list of arrays, which copies element by element. Anything unusual
+   (sliding windows, overflowing tokens, an OpenCV resize, an odd page array) goes through
+   dd-core's own mapping.
 
 Words, boxes and therefore every probability stay the same, bit for bit (tested against the
-bare analyzer). Pages come
-out of the analyzer without ``page.image``; call this before ``capture_probs(analyzer)``.
+bare analyzer). Pages of pixel-free pipelines come out without ``page.image``. Call this before
+``capture_probs(analyzer)``:
 
     import deepdoctection as dd
     from probhook import capture_probs
@@ -88,7 +88,9 @@ def skip_unused_pixels(analyzer: Any) -> Any:
         pixel_free = type(component).__name__ in LM_SERVICES and not reads_pixels(component)
         if pixel_free and not any(reads_pixels(later) for later in components[i + 1 :]):
             _drop_image_before_serve(component)
-        if type(component).__name__ in LM_SERVICES and _maps_with_layoutlm_features(component):
+        # sequence classifiers only: the token path (sliding windows) is not covered by tests
+        sequence = type(component).__name__ == "LMSequenceClassifierService"
+        if sequence and _maps_with_layoutlm_features(component):
             component.mapping_to_lm_input_func = pixel_layoutlm_features
     if not pixels_needed(analyzer) and not getattr(analyzer.analyze, _MARK, False):
         analyzer.analyze = _analyze_without_rendering(analyzer.analyze)
