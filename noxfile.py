@@ -17,10 +17,17 @@ def install(session, extras):
 
 @nox.session(python=PY)
 def tests(session):
-    """The whole test suite (unit, integration with real deepdoctection, doctests)."""
-    install(session, "all,test")
+    """The whole test suite (unit, real deepdoctection integration, doctests, the docs build)."""
+    install(session, "all,test,docs")
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     session.run("pytest", *session.posargs, env=env)
+
+
+@nox.session(python=PY)
+def extras(session):
+    """Each extra installed into a fresh venv: its README commands run, missing extras are named."""
+    session.install("pytest>=8", env=QUIET)
+    session.run("pytest", "-m", "extras", "tests/test_extras.py", *session.posargs)
 
 
 @nox.session(python=PY)

@@ -1,11 +1,12 @@
 """probhook: the full probability distribution behind every LayoutLM-family prediction.
 
->>> import torch, probhook
->>> model = torch.nn.Linear(8, 4)
->>> with probhook.capture_probs(model) as cap:
-...     _ = model(torch.randn(3, 8))
->>> cap.probs.shape
-(3, 4)
+Examples:
+    >>> import torch, probhook
+    >>> model = torch.nn.Linear(8, 4)
+    >>> with probhook.capture_probs(model) as cap:
+    ...     _ = model(torch.randn(3, 8))
+    >>> cap.probs.shape
+    (3, 4)
 """
 
 from probhook import calibration, metrics

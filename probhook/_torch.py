@@ -11,10 +11,10 @@ from typing import Any, Literal
 import torch
 
 
-def resolve_activation(activation: str, module: Any) -> Literal["softmax", "sigmoid", "none"]:
+def resolve_activation(activation: str, config: Any) -> Literal["softmax", "sigmoid", "none"]:
     """``auto`` is sigmoid for a config with ``problem_type == "multi_label_classification"``."""
     if activation == "auto":
-        problem = getattr(getattr(module, "config", None), "problem_type", None)
+        problem = getattr(config, "problem_type", None)
         return "sigmoid" if problem == "multi_label_classification" else "softmax"
     return activation  # type: ignore[return-value]
 
@@ -33,18 +33,43 @@ def check_hookable(module: Any) -> None:
         )
 
 
-def logits_of(output: Any, head: str) -> torch.Tensor:
-    """The ``(batch, classes)`` logits in a forward output, or a clear error about what it was."""
+def logits_of(output: Any, head: str, select: int | str | None = None) -> torch.Tensor:
+    """The ``(batch, classes)`` logits in a forward output, or a clear error about what it was.
 
-    if type(output) is torch.Tensor and output.ndim == 2:  # the plain classifier case, fast
-        return output
-    logits = getattr(output, "logits", output)
-    if isinstance(logits, (tuple, list)) and logits and isinstance(logits[0], torch.Tensor):
-        logits = logits[0]
+    ``select`` (the ``output=`` option) names the tuple index or attribute that holds them;
+    otherwise ``.logits``, or the one floating tensor of at least two dimensions in a tuple
+    (a Hugging Face ``(loss, logits)``); two candidates are ambiguous and refused.
+    """
+    if select is not None:
+        try:
+            logits = output[select] if isinstance(select, int) else getattr(output, select)
+        except (IndexError, KeyError, TypeError, AttributeError):
+            raise TypeError(
+                f"head {head!r} returned {_describe(output)}, which has no output={select!r}"
+            ) from None
+    elif hasattr(output, "logits"):
+        logits = output.logits
+    elif isinstance(output, (tuple, list)):
+        found = [t for t in output if _is_float_tensor(t) and t.ndim >= 2]
+        if len(found) != 1:
+            raise TypeError(
+                f"head {head!r} returned {_describe(output)}: which element holds the logits "
+                "is ambiguous; name it with output=<index>, or select the classifier module "
+                "with heads="
+            )
+        logits = found[0]
+    else:
+        logits = output
     if not isinstance(logits, torch.Tensor):
         raise TypeError(
-            f"head {head!r} returned {type(output).__name__}, not a tensor or an object with "
-            ".logits; select the classifier module with heads="
+            f"head {head!r} returned {_describe(logits)}, not a tensor or an object with "
+            ".logits; select the classifier module with heads= or the element with output="
+        )
+    if not logits.is_floating_point():
+        raise TypeError(
+            f"head {head!r} returned a {logits.dtype} tensor of shape {tuple(logits.shape)}: "
+            "probabilities need floating-point logits (is this a prediction, not a classifier "
+            "head?)"
         )
     if logits.ndim == 3:
         raise NotImplementedError(
@@ -57,6 +82,28 @@ def logits_of(output: Any, head: str) -> torch.Tensor:
             "expected (batch, classes)"
         )
     return logits
+
+
+def _is_float_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point()
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        parts = ", ".join(_describe(v) for v in value)
+        return f"a {type(value).__name__} of [{parts}]"
+    return f"a {type(value).__name__}"
+
+
+def known_width(module: Any, config: Any) -> int | None:
+    """The head's number of outputs when it can be told before a forward."""
+    labels = getattr(config, "num_labels", None)
+    if isinstance(labels, int):
+        return labels
+    width = getattr(module, "out_features", None)
+    return width if isinstance(width, int) else None
 
 
 def make_activation(activation: str, temperature: float) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -2,14 +2,15 @@
 read protocol that presentation code (plots, HTML, export) uses, so that it never depends on
 where rows are kept.
 
->>> import numpy as np
->>> from probhook.block import RowBlock
->>> block = RowBlock(np.eye(2, dtype=np.float32), np.arange(2), np.ones(2, bool),
-...                  {"key": np.array(["a", "b"], dtype=object)}, ("no", "yes"))
->>> for dist in block:
-...     print(dist.key, dist.seq, dist.predicted)
-a 0 no
-b 1 yes
+Examples:
+    >>> import numpy as np
+    >>> from probhook.block import RowBlock
+    >>> block = RowBlock(np.eye(2, dtype=np.float32), np.arange(2), np.ones(2, bool),
+    ...                  {"key": np.array(["a", "b"], dtype=object)}, ("no", "yes"))
+    >>> for dist in block:
+    ...     print(dist.key, dist.seq, dist.predicted)
+    a 0 no
+    b 1 yes
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class RowBlock:
     """Rows in chronological order, column by column.
 
     ``columns`` holds ``key``, ``head`` and every extra column (strings as ``object`` arrays,
-    ``None`` where missing; integers as ``int64`` with :data:`INT_NA` where missing).
+    ``None`` where missing; integers as ``int64`` with [`INT_NA`][INT_NA] where missing).
     """
 
     probs: npt.NDArray[np.floating[Any]]
@@ -50,8 +51,24 @@ class RowBlock:
         for i in range(len(self)):
             yield self.distribution(i)
 
+    @staticmethod
+    def merged(blocks: list[RowBlock]) -> RowBlock:
+        """The rows of ``blocks`` (one label space and columns) ordered by sequence number;
+        ties (blocks from separate processes) keep the blocks' order."""
+        order = np.argsort(np.concatenate([b.seq for b in blocks]), kind="stable")
+        logits = [b.logits for b in blocks if b.logits is not None]
+        return RowBlock(
+            np.concatenate([b.probs for b in blocks])[order],
+            np.concatenate([b.seq for b in blocks])[order],
+            np.concatenate([b.finite for b in blocks])[order],
+            {n: np.concatenate([b.columns[n] for b in blocks])[order] for n in blocks[0].columns},
+            blocks[0].labels,
+            np.concatenate(logits)[order] if logits else None,
+        )
+
     def distribution(self, i: int) -> Distribution:
-        """Row ``i`` as a :class:`~probhook.Distribution` (its other columns in ``meta``)."""
+        """Row ``i`` as a [`Distribution`][probhook.Distribution] (its other columns in
+        ``meta``)."""
         meta = {name: _scalar(values[i]) for name, values in self.columns.items()}
         key, head = meta.pop("key", None), meta.pop("head", None)
         logits = None if self.logits is None else self.logits[i]

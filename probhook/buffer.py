@@ -1,13 +1,14 @@
 """A bounded, preallocated ring buffer of probability rows with per-row metadata.
 
->>> import numpy as np
->>> from probhook import ProbBuffer
->>> buf = ProbBuffer(3, capacity=2, labels=["a", "b", "c"])
->>> buf.append_batch(np.eye(3, dtype=np.float32), keys=["p1", "p2", "p3"])
->>> len(buf), buf.evicted, buf.keys
-(2, 1, ['p2', 'p3'])
->>> buf.lookup("p3").probs
-array([0., 0., 1.], dtype=float32)
+Examples:
+    >>> import numpy as np
+    >>> from probhook import ProbBuffer
+    >>> buf = ProbBuffer(3, capacity=2, labels=["a", "b", "c"])
+    >>> buf.append_batch(np.eye(3, dtype=np.float32), keys=["p1", "p2", "p3"])
+    >>> len(buf), buf.evicted, buf.keys
+    (2, 1, ['p2', 'p3'])
+    >>> buf.lookup("p3").probs
+    array([0., 0., 1.], dtype=float32)
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from probhook.block import ColumnKind, RowBlock
 from probhook.column_store import Broadcast, ColumnStore
 from probhook.distribution import Distribution
 from probhook.options import DTYPES, OVERFLOW_POLICIES, OverflowPolicy, check_capacity, check_choice
-from probhook.ring import Ring, finite
-from probhook.sink import Sink
+from probhook.ring import Ring
+from probhook.sink import Sink, write_to_sink
 from probhook.write_queue import ENTRY, QueuedRows, WriteQueue
 
-QUEUE_ROWS = 1024
-"""Single rows wait in a queue of at most this many (fewer for wide rows, at most 256 KiB of row
-data; with ``on_overflow="spill"`` at most one spill chunk) and are then stored as one block."""
+QUEUE_ROWS = 1000
+"""Single rows wait in a queue of at most this many by default (fewer for wide rows: at most
+256 KiB of row data) and are then stored, and written to the sink, as one block."""
 
 
 class BufferFullError(RuntimeError):
@@ -46,15 +47,19 @@ class ProbBuffer:
         columns: extra metadata columns, name -> ``"int"`` or ``"str"`` (``key`` and ``head``
             always exist; ``"str"`` columns hold any value, stored once in a table).
         on_overflow: ``"overwrite"`` (oldest rows go, counted in ``evicted``), ``"error"``
-            (raise :class:`BufferFullError`) or ``"spill"`` (rows go to ``sink`` before they are
-            overwritten; :meth:`flush` writes the rest).
+            (raise [`BufferFullError`][BufferFullError]) or ``"spill"`` (every row is written to
+            ``sink`` as it is stored, before it can be overwritten: the file holds every row, the
+            buffer the newest ``capacity``).
         keep_logits: also keep the raw float32 logits (doubles memory for float32 rows).
         queue: share the write queue (sequence numbers, lock) with other buffers (one per head
             of a capture).
 
-    Single rows are queued (at most :data:`QUEUE_ROWS` of them, shared by the buffers of one
-    queue) and stored as a block, so the per-row cost is one copy and a list append; every
-    read stores the queue first, so reads always see every row appended before them.
+        flush_rows: single rows wait until this many are queued (or a read, a batch or
+            [`flush`][flush] comes), then are stored, and written to the sink, as one block.
+
+    Single rows are queued (shared by the buffers of one queue) and stored as a block, so the
+    per-row cost is one copy and a list append; every read stores the queue first, so reads
+    see every row appended before them.
     """
 
     def __init__(
@@ -70,7 +75,7 @@ class ProbBuffer:
         sink: Sink | None = None,
         keep_logits: bool = False,
         queue: WriteQueue | None = None,
-        spill_chunk: int | None = None,
+        flush_rows: int = QUEUE_ROWS,
     ) -> None:
         if not isinstance(n_classes, int) or n_classes < 1:
             raise ValueError(f"n_classes must be a positive int, got {n_classes!r}")
@@ -91,14 +96,13 @@ class ProbBuffer:
         self._queued_dtype = self.dtype if on_overflow != "error" and not keep_logits else None
         self.capacity = self._resolve_capacity(capacity, max_bytes)
         self.on_overflow, self.sink = on_overflow, sink
-        self.spill_chunk = spill_chunk or max(1, self.capacity // 4)
-        rows = min(QUEUE_ROWS, max(16, 2**18 // (n_classes * self.dtype.itemsize)))
-        if on_overflow == "spill":  # what a killed process loses: queue + buffer, not more
-            rows = min(rows, self.spill_chunk)
+        check_capacity(flush_rows)
+        # single rows wait at most flush_rows (and 256 KiB of row data) before they are stored
+        rows = min(flush_rows, max(16, 2**18 // (n_classes * self.dtype.itemsize)))
         self._queue_limit = ENTRY * rows
         self._ring = Ring(n_classes, self.capacity, self.dtype, schema, keep_logits)
         self._cols = self._ring.cols
-        self._evicted = self._unspilled = 0
+        self._evicted = 0
         self._attach(queue or WriteQueue())
 
     def _attach(self, queue: WriteQueue) -> None:
@@ -108,8 +112,8 @@ class ProbBuffer:
         if (capacity is None) == (max_bytes is None):
             raise ValueError("give exactly one of capacity= (rows) or max_bytes= (memory budget)")
         if capacity is None:
-            assert max_bytes is not None
-            capacity = (max_bytes - ColumnStore.fixed_nbytes(self.schema)) // self.row_nbytes
+            fixed = ColumnStore.fixed_nbytes(self.schema)
+            capacity = (int(max_bytes or 0) - fixed) // self.row_nbytes
             if capacity < 1:
                 raise ValueError(
                     f"max_bytes={max_bytes} holds no row; one row takes {self.row_nbytes} bytes"
@@ -138,47 +142,44 @@ class ProbBuffer:
             return self._ring.size
 
     def __repr__(self) -> str:
-        return (
-            f"ProbBuffer({len(self)}/{self.capacity} rows x {self.n_classes} classes, "
-            f"evicted={self.evicted}, {self.nbytes / 2**20:.1f} MiB)"
-        )
+        rows = f"{len(self)}/{self.capacity} rows x {self.n_classes} classes"
+        return f"ProbBuffer({rows}, evicted={self.evicted}, {self.nbytes / 2**20:.1f} MiB)"
 
     # -- writing ------------------------------------------------------------------------------
 
     def append(
         self,
         row: npt.ArrayLike,
-        *,
         key: Hashable | None = None,
         head: str | None = None,
-        logits: npt.ArrayLike | None = None,
         meta: Mapping[str, Any] | None = None,
+        *,
+        logits: npt.ArrayLike | None = None,
         **columns: Any,
     ) -> None:
-        """Append one ``(n_classes,)`` row: what a forward hook calls for each row.
-
-        ``meta`` maps extra column names to values (names the buffer lacks are ignored; it is
-        read when the row is stored, so it must not change afterwards); ``columns`` name extra
-        column values directly.
-        """
+        """Append one ``(n_classes,)`` row (what a hook calls). ``meta`` maps extra columns to
+        values (others are ignored; read when the row is stored: do not change it after);
+        ``columns`` name extra column values directly."""
         if columns:
             self._cols.check_names(columns)
             meta = {**(meta or {}), **columns}
-        if logits is None and self._queued_dtype is not None:
-            # a float row of the right shape is queued as its bytes: one copy, one list append
-            dtype = getattr(row, "dtype", None)
-            if dtype is not None and dtype.kind == "f" and row.shape == self._row_shape:  # type: ignore[union-attr]
-                same = dtype is self._queued_dtype
-                blob = (row if same else row.astype(self.dtype)).tobytes()  # type: ignore[union-attr]
-                self._push((self, blob, key, head, meta))
+        try:  # a row already in the buffer's dtype and shape is queued as its bytes
+            if (
+                row.dtype is self._queued_dtype  # type: ignore[union-attr]
+                and row.shape == self._row_shape  # type: ignore[union-attr]
+                and logits is None
+            ):
+                self._push((self, row.tobytes(), key, head, meta))  # type: ignore[union-attr]
                 if len(self._pending) >= self._queue_limit:
                     self._queue.drain_now()
                 return
+        except AttributeError:  # a list or another array-like
+            pass
         probs = self._check(row, 1)
         lg = None if logits is None else self._check(logits, 1, "logits")[None]
         values: dict[str, Any] = {n: Broadcast((meta or {}).get(n)) for n in self._extra}
         values.update(key=Broadcast(key), head=Broadcast(head))  # a tuple key is one value
-        with self._queue.locked():  # queued rows came first
+        with self._queue.locked(strict=True):  # queued rows came first
             self._write(probs[None], lg, values)
 
     def append_batch(
@@ -198,7 +199,7 @@ class ProbBuffer:
         lg = None if logits is None else self._check(logits, 2, "logits")
         if lg is not None and lg.shape[0] != probs.shape[0]:
             raise ValueError(f"logits have {lg.shape[0]} rows, probabilities {probs.shape[0]}")
-        with self._queue.locked():  # queued rows came first
+        with self._queue.locked(strict=True):  # queued rows came first
             self._write(probs, lg, {"key": keys, "head": head, **columns})
 
     def _check(self, values: npt.ArrayLike, ndim: int, what: str = "rows") -> npt.NDArray[Any]:
@@ -239,52 +240,33 @@ class ProbBuffer:
         if self.on_overflow == "error" and self._ring.size + n > cap:
             raise BufferFullError(
                 f"appending {n} rows to a buffer holding {self._ring.size} of capacity={cap} "
-                "would overflow; raise capacity= (or max_bytes=), or use "
-                "on_overflow='overwrite' or 'spill'"
+                "would overflow; raise capacity=, or use on_overflow='overwrite' or 'spill'"
             )
         if n == 0:
             return
         # a fresh block's numbers are its first one: they are written without an arange
         numbers: int | npt.NDArray[np.int64] = self._queue.take(n) if seq is None else seq
+        if self.sink is not None:  # write-ahead: a row is stored only once the sink has it
+            if isinstance(numbers, int):
+                numbers = np.arange(numbers, numbers + n, dtype=np.int64)
+            block = self._ring.block(probs, logits, numbers, values, slice(0, n), self.labels)
+            write_to_sink(self.sink, block)
         if n > cap:  # only the newest ``cap`` rows can stay
             if isinstance(numbers, int):
                 numbers = np.arange(numbers, numbers + n, dtype=np.int64)
-            if self.on_overflow == "spill":
-                self._spill(self._ring.size)
-                assert self.sink is not None
-                self.sink.write(
-                    self._ring.block(probs, logits, numbers, values, slice(0, n - cap), self.labels)
-                )
             self._evicted += self._ring.size + n - cap
-            self._ring.start = self._ring.size = self._unspilled = 0
+            self._ring.start = self._ring.size = 0
             keep = slice(n - cap, n)
             probs, numbers, values = probs[keep], numbers[keep], ColumnStore.slice(values, keep)
             logits = None if logits is None else logits[keep]
             n = cap
         overflow = max(0, self._ring.size + n - cap)
-        if overflow and self.on_overflow == "spill":
-            spilled = self._ring.size - self._unspilled
-            if overflow > spilled:  # in chunks, so that the sink writes row groups
-                self._spill(max(overflow - spilled, self.spill_chunk))
         self._ring.store(probs, logits, numbers, values, n, overflow)
         self._evicted += overflow
-        self._unspilled = min(self._unspilled + n, self._ring.size)
-
-    def _spill(self, n: int) -> None:
-        """Write the ``n`` oldest rows not yet spilled to the sink; they stay readable."""
-        spilled = self._ring.size - self._unspilled
-        n = min(n, self._unspilled)
-        if n <= 0:
-            return
-        assert self.sink is not None
-        self.sink.write(self._ring.read(self._ring.index(spilled, spilled + n), self.labels))
-        self._unspilled -= n
 
     def flush(self) -> None:
-        """Spill every row not yet written to the sink (for ``on_overflow="spill"``)."""
-        with self._queue.locked():
-            if self.sink is not None:
-                self._spill(self._unspilled)
+        """Store every queued row (and so write it to the sink); a failing sink raises here."""
+        self._queue.drain_now()
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -326,11 +308,7 @@ class ProbBuffer:
     @property
     def finite(self) -> npt.NDArray[np.bool_]:
         """False where a row (or its logits) holds NaN or inf."""
-        with self._queue.locked():
-            idx = self._ring.index()
-            return finite(
-                self._ring.probs[idx], None if self._ring.logits is None else self._ring.logits[idx]
-            )
+        return self.rows().finite
 
     @property
     def keys(self) -> list[Any]:
@@ -394,17 +372,7 @@ class ProbBuffer:
                     "cannot merge buffers with different label spaces, columns, dtype or "
                     f"keep_logits: {first.labels} vs {other.labels}"
                 )
-        parts = [b.rows() for b in buffers]
-        order = np.argsort(np.concatenate([p.seq for p in parts]), kind="stable")
-        logits = [p.logits for p in parts if p.logits is not None]
-        merged = RowBlock(
-            np.concatenate([p.probs for p in parts])[order],
-            np.concatenate([p.seq for p in parts])[order],
-            np.concatenate([p.finite for p in parts])[order],
-            {n: np.concatenate([p.columns[n] for p in parts])[order] for n in first.schema},
-            first.labels,
-            np.concatenate(logits)[order] if logits else None,
-        )
+        merged = RowBlock.merged([b.rows() for b in buffers])
         return cls.from_rows(merged, first.schema, capacity=capacity, dtype=str(first.dtype))
 
     @classmethod

@@ -1,22 +1,23 @@
 """Everything scored against true labels: accuracy, NLL, Brier, calibration error (ECE/MCE,
 adaptive), reliability tables, a streaming state, temperature scaling and split conformal sets.
 
->>> import numpy as np
->>> from probhook import calibration
->>> p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
->>> state = calibration.CalibrationState(n_bins=10)
->>> state.update(p, np.array([0, 1]))
->>> round(state.compute()["accuracy"], 2)
-0.5
->>> rng = np.random.default_rng(0)
->>> logits = rng.normal(size=(500, 4)) * 5
->>> targets = (logits + rng.normal(size=(500, 4)) * 5).argmax(axis=1)
->>> calibration.fit_temperature(logits, targets) > 1  # over-confident logits get softened
-True
->>> probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
->>> q = calibration.conformal_threshold(probs, targets, alpha=0.1)
->>> calibration.prediction_sets(probs, q).shape
-(500, 4)
+Examples:
+    >>> import numpy as np
+    >>> from probhook import calibration
+    >>> p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
+    >>> state = calibration.CalibrationState(n_bins=10)
+    >>> state.update(p, np.array([0, 1]))
+    >>> round(state.compute()["accuracy"], 2)
+    0.5
+    >>> rng = np.random.default_rng(0)
+    >>> logits = rng.normal(size=(500, 4)) * 5
+    >>> targets = (logits + rng.normal(size=(500, 4)) * 5).argmax(axis=1)
+    >>> calibration.fit_temperature(logits, targets) > 1  # over-confident logits get softened
+    True
+    >>> probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    >>> q = calibration.conformal_threshold(probs, targets, alpha=0.1)
+    >>> calibration.prediction_sets(probs, q).shape
+    (500, 4)
 
 Equal-width bins are ``[i/B, (i+1)/B)`` with the last bin closed at 1.0.
 """
@@ -90,9 +91,7 @@ def reliability_table(
     probs: npt.ArrayLike, targets: npt.ArrayLike, n_bins: int = 15
 ) -> ReliabilityTable:
     """Per equal-width confidence bin: row count, mean confidence and accuracy."""
-    state = CalibrationState(n_bins)
-    state.update(probs, targets)
-    return state.reliability()
+    return CalibrationState.of(probs, targets, n_bins).reliability()
 
 
 def calibration_error(
@@ -102,9 +101,7 @@ def calibration_error(
     equal-width confidence bins."""
     if norm not in ("l1", "max"):
         raise ValueError(f"norm must be 'l1' (ECE) or 'max' (MCE), got {norm!r}")
-    state = CalibrationState(n_bins)
-    state.update(probs, targets)
-    return state.compute()["ece" if norm == "l1" else "mce"]
+    return CalibrationState.of(probs, targets, n_bins).compute()["ece" if norm == "l1" else "mce"]
 
 
 def adaptive_calibration_error(
@@ -141,6 +138,13 @@ class CalibrationState:
         self.count = np.zeros(self.n_bins)
         self.conf_sum = np.zeros(self.n_bins)
         self.acc_sum = np.zeros(self.n_bins)
+
+    @classmethod
+    def of(cls, probs: npt.ArrayLike, targets: npt.ArrayLike, n_bins: int = 15) -> CalibrationState:
+        """A state holding ``probs`` and their ``targets`` (the batch form)."""
+        state = cls(n_bins)
+        state.update(probs, targets)
+        return state
 
     def update(self, probs: npt.ArrayLike, targets: npt.ArrayLike) -> None:
         """Add ``(n, C)`` probabilities and their ``(n,)`` target class indices."""
@@ -266,7 +270,7 @@ def conformal_threshold(
     data. LAC gives the smallest sets; APS adapts set size to how spread a row is. Plain APS is
     deterministic and conservative (it keeps the class that crosses the threshold);
     ``randomized=True`` gives coverage close to exactly 1 - alpha and smaller sets. Use the same
-    ``method`` and ``randomized`` for :func:`prediction_sets`.
+    ``method`` and ``randomized`` for [`prediction_sets`][prediction_sets].
     """
     p = np.asarray(probs, dtype=np.float64)
     t = np.asarray(targets)
@@ -301,3 +305,48 @@ def prediction_sets(
     if method == "aps" and not randomized:  # keep the class that crosses the threshold
         return (scores - p) < threshold
     return scores <= threshold
+
+
+def confusion_matrix(probs: npt.ArrayLike, targets: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """``(C, C)`` counts: row = true class, column = predicted (most probable) class.
+
+    Examples:
+        >>> confusion_matrix(np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]), [0, 1, 1]).tolist()
+        [[1, 0], [1, 1]]
+    """
+    p = as_probs(probs)
+    out = np.zeros((p.shape[1], p.shape[1]), dtype=np.int64)
+    np.add.at(out, (_targets(targets, p), p.argmax(axis=1)), 1)
+    return out
+
+
+@dataclass(frozen=True)
+class RiskCoverage:
+    """Accepting the rows whose confidence is at least ``threshold[i]`` keeps ``coverage[i]`` of
+    them at ``accuracy[i]``; one point per distinct confidence, most confident first."""
+
+    threshold: Array
+    coverage: Array
+    accuracy: Array
+
+
+def risk_coverage(probs: npt.ArrayLike, targets: npt.ArrayLike) -> RiskCoverage:
+    """Accuracy against the share of rows accepted as the confidence threshold moves down.
+
+    Examples:
+        >>> rc = risk_coverage(np.array([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6]]), [0, 1, 1])
+        >>> rc.coverage.round(2).tolist(), rc.accuracy.round(2).tolist()
+        ([0.33, 0.67, 1.0], [1.0, 0.5, 0.67])
+    """
+    p = as_probs(probs)
+    correct = p.argmax(axis=1) == _targets(targets, p)
+    conf = max_prob(p)
+    order = np.argsort(-conf, kind="stable")
+    conf, correct = conf[order], correct[order]
+    last_of_tie = np.r_[conf[1:] != conf[:-1], True] if len(conf) else np.zeros(0, bool)
+    accepted = np.arange(1, len(conf) + 1)
+    return RiskCoverage(
+        conf[last_of_tie],
+        (accepted / max(len(conf), 1))[last_of_tie],
+        (np.cumsum(correct) / accepted)[last_of_tie],
+    )

@@ -1,23 +1,24 @@
 """``capture_probs``: forward hooks that keep every prediction's full distribution.
 
->>> import torch
->>> from probhook import capture_probs
->>> model = torch.nn.Linear(4, 3)
->>> with capture_probs(model, labels=["a", "b", "c"]) as cap:
-...     with cap.key("doc-7"):
-...         _ = model(torch.randn(2, 4))
->>> cap.probs.shape, cap.keys
-((2, 3), ['doc-7', 'doc-7'])
->>> cap.get("doc-7").labels
-('a', 'b', 'c')
+Examples:
+    >>> import torch
+    >>> from probhook import capture_probs
+    >>> model = torch.nn.Linear(4, 3)
+    >>> with capture_probs(model, labels=["a", "b", "c"]) as cap:
+    ...     with cap.key("doc-7"):
+    ...         _ = model(torch.randn(2, 4))
+    >>> cap.probs.shape, cap.keys
+    ((2, 3), ['doc-7', 'doc-7'])
+    >>> cap.get("doc-7").labels
+    ('a', 'b', 'c')
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import inspect
+import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -26,13 +27,14 @@ from probhook.head_view import HeadView
 from probhook.heads import HeadSpec
 from probhook.integrations import Adapter, MetaToken, adapter_for
 from probhook.options import CaptureOptions
-from probhook.recording import Recorder
+from probhook.recording import KeyList, Recorder
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _one_head(name: str) -> Any:
-    """A property (or method) of the capture's single head, read through :meth:`Capture.head`."""
+    """A property (or method) of the capture's single head, read through
+    [`Capture.head`][Capture.head]."""
 
     def read(self: Capture) -> Any:
         return getattr(self.head, name)
@@ -43,25 +45,26 @@ def _one_head(name: str) -> Any:
 
 
 class Capture:
-    """A set of forward hooks and the distributions they captured, one :class:`HeadView` per
-    head in :attr:`heads`.
+    """A set of forward hooks and the distributions they captured, one [`HeadView`][HeadView] per
+    head in [`heads`][heads].
 
-    Use it as a context manager, a decorator, or by hand with :meth:`start` / :meth:`stop`.
+    Use it as a context manager, a decorator, or by hand with [`start`][start] / [`stop`][stop].
     Reads such as ``probs``, ``get`` or ``to_pandas`` are shortcuts to the single head and say
     so clearly when there are several; ``len(cap)``, ``capacity`` and ``evicted`` cover all
     heads.
 
-    >>> import torch
-    >>> from probhook import capture_probs
-    >>> model = torch.nn.Linear(4, 3)
-    >>> cap = capture_probs(model, temperature=2.0)
-    >>> cap.start()
-    >>> _ = model(torch.randn(5, 4))
-    >>> cap.stop()
-    >>> len(cap), cap.labels
-    (5, ('0', '1', '2'))
-    >>> bool(abs(cap.probs.sum(axis=1) - 1).max() < 1e-6)
-    True
+    Examples:
+        >>> import torch
+        >>> from probhook import capture_probs
+        >>> model = torch.nn.Linear(4, 3)
+        >>> cap = capture_probs(model, temperature=2.0)
+        >>> cap.start()
+        >>> _ = model(torch.randn(5, 4))
+        >>> cap.stop()
+        >>> len(cap), cap.labels
+        (5, ('0', '1', '2'))
+        >>> bool(abs(cap.probs.sum(axis=1) - 1).max() < 1e-6)
+        True
     """
 
     def __init__(self, target: Any = None, **options: Any) -> None:
@@ -104,7 +107,7 @@ class Capture:
         adapter = adapter_for(target)
         specs = adapter.heads(self.options.heads)
         known = set(self.heads)
-        self._recorder.columns = adapter.columns
+        self._recorder.begin(adapter.columns)
         try:
             with contextlib.ExitStack() as stack:
                 self._adapter = adapter
@@ -128,7 +131,7 @@ class Capture:
         try:
             stack.close()
         finally:
-            self._recorder.flush(self.heads)
+            self._recorder.end(self.heads)  # rows of every finished forward reach the sink
         if warn:
             for name, before in self._appended_at_start.items():
                 if self.heads[name].appended == before:
@@ -140,10 +143,10 @@ class Capture:
                     )
 
     def close(self) -> None:
-        """Stop, and close the sink (the file is complete once this returns)."""
+        """Stop, and close the sink (the file is complete once this returns). After a failure
+        (a full disk, say), calling it again writes what was left and closes."""
         self.stop(warn=False)
-        if self.sink is not None:
-            self.sink.close()
+        self._recorder.close_sink()
 
     def __enter__(self) -> Capture:
         self.start()
@@ -151,43 +154,27 @@ class Capture:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.stop(warn=exc_type is None)
-        if self.sink is not None:
-            self.sink.close()
+        self._recorder.close_sink()
 
     def __call__(self, fn: F) -> F:
-        """Decorate ``fn``: each call runs inside this capture; ``fn.capture`` is the capture."""
-        path: list[str] = self.target.split(".") if isinstance(self.target, str) else []
-        param = path[0] if path else None
-        signature = inspect.signature(fn)
-        if param is not None and param not in signature.parameters:
-            raise TypeError(f"{fn.__qualname__} has no parameter {param!r} to capture")
+        """Decorate ``fn``: each call runs inside this capture; ``fn.capture`` is the capture
+        (see [`probhook.decorator.decorate`][probhook.decorator.decorate])."""
+        from probhook.decorator import decorate
 
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            target = None
-            if param is not None:
-                bound = signature.bind(*args, **kwargs)
-                bound.apply_defaults()
-                target = bound.arguments[param]
-                for attr in path[1:]:  # "self.model" on a method
-                    target = getattr(target, attr)
-            self.start(target)
-            ok = False
-            try:
-                result = fn(*args, **kwargs)
-                ok = True
-                return result
-            finally:
-                self.stop(warn=ok)
-
-        wrapper.capture = self  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
+        return decorate(self, fn)
 
     # -- keys ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def key(self, key: Hashable, **meta: Any) -> Iterator[None]:
-        """Rows captured inside the block carry ``key`` (and ``meta`` columns)."""
+        """Rows captured inside the block carry ``key`` and one column per ``meta`` value.
+
+        Keys are ``str``, ``int`` or tuples of them (they keep their type in files); columns
+        must be given from the first ``key(...)`` on, before the head's first row.
+        """
+        for value in key if isinstance(key, list) else [key]:
+            _check_key(value)
+        self._recorder.declare(meta, self.heads)
         token = self._meta.set({"key": key, **meta})
         try:
             yield
@@ -195,15 +182,16 @@ class Capture:
             self._meta.reset(token)
 
     def keys_for(self, keys: Sequence[Hashable]) -> contextlib.AbstractContextManager[None]:
-        """Rows of the next batch carry one key each, in batch order."""
-        return self.key(list(keys))  # type: ignore[arg-type]
+        """Rows of the next forward of each head carry one key each, in batch order; later
+        forwards inside the block have no key."""
+        return self.key(KeyList(keys))  # type: ignore[arg-type]
 
     def set_meta(self, meta: dict[str, Any] | None) -> MetaToken[dict[str, Any] | None]:
         """For integrations: make ``meta`` current in this thread/context; returns a reset token."""
         return self._meta.set(meta)
 
     def reset_meta(self, token: MetaToken[dict[str, Any] | None]) -> None:
-        """For integrations: undo :meth:`set_meta`."""
+        """For integrations: undo [`set_meta`][set_meta]."""
         self._meta.reset(token)
 
     # -- hooks --------------------------------------------------------------------------------
@@ -226,6 +214,7 @@ class Capture:
             )
         handle = spec.module.register_forward_hook(self._recorder.forward_hook(spec, view))
         stack.callback(handle.remove)
+        stack.enter_context(_sharing_check(spec))
 
     def _labels_for(self, spec: HeadSpec) -> tuple[str, ...] | None:
         labels = self.options.labels
@@ -309,22 +298,67 @@ def capture_probs(target: Any = None, **options: Any) -> Capture:
 
     ``target`` is a ``torch.nn.Module`` (a Hugging Face ``*ForSequenceClassification`` or any
     module returning ``(batch, classes)`` logits), a list of modules, an object of a framework
-    that :mod:`probhook.integrations` knows (a document-analysis pipeline, component or wrapper),
-    or, for a decorator, the name of the decorated function's parameter that holds the model
-    (``"self.model"`` on a method).
+    that [`probhook.integrations`][probhook.integrations] knows (a document-analysis pipeline,
+    component or wrapper), or, for a decorator, the name of the decorated function's parameter that
+    holds the model (``"self.model"`` on a method).
 
-    >>> import torch
-    >>> from probhook import capture_probs
-    >>> model = torch.nn.Linear(4, 2)
-    >>> @capture_probs(target="net", labels=["no", "yes"])
-    ... def predict(net, x):
-    ...     return net(x)
-    >>> _ = predict(model, torch.randn(3, 4))
-    >>> len(predict.capture), predict.capture.get(None) is not None
-    (3, True)
+    Examples:
+        >>> import torch
+        >>> from probhook import capture_probs
+        >>> model = torch.nn.Linear(4, 2)
+        >>> @capture_probs(target="net", labels=["no", "yes"])
+        ... def predict(net, x):
+        ...     return net(x)
+        >>> _ = predict(model, torch.randn(3, 4))
+        >>> len(predict.capture), predict.capture.get(None) is not None
+        (3, True)
 
-    The options are keyword-only, the same for :class:`Capture`, and checked here:
+    The options are keyword-only, the same for [`Capture`][Capture], and checked here:
     ``capacity``, ``heads``, ``activation``, ``temperature``, ``labels``, ``dtype``,
-    ``on_overflow``, ``sink``, ``keep_logits`` (see :class:`~probhook.options.CaptureOptions`).
+    ``on_overflow``, ``sink``, ``keep_logits`` (see
+    [`CaptureOptions`][probhook.options.CaptureOptions]).
     """
     return Capture(target, **options)
+
+
+def _check_key(key: Any) -> None:
+    ok = (
+        key is None
+        or type(key) in (str, int)
+        or (type(key) is tuple and all(type(k) in (str, int) for k in key))
+    )
+    if not ok:
+        raise TypeError(
+            f"keys must be str, int or tuples of them (they are written to files as such), "
+            f"got {type(key).__name__}: {key!r}"
+        )
+
+
+_HOOKED: dict[int, list[int]] = {}  # id(module) -> threads of the active captures hooking it
+_HOOKED_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _sharing_check(spec: HeadSpec) -> Iterator[None]:
+    """Warn when captures started in two threads hook one module: each sees every forward of
+    it, from any thread (the documented rule), so their rows mix."""
+    module, thread = id(spec.module), threading.get_ident()
+    with _HOOKED_LOCK:
+        threads = _HOOKED.setdefault(module, [])
+        others = set(threads) - {thread}
+        threads.append(thread)
+    if others:
+        warnings.warn(
+            f"{spec.name} is also hooked by a capture started in another thread; a capture "
+            "sees every forward of the modules it hooks, from any thread, so both captures get "
+            "both threads' rows. Give each thread its own model, or one capture with keys",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    try:
+        yield
+    finally:
+        with _HOOKED_LOCK:
+            threads.remove(thread)
+            if not threads:
+                del _HOOKED[module]

@@ -29,7 +29,8 @@ PROGRESS_SECONDS = 30.0
 class PageResult:
     """One page as the command line reports it; ``dist`` is None for a page with no words.
 
-    Confidence, margin and entropy come from :mod:`probhook.metrics`, as in the rows file.
+    Confidence, margin and entropy come from [`probhook.metrics`][probhook.metrics], as in the rows
+    file.
     """
 
     document: Path
@@ -60,9 +61,11 @@ class PageResult:
 
     @property
     def flagged(self) -> bool:
-        """Below ``min_confidence`` or ``min_margin``."""
+        """Below ``min_confidence`` or ``min_margin``, or non-finite (NaN or inf: no prediction)."""
         if self.dist is None:
             return False
+        if self.dist.predicted is None:
+            return True
         low = self.min_confidence is not None and self.confidence < self.min_confidence
         return low or (self.min_margin is not None and self.margin < self.min_margin)
 
@@ -72,7 +75,7 @@ class Totals:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.flagged = self.unclassified = 0
+        self.flagged = self.unclassified = self.nonfinite = 0
         self.confidence_sum = 0.0
         self.documents: set[Path] = set()
 
@@ -82,14 +85,18 @@ class Totals:
         if result.dist is None:
             self.unclassified += 1
             return
-        self.counts[result.dist.predicted] += 1
         self.flagged += result.flagged
+        predicted = result.dist.predicted
+        if predicted is None:  # NaN or inf: no prediction, no confidence
+            self.nonfinite += 1
+            return
+        self.counts[predicted] += 1
         self.confidence_sum += result.confidence
 
     @property
     def classified(self) -> int:
-        """Pages with a distribution."""
-        return sum(self.counts.values())
+        """Pages with a distribution (finite or not)."""
+        return sum(self.counts.values()) + self.nonfinite
 
 
 class TableWriter:
@@ -112,6 +119,8 @@ class TableWriter:
         name = r.document.name
         if r.dist is None:
             return f"{name:<{self.width}} {r.page:>4}  (no words: not classified)"
+        if r.dist.predicted is None:
+            return f"{name:<{self.width}} {r.page:>4}  (NaN or inf: no prediction)  <- review"
         tops = "  ".join(f"{label} {p:.2f}" for label, p in r.dist.top_k(self.top_k))
         return (f"{name:<{self.width}} {r.page:>4}  {r.dist.predicted:<{self.label_width}} "
                 f"{r.confidence:>5.2f} {r.margin:>6.2f}  {tops}"
@@ -136,6 +145,9 @@ class JsonWriter:
         if r.dist is None:
             record.update(predicted=None, confidence=None, margin=None, entropy=None,
                           flagged=False, probs=None)  # fmt: skip
+        elif r.dist.predicted is None:  # NaN or inf: JSON has no NaN, so null
+            record.update(predicted=None, confidence=None, margin=None, entropy=None,
+                          flagged=True, probs={k: None for k in r.dist.labels})  # fmt: skip
         else:
             record.update(predicted=r.dist.predicted, confidence=r.confidence, margin=r.margin,
                           entropy=r.entropy, flagged=r.flagged, probs=r.dist.as_dict())  # fmt: skip
@@ -219,16 +231,18 @@ def summary_lines(
                      "classified pages; the rows file holds every one of them")  # fmt: skip
     elif interrupted:
         lines.append(f"interrupted by {interrupted} before any page was classified")
-    pages = totals.classified
+    pages, finite = totals.classified, totals.classified - totals.nonfinite
     if pages:
-        mean = totals.confidence_sum / pages
+        mean = f"mean confidence {totals.confidence_sum / finite:.2f}; " if finite else ""
         lines.append(
             f"{pages} pages classified in {len(totals.documents)} documents; "
-            f"mean confidence {mean:.2f}; {totals.flagged} flagged for review"
+            f"{mean}{totals.flagged} flagged for review"
         )
         lines.append("predicted: " + ", ".join(f"{k} {n}" for k, n in totals.counts.most_common()))
     else:
         lines.append("no page classified")
+    if totals.nonfinite:
+        lines.append(f"{totals.nonfinite} pages had NaN or inf in the model output: no prediction")
     if totals.unclassified:
         lines.append(f"{totals.unclassified} pages had no words and were not classified")
     if skipped:

@@ -2,13 +2,14 @@
 into a table of values, so that a block of rows sharing one value (a head name, a document id, the
 key of a batch) writes one code into every row instead of one object reference per row.
 
->>> import numpy as np
->>> from probhook.column_store import ColumnStore
->>> cols = ColumnStore({"key": "str", "page": "int"}, capacity=4)
->>> values = cols.prepare({"key": "doc-1", "page": [1, 2]}, 2)
->>> cols.store(values, [(slice(0, 2), slice(0, 2))], survivors=lambda: np.arange(0))
->>> cols.read("key", np.arange(2)).tolist(), cols.read("page", np.arange(2)).tolist()
-(['doc-1', 'doc-1'], [1, 2])
+Examples:
+    >>> import numpy as np
+    >>> from probhook.column_store import ColumnStore
+    >>> cols = ColumnStore({"key": "str", "page": "int"}, capacity=4)
+    >>> values = cols.prepare({"key": "doc-1", "page": [1, 2]}, 2)
+    >>> cols.store(values, [(slice(0, 2), slice(0, 2))], survivors=lambda: np.arange(0))
+    >>> cols.read("key", np.arange(2)).tolist(), cols.read("page", np.arange(2)).tolist()
+    (['doc-1', 'doc-1'], [1, 2])
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ _NO_CODE = Broadcast(0)  # the code of None
 class ColumnStore:
     """``capacity`` rows of each column in ``schema`` (name -> ``"int"`` or ``"str"``).
 
-    Values go in as a dict from :meth:`prepare` (one :class:`Broadcast` value, or one value per row)
-    and come out of :meth:`read` decoded: ``str`` columns as object arrays, ``int`` columns as
-    int64 with :data:`~probhook.block.INT_NA` where a row has no value.
+    Values go in as a dict from [`prepare`][prepare] (one [`Broadcast`][Broadcast] value, or one
+    value per row) and come out of [`read`][read] decoded: ``str`` columns as object arrays, ``int``
+    columns as int64 with [`INT_NA`][probhook.block.INT_NA] where a row has no value.
     """
 
     def __init__(self, schema: Mapping[str, ColumnKind], capacity: int) -> None:
@@ -173,7 +174,7 @@ class ColumnStore:
         return {name: self.read(name, idx) for name in self.schema}
 
     def block(self, values: Mapping[str, Any], sl: slice, n: int) -> dict[str, npt.NDArray[Any]]:
-        """Prepared values of rows ``sl`` of a block (``n`` rows) as :meth:`read` gives them."""
+        """Prepared values of rows ``sl`` of a block (``n`` rows) as [`read`][read] gives them."""
         out = {}
         for name, value in values.items():
             kind = object if name in self._tables else np.int64
@@ -198,13 +199,14 @@ class ValueTable:
     the table holds at most about twice the values the rows use. The owner sizes ``slots`` so
     that the rows it keeps plus one write always fit.
 
-    >>> names = ValueTable(slots=5)
-    >>> codes = names.encode(["a", "b", "a", None], live=lambda: codes)
-    >>> names.decode(codes).tolist()
-    ['a', 'b', 'a', None]
-    >>> code = names.encode(["h", "h"], live=lambda: codes)  # one value for the block: one code
-    >>> names.values[code]
-    'h'
+    Examples:
+        >>> names = ValueTable(slots=5)
+        >>> codes = names.encode(["a", "b", "a", None], live=lambda: codes)
+        >>> names.decode(codes).tolist()
+        ['a', 'b', 'a', None]
+        >>> code = names.encode(["h", "h"], live=lambda: codes)  # one value for the block: one code
+        >>> names.values[code]
+        'h'
     """
 
     def __init__(self, slots: int) -> None:

@@ -1,14 +1,16 @@
-"""Lossless export of a head's rows: Arrow, pandas, Parquet (columns: see :mod:`probhook.arrow`).
+"""Lossless export of a head's rows: Arrow, pandas, Parquet (columns: see
+[`probhook.arrow`][probhook.arrow]).
 
->>> import numpy as np, tempfile, os
->>> from probhook import ProbBuffer, load
->>> from probhook.export import to_parquet
->>> from probhook.head_view import HeadView
->>> view = HeadView("clf", buffer=ProbBuffer(2, 4, labels=["no", "yes"]))
->>> view.buffer.append_batch(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32), keys=["a", "b"])
->>> path = to_parquet(view, os.path.join(tempfile.mkdtemp(), "run.parquet"))
->>> load(path).get("b").predicted
-'yes'
+Examples:
+    >>> import numpy as np, tempfile, os
+    >>> from probhook import ProbBuffer, load
+    >>> from probhook.export import to_parquet
+    >>> from probhook.head_view import HeadView
+    >>> view = HeadView("clf", buffer=ProbBuffer(2, 4, labels=["no", "yes"]))
+    >>> view.buffer.append_batch(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32), keys=["a", "b"])
+    >>> path = to_parquet(view, os.path.join(tempfile.mkdtemp(), "run.parquet"))
+    >>> load(path).get("b").predicted
+    'yes'
 
 A head with no rows exports an empty table with the same columns.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from probhook._extras import require
 from probhook.arrow import rows_to_arrow
 from probhook.block import RowSource
 
@@ -33,12 +36,15 @@ def to_arrow(source: RowSource) -> pa.Table:
 
 def to_pandas(source: RowSource) -> pd.DataFrame:
     """One DataFrame row per kept row of ``source``."""
+    require("pandas", "pandas", "to_pandas()")
+    require("pyarrow", "pandas", "to_pandas()")
     df: pd.DataFrame = to_arrow(source).to_pandas()
     return df
 
 
 def to_parquet(source: RowSource, path: str | os.PathLike[str]) -> str:
     """Write the kept rows of ``source`` to Parquet; returns the path."""
+    require("pyarrow", "parquet", "to_parquet()")
     import pyarrow.parquet as pq
 
     pq.write_table(to_arrow(source), path)

@@ -1,14 +1,15 @@
-"""The rows of one head, read: what ``cap.heads[name]`` and :func:`load` return.
+"""The rows of one head, read: what ``cap.heads[name]`` and [`load`][load] return.
 
->>> import numpy as np
->>> from probhook import ProbBuffer
->>> from probhook.head_view import HeadView
->>> view = HeadView("clf", buffer=ProbBuffer(3, 10, labels=["letter", "invoice", "memo"]))
->>> view.buffer.append_batch(np.array([[0.8, 0.1, 0.1], [0.4, 0.35, 0.25]]), keys=["p1", "p2"])
->>> view.flag(min_margin=0.1).tolist()
-[False, True]
->>> view.top_k(1)
-[[('letter', 0.8...)], [('letter', 0.4...)]]
+Examples:
+    >>> import numpy as np
+    >>> from probhook import ProbBuffer
+    >>> from probhook.head_view import HeadView
+    >>> view = HeadView("clf", buffer=ProbBuffer(3, 10, labels=["letter", "invoice", "memo"]))
+    >>> view.buffer.append_batch(np.array([[0.8, 0.1, 0.1], [0.4, 0.35, 0.25]]), keys=["p1", "p2"])
+    >>> view.flag(min_margin=0.1).tolist()
+    [False, True]
+    >>> view.top_k(1)
+    [[('letter', 0.8...)], [('letter', 0.4...)]]
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class HeadView:
         name: the head's name.
         labels: class names in column order, when known before the first row.
         columns: the head's extra metadata columns (name -> ``"int"`` or ``"str"``).
-        key_of: maps what a user passes to :meth:`get` (a page, say) to a stored key.
+        key_of: maps what a user passes to [`get`][get] (a page, say) to a stored key.
         buffer: the rows; a capture attaches one at the head's first forward.
     """
 
@@ -151,11 +152,11 @@ class HeadView:
         return self._named(self._buffer.lookup(self._normalize_key(key)))
 
     def latest(self) -> Distribution | None:
-        """The newest row's distribution (O(1), unlike :meth:`get`), or None."""
+        """The newest row's distribution (O(1), unlike [`get`][get]), or None."""
         return None if self._buffer is None else self._named(self._buffer.latest())
 
     def distributions(self) -> Iterator[Distribution]:
-        """Every kept row as a :class:`Distribution`, oldest first."""
+        """Every kept row as a [`Distribution`][Distribution], oldest first."""
         if self._buffer is not None:
             for dist in self._buffer:
                 yield self._named(dist)  # type: ignore[misc]
@@ -216,28 +217,32 @@ class HeadView:
     def flag(
         self,
         *,
-        min_confidence: float | None = None,
-        min_margin: float | None = None,
-        max_entropy: float | None = None,
+        min_confidence: metrics.Threshold = None,
+        min_margin: metrics.Threshold = None,
+        max_entropy: metrics.Threshold = None,
     ) -> npt.NDArray[np.bool_]:
-        """Which rows (oldest first, aligned with ``keys``) to send to a person."""
+        """Which rows (oldest first, aligned with ``keys``) to send to a person.
+
+        Each threshold is one number, or a dict per predicted label
+        (``min_confidence={"invoice": 0.9, "letter": 0.6}``; labels left out are not checked).
+        """
         return metrics.flag(
             self._probs2d(),
             min_confidence=min_confidence,
             min_margin=min_margin,
             max_entropy=max_entropy,
+            labels=self.labels,
         )
 
-    def flagged_keys(self, **thresholds: float) -> list[Any]:
-        """The keys (page ids) of the rows :meth:`flag` selects."""
+    def flagged_keys(self, **thresholds: metrics.Threshold) -> list[Any]:
+        """The keys (page ids) of the rows [`flag`][flag] selects (same thresholds)."""
         return [k for k, f in zip(self.keys, self.flag(**thresholds), strict=False) if f]
 
     def calibration(self, targets: Sequence[Any], n_bins: int = 15) -> dict[str, float]:
         """Accuracy, NLL, Brier, ECE and MCE of the kept rows against true labels (label names
         or class indices, aligned with the rows)."""
-        state = calibration.CalibrationState(n_bins)
-        state.update(self._probs2d(), self.target_indices(targets))
-        return state.compute()
+        targets_ = self.target_indices(targets)
+        return calibration.CalibrationState.of(self._probs2d(), targets_, n_bins).compute()
 
     def target_indices(self, targets: Sequence[Any]) -> npt.NDArray[np.int64]:
         """Class indices for ``targets`` given as label names or indices."""
@@ -258,7 +263,7 @@ class HeadView:
     # -- export, plots, notebook: thin calls into the presentation modules --------------------
 
     def to_arrow(self) -> pa.Table:
-        """One Arrow row per kept row (see :mod:`probhook.arrow` for the columns)."""
+        """One Arrow row per kept row (see [`probhook.arrow`][probhook.arrow] for the columns)."""
         from probhook.export import to_arrow
 
         return to_arrow(self)
@@ -290,13 +295,16 @@ class HeadView:
         return heads_html([self])
 
 
-def load(path: str | os.PathLike[str]) -> HeadView:
-    """Read a file written by ``to_parquet`` or a streaming sink back into a read-only view.
+def load(path: str | os.PathLike[str], *, strict: bool = False) -> HeadView:
+    """Read a file written by ``to_parquet`` or a sink back into a read-only view.
 
     For a multi-head capture the sink writes one file per head (see
-    :class:`~probhook.sink.FileSink`).
+    [`FileSink`][probhook.sink.FileSink]). A file a killed run left behind loads every complete
+    block, with a warning giving the count; ``strict=True`` refuses partial files.
     """
+    from probhook._extras import require
     from probhook.arrow import arrow_to_rows, read_table
 
-    rows, schema, dtype = arrow_to_rows(read_table(path))
+    require("pyarrow", "parquet", "probhook.load()")
+    rows, schema, dtype = arrow_to_rows(read_table(path, strict=strict))
     return HeadView(Path(path).stem, buffer=ProbBuffer.from_rows(rows, schema, dtype=dtype))

@@ -4,17 +4,18 @@ The vocabulary shared by every target (plain modules, Hugging Face models, integ
 
 * a *head* is a module whose forward output is a ``(batch, classes)`` tensor or has ``.logits``;
 * a *selector* (``heads=``) picks heads by dotted name, glob, module type or predicate
-  (:func:`matches` decides one entry, for every integration alike).
+  ([`matches`][matches] decides one entry, for every integration alike).
 
-Turning a head's logits into probabilities is :mod:`probhook._torch`'s job.
+Turning a head's logits into probabilities is ``probhook._torch``'s job.
 
->>> import torch
->>> from probhook.heads import find_heads
->>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
->>> print(*[h.name for h in find_heads(model)])
-model
->>> print(*[h.name for h in find_heads(model, heads="2")])
-2
+Examples:
+    >>> import torch
+    >>> from probhook.heads import find_heads
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    >>> print(*[h.name for h in find_heads(model)])
+    model
+    >>> print(*[h.name for h in find_heads(model, heads="2")])
+    2
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class HeadSpec:
     name: str
     module: torch.nn.Module
     labels: tuple[str, ...] | None = None
+    config: Any = None  # the Hugging Face config the head belongs to (labels, problem type)
 
 
 def config_labels(module: Any) -> tuple[str, ...] | None:
@@ -112,7 +114,8 @@ def _heads_of(module: Any, heads: Selector | None, root_name: str) -> list[HeadS
                 "heads= cannot select inside a torch.compile'd module (hooks inside would be "
                 "traced into the graph); pass the uncompiled module or leave heads= unset"
             )
-        return [HeadSpec(root_name, module, labels=config_labels(compiled))]
+        config = getattr(compiled, "config", None)
+        return [HeadSpec(root_name, module, config_labels(compiled), config)]
     named = list(module.named_modules())
     if heads is None:
         found = [(n, m) for n, m in named if _is_hf_classifier(m)]
@@ -127,10 +130,23 @@ def _heads_of(module: Any, heads: Selector | None, root_name: str) -> list[HeadS
         found = [(n, m) for n, m in named if any(matches(s, n, m) for s in selectors)]
         if not found:
             raise ValueError(_not_found(module, named, f"nothing matched heads={heads!r}"))
-    return [
-        HeadSpec(root_name if n == "" else n, m, labels=config_labels(m))
-        for n, m in _outermost(found)
-    ]
+    owners = dict(named)
+    specs = []
+    for n, m in _outermost(found):
+        owner = _config_owner(owners, n)  # a selected classifier layer keeps its model's labels
+        specs.append(HeadSpec(root_name if n == "" else n, m, config_labels(owner), owner.config
+                              if hasattr(owner, "config") else None))  # fmt: skip
+    return specs
+
+
+def _config_owner(modules: dict[str, Any], name: str) -> Any:
+    """The module ``name`` or its nearest ancestor that carries a Hugging Face config."""
+    parts = name.split(".") if name else []
+    for i in range(len(parts), -1, -1):
+        module = modules.get(".".join(parts[:i]))
+        if getattr(getattr(module, "config", None), "id2label", None):
+            return module
+    return modules[name]
 
 
 def _not_found(module: Any, named: list[tuple[str, Any]], why: str) -> str:

@@ -1,18 +1,21 @@
 """Per-row uncertainty over ``(n, C)`` probability arrays, vectorised: confidence, margin,
-entropy, top-k and the review rule. Scores against true labels live in :mod:`probhook.calibration`.
+entropy, top-k and the review rule. Scores against true labels live in
+[`probhook.calibration`][probhook.calibration].
 
->>> import numpy as np
->>> from probhook import metrics
->>> p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
->>> metrics.max_prob(p).tolist(), np.round(metrics.margin(p), 2).tolist()
-([0.7, 0.4], [0.5, 0.05])
->>> metrics.flag(p, min_confidence=0.5).tolist()
-[False, True]
+Examples:
+    >>> import numpy as np
+    >>> from probhook import metrics
+    >>> p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
+    >>> metrics.max_prob(p).tolist(), np.round(metrics.margin(p), 2).tolist()
+    ([0.7, 0.4], [0.5, 0.05])
+    >>> metrics.flag(p, min_confidence=0.5).tolist()
+    [False, True]
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -62,21 +65,54 @@ def top_k(
     return idx, np.take_along_axis(p, idx, axis=1)
 
 
+Threshold: TypeAlias = "float | Mapping[str, float] | None"
+"""A review threshold: one number for every row, or one per predicted label."""
+
+
 def flag(
     probs: npt.ArrayLike,
     *,
-    min_confidence: float | None = None,
-    min_margin: float | None = None,
-    max_entropy: float | None = None,
+    min_confidence: Threshold = None,
+    min_margin: Threshold = None,
+    max_entropy: Threshold = None,
+    labels: Sequence[str] | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Rows to send to a person: below ``min_confidence`` or ``min_margin``, or above
-    ``max_entropy`` (normalised entropy, 0..1). Non-finite rows are always flagged."""
+    ``max_entropy`` (normalised entropy, 0..1). Non-finite rows are always flagged.
+
+    A threshold given as a dict applies per predicted label (``labels`` names the columns);
+    a label the dict leaves out is not checked by that threshold.
+
+    Examples:
+        >>> p = np.array([[0.85, 0.15], [0.85, 0.15], [0.3, 0.7]])
+        >>> flag(p, min_confidence={"invoice": 0.9, "letter": 0.6},
+        ...      labels=["invoice", "letter"]).tolist()
+        [True, True, False]
+    """
     p = as_probs(probs)
     out = ~np.isfinite(p).all(axis=1)
     if min_confidence is not None:
-        out |= max_prob(p) < min_confidence
+        out |= max_prob(p) < _per_row("min_confidence", min_confidence, p, labels)
     if min_margin is not None:
-        out |= margin(p) < min_margin
+        out |= margin(p) < _per_row("min_margin", min_margin, p, labels)
     if max_entropy is not None:
-        out |= entropy(p, normalized=True) > max_entropy
+        out |= entropy(p, normalized=True) > _per_row("max_entropy", max_entropy, p, labels)
     return np.asarray(out, dtype=bool)
+
+
+def _per_row(
+    name: str, threshold: float | Mapping[str, float], p: Array, labels: Sequence[str] | None
+) -> float | npt.NDArray[np.float64]:
+    """A scalar threshold as given; a per-label one as each row's threshold (NaN: none)."""
+    if not isinstance(threshold, Mapping):
+        return float(threshold)
+    if labels is None or len(labels) != p.shape[1]:
+        raise ValueError(
+            f"{name} per class ({dict(threshold)}) needs labels=, the {p.shape[1]} class names "
+            f"in column order; got {None if labels is None else list(labels)}"
+        )
+    unknown = sorted(set(threshold) - set(labels))
+    if unknown:
+        raise ValueError(f"{name} names {unknown}, which are not among the labels {list(labels)}")
+    by_column = np.array([threshold.get(label, np.nan) for label in labels], dtype=np.float64)
+    return by_column[np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)] if len(p) else by_column[:0]

@@ -1,12 +1,13 @@
 """The options of a capture: one frozen object, checked once, when the capture is created.
 
->>> from probhook.options import CaptureOptions
->>> CaptureOptions(capacity=100, temperature=2.0).temperature
-2.0
->>> CaptureOptions(activation="softmx")
-Traceback (most recent call last):
-...
-ValueError: activation must be one of ('auto', 'softmax', 'sigmoid', 'none'), got 'softmx'
+Examples:
+    >>> from probhook.options import CaptureOptions
+    >>> CaptureOptions(capacity=100, temperature=2.0).temperature
+    2.0
+    >>> CaptureOptions(activation="softmx")
+    Traceback (most recent call last):
+    ...
+    ValueError: activation must be one of ('auto', 'softmax', 'sigmoid', 'none'), got 'softmx'
 """
 
 from __future__ import annotations
@@ -28,12 +29,61 @@ Selector = Union[str, type, Predicate, Sequence[Union[str, type, Predicate]]]  #
 Labels = Union[Sequence[str], Mapping[str, Sequence[str]]]  # noqa: UP007
 
 
-def check_capacity(capacity: Any) -> None:
-    """A capacity is a positive int (``None``: derived from a memory budget)."""
+def check_capacity(capacity: Any, name: str = "capacity") -> None:
+    """A row count is a positive int (``None``: derived from a memory budget)."""
     if capacity is not None and (
         type(capacity) is bool or not isinstance(capacity, int) or capacity < 1
     ):
-        raise ValueError(f"capacity must be a positive int, got {capacity!r}")
+        raise ValueError(f"{name} must be a positive int, got {capacity!r}")
+
+
+def check_positive(name: str, value: Any) -> None:
+    """A positive finite number."""
+    if (
+        type(value) is bool
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def check_labels(labels: Any) -> None:
+    """Labels are distinct once written as text (export columns are named after them)."""
+    groups = labels.values() if isinstance(labels, Mapping) else [labels]
+    for group in groups:
+        if group is None:
+            continue
+        if isinstance(group, str):
+            raise TypeError(f"labels must be a list of names, got the string {group!r}")
+        names = [str(label) for label in group]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"labels must be distinct, but {repeated} appear more than once in "
+                f"{list(group)} (as text, which names the export columns)"
+            )
+
+
+MIN_ROW_BYTES = 46
+"""Bytes a row takes at least (one probability, sequence number, key and head codes and
+their value-table share): enough to refuse a capacity no machine here could hold."""
+
+
+def check_memory(capacity: int, row_bytes: int = MIN_ROW_BYTES) -> None:
+    """Refuse a capacity whose buffer (``row_bytes`` a row) could not fit in this machine's
+    memory."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf: nothing to compare with
+        return
+    need = capacity * row_bytes
+    if need > total:
+        raise MemoryError(
+            f"capacity={capacity} needs at least {need / 2**30:.1f} GiB per head, but this "
+            f"machine has {total / 2**30:.1f} GiB; lower capacity= (rows older than the "
+            "capacity can go to a sink=)"
+        )
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -44,7 +94,8 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class CaptureOptions:
-    """The keyword options of :func:`probhook.capture_probs` and :class:`probhook.Capture`.
+    """The keyword options of [`probhook.capture_probs`][probhook.capture_probs] and
+    [`probhook.Capture`][probhook.Capture].
 
     Attributes:
         capacity: rows kept per head (a ring buffer: the oldest go first, counted in
@@ -56,10 +107,15 @@ class CaptureOptions:
         labels: class names in column order (or ``{head: names}``); default: the HF config's
             ``id2label``, else ``"0" .. "C-1"``.
         dtype: storage dtype of the probabilities: ``float32``, ``float16`` or ``float64``.
-        on_overflow: ``"overwrite"``, ``"error"`` or ``"spill"`` (see :class:`ProbBuffer`).
-        sink: a :class:`~probhook.sink.Sink` or a file path (``.parquet`` or ``.arrows``) that
+        on_overflow: ``"overwrite"``, ``"error"`` or ``"spill"`` (see [`ProbBuffer`][ProbBuffer]).
+        sink: a [`Sink`][probhook.sink.Sink] or a file path (``.parquet`` or ``.arrows``) that
             receives every row; implies ``on_overflow="spill"``.
         keep_logits: also keep raw logits (for temperature fitting); 4 bytes per class per row.
+        flush_rows: with a sink, every row is in the file (written and flushed to the
+            operating system) at most this many rows after its forward ...
+        flush_seconds: ... or this many seconds after it, even if no other forward comes.
+        output: which element of a tuple/list output holds the logits (an index), or which
+            attribute (a name); default: ``.logits``, else the one 2-D floating tensor.
     """
 
     capacity: int = 10_000
@@ -71,16 +127,26 @@ class CaptureOptions:
     on_overflow: OverflowPolicy = "overwrite"
     sink: Any = None
     keep_logits: bool = False
+    flush_rows: int = 1000
+    flush_seconds: float = 1.0
+    output: int | str | None = None
 
     def __post_init__(self) -> None:
         check_capacity(self.capacity)
+        check_capacity(self.flush_rows, "flush_rows")
+        check_positive("flush_seconds", self.flush_seconds)
+        object.__setattr__(self, "flush_seconds", float(self.flush_seconds))
+        if self.output is not None and (
+            type(self.output) is bool or not isinstance(self.output, (int, str))
+        ):
+            raise TypeError(f"output must be an index or an attribute name, got {self.output!r}")
+        check_labels(self.labels)
+        check_memory(self.capacity)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("on_overflow", self.on_overflow, OVERFLOW_POLICIES)
-        t = self.temperature
-        if type(t) is bool or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-            raise ValueError(f"temperature must be a positive finite number, got {t!r}")
-        object.__setattr__(self, "temperature", float(t))
+        check_positive("temperature", self.temperature)
+        object.__setattr__(self, "temperature", float(self.temperature))
         if self.sink is not None:
             if self.on_overflow == "error":
                 raise ValueError(
@@ -88,14 +154,9 @@ class CaptureOptions:
                     "on_overflow='error'"
                 )
             object.__setattr__(self, "on_overflow", "spill")
-            if not isinstance(self.sink, (str, os.PathLike)) and not (
-                callable(getattr(self.sink, "write", None))
-                and callable(getattr(self.sink, "close", None))
-            ):
-                raise TypeError(
-                    f"sink= must be a path or an object with write(rows) and close(), "
-                    f"got {self.sink!r}"
-                )
+            from probhook.sink import check_sink_target
+
+            check_sink_target(self.sink)
         elif self.on_overflow == "spill":
             raise ValueError("on_overflow='spill' needs sink= (a path or a Sink) to spill to")
         if not isinstance(self.keep_logits, bool):

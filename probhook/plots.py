@@ -1,14 +1,16 @@
 """Matplotlib plots of captured distributions; each returns the ``Axes`` it drew on.
 
-Also reachable as ``cap.plot.<name>(...)`` on a capture, a head or a loaded file.
+Also reachable as ``cap.plot.<name>(...)`` on a capture, a head or a loaded file. A source is a
+capture, a head, a loaded file or a plain ``(n, C)`` probability array. Plots against true labels
+(reliability, confusion matrix, risk-coverage) live in
+[`probhook.truth_plots`][probhook.truth_plots] and are re-exported here.
 
->>> import matplotlib
->>> matplotlib.use("Agg")
->>> import numpy as np
->>> from probhook import plots
->>> ax = plots.confidence_histogram(np.array([[0.9, 0.1], [0.6, 0.4]]), bins=10)
->>> len(ax.patches)
-10
+Examples:
+    >>> import numpy as np
+    >>> from probhook import plots
+    >>> ax = plots.confidence_histogram(np.array([[0.9, 0.1], [0.6, 0.4]]), bins=10)
+    >>> len(ax.patches)
+    10
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from probhook import calibration, metrics
+from probhook import metrics
+from probhook._plotting import THRESHOLD_COLOR, legend_outside, new_axes, probs_labels
+from probhook.truth_plots import confusion_matrix, reliability_diagram, risk_coverage
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -26,81 +30,72 @@ if TYPE_CHECKING:
     from probhook.block import RowSource
     from probhook.distribution import Distribution
 
-
-def _axes(ax: Axes | None) -> Axes:
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    _, new = plt.subplots(figsize=(6, 3.5), layout="constrained")
-    return new
-
-
-def _probs_labels(source: Any) -> tuple[npt.NDArray[np.float64], list[str]]:
-    if hasattr(source, "probs") and hasattr(source, "labels"):
-        return np.asarray(source.probs, dtype=np.float64), list(source.labels)
-    probs = np.asarray(source, dtype=np.float64)
-    return probs, [str(i) for i in range(probs.shape[1] if probs.ndim == 2 else 0)]
+__all__ = [
+    "Plotter",
+    "class_means",
+    "confidence_histogram",
+    "confusion_matrix",
+    "distribution_bar",
+    "reliability_diagram",
+    "risk_coverage",
+    "uncertainty_histogram",
+]
 
 
-def confidence_histogram(source: Any, *, bins: int = 20, ax: Axes | None = None) -> Axes:
-    """Histogram of the top probability of each row (a capture, a head or an ``(n, C)`` array)."""
-    probs, _ = _probs_labels(source)
-    ax = _axes(ax)
-    ax.hist(
-        metrics.max_prob(probs), bins=bins, range=(0.0, 1.0), color="#4c78a8", edgecolor="white"
-    )
+def _histogram(
+    ax: Axes, values: npt.NDArray[np.float64], bins: int, color: str, threshold: float | None,
+    flagged_below: bool,
+) -> None:  # fmt: skip
+    ax.hist(values, bins=bins, range=(0.0, 1.0), color=color, edgecolor="white", label="rows")
+    if threshold is not None:
+        n = int((values < threshold).sum() if flagged_below else (values > threshold).sum())
+        side = "below" if flagged_below else "above"
+        ax.axvline(threshold, color=THRESHOLD_COLOR, linestyle="--", linewidth=1.5,
+                   label=f"threshold {threshold:g}\n{n} rows {side}")  # fmt: skip
+        legend_outside(ax)
+    ax.set_xlim(0.0, 1.0)
+
+
+def confidence_histogram(
+    source: Any, *, bins: int = 20, threshold: float | None = None, ax: Axes | None = None
+) -> Axes:
+    """Histogram of the top probability of each row; ``threshold`` (a ``min_confidence``) draws
+    a line and counts the rows below it."""
+    probs, _ = probs_labels(source)
+    ax = new_axes(ax)
+    _histogram(ax, metrics.max_prob(probs), bins, "#4c78a8", threshold, flagged_below=True)
     ax.set(title=f"Confidence of {len(probs)} predictions", xlabel="top probability", ylabel="rows")
     return ax
 
 
 def uncertainty_histogram(
-    source: Any, *, measure: str = "margin", bins: int = 20, ax: Axes | None = None
+    source: Any,
+    *,
+    measure: str = "margin",
+    bins: int = 20,
+    threshold: float | None = None,
+    ax: Axes | None = None,
 ) -> Axes:
-    """Histogram of the margin (top-1 minus top-2) or the normalised entropy of each row."""
-    probs, _ = _probs_labels(source)
+    """Histogram of the margin (top-1 minus top-2) or the normalised entropy of each row;
+    ``threshold`` (a ``min_margin`` or ``max_entropy``) draws a line and counts the flagged rows."""
+    probs, _ = probs_labels(source)
     if measure == "margin":
         values, xlabel = metrics.margin(probs), "margin (top-1 minus top-2 probability)"
     elif measure == "entropy":
         values, xlabel = metrics.entropy(probs, normalized=True), "entropy / log C"
     else:
         raise ValueError(f"measure must be 'margin' or 'entropy', got {measure!r}")
-    ax = _axes(ax)
-    ax.hist(values, bins=bins, range=(0.0, 1.0), color="#f58518", edgecolor="white")
-    ax.set(
-        title=f"{measure.capitalize()} of {len(probs)} predictions", xlabel=xlabel, ylabel="rows"
-    )
-    return ax
-
-
-def reliability_diagram(
-    source: Any, targets: Any, *, n_bins: int = 15, ax: Axes | None = None
-) -> Axes:
-    """Accuracy per confidence bin against the diagonal of perfect calibration, with ECE.
-
-    ``targets`` are class indices or label names aligned with the rows.
-    """
-    probs, _labels = _probs_labels(source)
-    if hasattr(source, "target_indices"):
-        targets = source.target_indices(targets)
-    table = calibration.reliability_table(probs, np.asarray(targets), n_bins)
-    ece = calibration.calibration_error(probs, np.asarray(targets), n_bins)
-    ax = _axes(ax)
-    width = 1.0 / n_bins
-    seen = table.count > 0
-    ax.bar(table.lower[seen], table.accuracy[seen], width=width, align="edge", color="#4c78a8",
-           edgecolor="white", label="accuracy")  # fmt: skip
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy",
-           title=f"Reliability ({len(probs)} rows, ECE {ece:.3f})")  # fmt: skip
-    ax.legend(loc="upper left")
+    ax = new_axes(ax)
+    _histogram(ax, values, bins, "#f58518", threshold, flagged_below=measure == "margin")
+    title = f"{measure.capitalize()} of {len(probs)} predictions"
+    ax.set(title=title, xlabel=xlabel, ylabel="rows")
     return ax
 
 
 def class_means(source: Any, *, ax: Axes | None = None) -> Axes:
     """Mean probability of each class over all rows."""
-    probs, labels = _probs_labels(source)
-    ax = _axes(ax)
+    probs, labels = probs_labels(source)
+    ax = new_axes(ax)
     means = probs.mean(axis=0) if len(probs) else np.zeros(len(labels))
     ax.bar(labels, means, color="#54a24b")
     ax.set(
@@ -113,39 +108,58 @@ def class_means(source: Any, *, ax: Axes | None = None) -> Axes:
 
 
 def distribution_bar(dist: Distribution, *, ax: Axes | None = None) -> Axes:
-    """One row's distribution as bars, most probable first."""
+    """One row's distribution as bars, most probable first, titled with where it came from
+    (file and page for a deepdoctection page)."""
     pairs = dist.top_k(len(dist.labels))
-    ax = _axes(ax)
+    ax = new_axes(ax)
     ax.bar([label for label, _ in pairs], [p for _, p in pairs], color="#4c78a8")
-    title = (
-        f"{dist.key}: {dist.predicted} ({dist.confidence:.1%})"
-        if dist.key is not None
-        else dist.predicted
-    )
-    ax.set(title=title, xlabel="class", ylabel="probability", ylim=(0, 1))
+    where = dist.where
+    predicted = f"{dist.predicted} ({dist.confidence:.1%})"
+    ax.set(title=f"{where}: {predicted}" if where else predicted, xlabel="class",
+           ylabel="probability", ylim=(0, 1))  # fmt: skip
     ax.tick_params(axis="x", labelrotation=30)
     return ax
 
 
 class Plotter:
-    """``view.plot``: the plots above bound to one capture, head or loaded file."""
+    """``view.plot``: the plots above bound to one capture, head or loaded file.
+
+    Every method takes the keyword arguments of its function (``bins=``, ``threshold=``,
+    ``ax=``, ...) and returns the matplotlib ``Axes``.
+    """
 
     def __init__(self, view: RowSource) -> None:
         self._view = view
 
     def confidence(self, **kwargs: Any) -> Axes:
+        """Histogram of the top probabilities ([`confidence_histogram`][confidence_histogram])."""
         return confidence_histogram(self._view, **kwargs)
 
     def uncertainty(self, **kwargs: Any) -> Axes:
+        """Histogram of margins or entropies ([`uncertainty_histogram`][uncertainty_histogram])."""
         return uncertainty_histogram(self._view, **kwargs)
 
     def reliability(self, targets: Any, **kwargs: Any) -> Axes:
+        """Accuracy per confidence bin with per-bin counts
+        ([`reliability_diagram`][reliability_diagram]); ``targets`` are true labels (names or class
+        indices) aligned with the rows."""
         return reliability_diagram(self._view, targets, **kwargs)
 
+    def confusion(self, targets: Any, **kwargs: Any) -> Axes:
+        """True against predicted class ([`confusion_matrix`][confusion_matrix])."""
+        return confusion_matrix(self._view, targets, **kwargs)
+
+    def risk_coverage(self, targets: Any, **kwargs: Any) -> Axes:
+        """Accuracy against the share of rows accepted ([`risk_coverage`][risk_coverage])."""
+        return risk_coverage(self._view, targets, **kwargs)
+
     def class_means(self, **kwargs: Any) -> Axes:
+        """Mean probability per class ([`class_means`][class_means])."""
         return class_means(self._view, **kwargs)
 
     def page(self, key: Any, **kwargs: Any) -> Axes:
+        """One row's distribution ([`distribution_bar`][distribution_bar]); ``key`` is what ``get``
+        takes."""
         dist = self._view.get(key)
         if dist is None:
             raise KeyError(f"no row captured for {key!r}")

@@ -1,23 +1,28 @@
-"""The hot path: from a head's forward output to rows in its buffer.
+"""The hot path: from a head's forward output to rows in its buffer (and the sink).
 
-A :class:`Recorder` serves every head of one capture. For each head it builds the forward hook
-(:meth:`Recorder.forward_hook`), which turns the output's logits into probabilities, copies them
-to the host once, and appends them to the head's buffer with the metadata current in the
-calling context. All heads share one :class:`~probhook.write_queue.WriteQueue`, so sequence
-numbers follow forward order across heads, and one sink.
+A [`Recorder`][Recorder] serves every head of one capture. For each head it builds the forward hook
+([`Recorder.forward_hook`][Recorder.forward_hook]), which turns the output's logits into
+probabilities, copies them to the host once, and appends them to the head's buffer with the metadata
+current in the calling context. All heads share one [`WriteQueue`][probhook.write_queue.WriteQueue],
+so sequence numbers follow forward order across heads, and one sink, which a background thread keeps
+no more than ``flush_seconds`` behind the forwards.
 """
 
 from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from probhook.buffer import ProbBuffer
+from probhook.column_store import ColumnStore
 from probhook.head_view import HeadView
 from probhook.heads import HeadSpec
-from probhook.options import CaptureOptions
+from probhook.options import CaptureOptions, check_memory
 from probhook.sink import Sink, open_sink
 from probhook.write_queue import WriteQueue
 
@@ -30,52 +35,144 @@ Meta = contextvars.ContextVar[dict[str, Any] | None]
 ForwardHook = Callable[[Any, Any, Any], None]
 
 
+class KeyList(list[Any]):
+    """Keys for one batch (``cap.keys_for``): each head uses them for its next forward only."""
+
+    def __init__(self, keys: Any) -> None:
+        super().__init__(keys)
+        self.used_by: set[str] = set()
+
+
 class Recorder:
     """Writes the rows of one capture's heads (see the module docstring)."""
 
     def __init__(self, options: CaptureOptions, meta: Meta) -> None:
         self.options, self.meta = options, meta
-        self.columns: Mapping[str, ColumnKind] = {}
+        self.columns: dict[str, ColumnKind] = {}
         self.queue = WriteQueue()
         self.sink: Sink | None = None
+        self.sink_closed = False
         self._lock = threading.Lock()
+        self._inflight: list[None] = []  # one item per forward inside a hook now
+        self._stop_flushing: threading.Event | None = None
+        self._flusher: threading.Thread | None = None
+        self.activations: dict[str, str] = {}
 
-    def open_sink(self) -> None:
-        """Open the sink the options name (once per capture: later starts append to it)."""
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def begin(self, columns: Mapping[str, ColumnKind]) -> None:
+        """At start: the adapter's columns, the sink opened (its path checked now) and, with a
+        sink, the thread that writes queued rows every ``flush_seconds``."""
+        if self.sink_closed:
+            raise RuntimeError(
+                "this capture's sink was closed when its block ended; create a new capture "
+                "(a new file) to capture again"
+            )
+        self.columns = {**columns, **self.columns}
         if self.sink is None and self.options.sink is not None:
             self.sink = open_sink(self.options.sink)
+        if self.sink is not None and self._flusher is None:
+            self._stop_flushing = threading.Event()
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="probhook-flush", daemon=True
+            )
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        assert self._stop_flushing is not None
+        while not self._stop_flushing.wait(self.options.flush_seconds):
+            with self.queue.locked():  # stores queued rows: they reach the sink; errors wait
+                pass
+
+    def end(self, views: Mapping[str, HeadView]) -> None:
+        """At stop: wait for forwards still inside a hook, stop the flush thread, and store
+        every queued row (a failing sink raises here, with the rows still queued)."""
+        while self._inflight:
+            time.sleep(0.001)
+        if self._flusher is not None:
+            assert self._stop_flushing is not None
+            self._stop_flushing.set()
+            self._flusher.join()
+            self._flusher = None
+        self.queue.drain_now()
+
+    def close_sink(self) -> None:
+        """Write what is queued, then close the sink; safe to call again after a failure."""
+        self.queue.drain_now()
+        if self.sink is not None and not self.sink_closed:
+            self.sink.close()
+            self.sink_closed = True
+
+    def declare(self, meta: Mapping[str, Any], views: Mapping[str, HeadView]) -> None:
+        """Columns for the values of ``cap.key(key, **meta)``, declared before any forward."""
+        for name, value in meta.items():
+            kind: ColumnKind = (
+                "int" if isinstance(value, int) and not isinstance(value, bool) else "str"
+            )
+            if name in self.columns:
+                continue
+            for view in views.values():
+                if view.buffer is not None:
+                    raise ValueError(
+                        f"column {name!r} is new, but head {view.name!r} already holds rows "
+                        f"without it; pass every column from the first cap.key(...) on"
+                    )
+            self.columns[name] = kind
+
+    # -- the hook -------------------------------------------------------------------------------
 
     def forward_hook(self, spec: HeadSpec, view: HeadView) -> ForwardHook:
-        """The forward hook of one head."""
+        """The forward hook of one head; refuses at once what it can tell before a forward."""
         import torch
 
-        from probhook._torch import logits_of, make_activation, resolve_activation, to_host
+        from probhook._torch import (
+            known_width,
+            logits_of,
+            make_activation,
+            resolve_activation,
+            to_host,
+        )
 
         options, meta_var, name = self.options, self.meta, spec.name
-        activation = resolve_activation(options.activation, spec.module)
+        config = spec.config if spec.config is not None else getattr(spec.module, "config", None)
+        activation = resolve_activation(options.activation, config)
+        if activation == "softmax" and known_width(spec.module, config) == 1:
+            raise ValueError(_ONE_COLUMN.format(name=name))
         apply, tensor = make_activation(activation, options.temperature), torch.Tensor
         queued = options.on_overflow != "error" and not options.keep_logits
+        select, inflight = options.output, self._inflight
+        enter, leave = inflight.append, inflight.pop  # atomic list calls: no lock per forward
+        self.activations[name] = activation
 
         def on_forward(module: Any, args: Any, output: Any) -> None:
             # Runs on every forward: the common one-row case goes straight to the buffer.
-            plain = type(output) is tensor and output.ndim == 2
-            logits = output if plain else logits_of(output, name)
-            probs = apply(logits)
-            if not queued:  # kept logits or refused overflow: the general path
-                self._record(spec, view, probs, logits)
-                return
-            host = to_host(probs)
-            meta = meta_var.get()
-            buffer = view.buffer
-            if (
-                buffer is not None
-                and len(host) == 1
-                and (meta is None or type(meta.get("key")) is not list)
-            ):
-                buffer.append(host[0], key=None if meta is None else meta.get("key"),
-                              head=name, meta=meta)  # fmt: skip
-            else:
-                self._record(spec, view, probs, logits, host)
+            enter(None)
+            try:
+                plain = type(output) is tensor and output.ndim == 2 and select is None
+                logits = output if plain and output.is_floating_point() else None
+                if logits is None:
+                    logits = logits_of(output, name, select)
+                probs = apply(logits)
+                if not queued:  # kept logits or refused overflow: the general path
+                    self._record(spec, view, probs, logits)
+                    return
+                host = to_host(probs)
+                meta = meta_var.get()
+                buffer = view.buffer
+                if (
+                    buffer is not None
+                    and len(host) == 1
+                    and (meta is None or type(meta.get("key")) is not KeyList)
+                ):
+                    key = None if meta is None else meta.get("key")
+                    row = host[0]
+                    if row.dtype is not buffer.dtype:  # float16/64 storage: queue it converted
+                        row = row.astype(buffer.dtype)
+                    buffer.append(row, key, name, meta)  # positional: the cheapest call
+                else:
+                    self._record(spec, view, probs, logits, host)
+            finally:
+                leave()
 
         return on_forward
 
@@ -101,10 +198,17 @@ class Recorder:
         buffer = view.buffer or self._allocate(spec, view, host.shape[1])
         meta = self.meta.get() or {}
         keys = meta.get("key")
-        if type(keys) is list and len(keys) != len(host):
-            raise ValueError(
-                f"keys_for() gave {len(keys)} keys but head {spec.name!r} produced {len(host)} rows"
-            )
+        if type(keys) is KeyList:
+            if spec.name in keys.used_by:  # keys_for() labels the next forward only
+                keys = None
+            else:
+                keys.used_by.add(spec.name)
+                if len(keys) != len(host):
+                    raise ValueError(
+                        f"keys_for() gave {len(keys)} keys but head {spec.name!r} produced "
+                        f"{len(host)} rows"
+                    )
+                keys = list(keys)
         columns = {k: v for k, v in meta.items() if k != "key" and k in buffer.schema}
         buffer.append_batch(host, keys=keys, head=spec.name, logits=raw, **columns)
 
@@ -112,6 +216,8 @@ class Recorder:
         with self._lock:
             if view.buffer is not None:
                 return view.buffer
+            if n_classes == 1 and self.activations.get(spec.name) == "softmax":
+                raise ValueError(_ONE_COLUMN.format(name=spec.name))
             labels = view.labels or None
             if labels is not None and len(labels) != n_classes:
                 raise ValueError(
@@ -119,7 +225,10 @@ class Recorder:
                     f"were given: {list(labels)}"
                 )
             options = self.options
-            self.open_sink()
+            schema = {"key": "str", "head": "str", **self.columns}
+            per_class = np.dtype(options.dtype).itemsize + 4 * options.keep_logits
+            row_bytes = n_classes * per_class + 8 + ColumnStore.row_nbytes(schema)
+            check_memory(options.capacity, row_bytes)  # before the arrays exist
             buffer = ProbBuffer(
                 n_classes,
                 options.capacity,
@@ -130,12 +239,13 @@ class Recorder:
                 sink=self.sink,
                 keep_logits=options.keep_logits,
                 queue=self.queue,
+                flush_rows=options.flush_rows,
             )
             view.attach(buffer)
             return buffer
 
-    def flush(self, views: Mapping[str, HeadView]) -> None:
-        """Store every queued row and hand what the sink has not seen to it."""
-        for view in views.values():
-            if view.buffer is not None:
-                view.buffer.flush()
+
+_ONE_COLUMN = (
+    "head {name!r} has one output: a softmax over one class is always 1.0. For a yes/no score "
+    "use activation='sigmoid' (the probability of the positive class)"
+)

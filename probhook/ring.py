@@ -1,13 +1,14 @@
 """The storage of a buffer: ``capacity`` rows in preallocated arrays, one per column, whose
 positions wrap around the end. What to keep, drop or spill is the buffer's decision.
 
->>> import numpy as np
->>> from probhook.ring import Ring
->>> ring = Ring(2, 3, np.dtype("float32"), {"key": "str"}, keep_logits=False)
->>> values = ring.cols.prepare({"key": ["a", "b"]}, 2)
->>> ring.store(np.eye(2, dtype=np.float32), None, 0, values, 2, overflow=0)
->>> ring.read(ring.index(), ("x", "y")).columns["key"].tolist()
-['a', 'b']
+Examples:
+    >>> import numpy as np
+    >>> from probhook.ring import Ring
+    >>> ring = Ring(2, 3, np.dtype("float32"), {"key": "str"}, keep_logits=False)
+    >>> values = ring.cols.prepare({"key": ["a", "b"]}, 2)
+    >>> ring.store(np.eye(2, dtype=np.float32), None, 0, values, 2, overflow=0)
+    >>> ring.read(ring.index(), ("x", "y")).columns["key"].tolist()
+    ['a', 'b']
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Ring:
         sl: slice,
         labels: tuple[str, ...],
     ) -> RowBlock:
-        """Rows ``sl`` of a block that is being written, as :meth:`read` would return them."""
+        """Rows ``sl`` of a block that is being written, as [`read`][read] would return them."""
         probs, seq = probs[sl].astype(self.probs.dtype), seq[sl]
         lg = None if logits is None else logits[sl]
         columns = self.cols.block(values, sl, len(seq))

@@ -1,15 +1,16 @@
-"""Where rows go beyond the ring buffer: the :class:`Sink` protocol and its file implementation.
+"""Where rows go beyond the ring buffer: the [`Sink`][Sink] protocol and its file implementation.
 
->>> import numpy as np, os, tempfile
->>> from probhook import ProbBuffer, load
->>> from probhook.sink import FileSink
->>> path = os.path.join(tempfile.mkdtemp(), "rows.arrows")
->>> sink = FileSink(path)
->>> buf = ProbBuffer(2, 1, labels=["no", "yes"], on_overflow="spill", sink=sink)
->>> buf.append_batch(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32), keys=["a", "b"])
->>> buf.flush(); sink.close()
->>> load(path).keys
-['a', 'b']
+Examples:
+    >>> import numpy as np, os, tempfile
+    >>> from probhook import ProbBuffer, load
+    >>> from probhook.sink import FileSink
+    >>> path = os.path.join(tempfile.mkdtemp(), "rows.arrows")
+    >>> sink = FileSink(path)
+    >>> buf = ProbBuffer(2, 1, labels=["no", "yes"], on_overflow="spill", sink=sink)
+    >>> buf.append_batch(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32), keys=["a", "b"])
+    >>> buf.flush(); sink.close()
+    >>> load(path).keys
+    ['a', 'b']
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from probhook.arrow import STREAM_SUFFIXES, rows_to_arrow
+from probhook.arrow import STREAM_SUFFIXES, rows_to_arrow, stream_path
 from probhook.block import ColumnKind, RowBlock
 
 
@@ -37,28 +38,61 @@ class Sink(Protocol):
         """No more rows will come: finish and release the destination."""
 
 
-class FileSink:
-    """A :class:`Sink` writing rows to ``.parquet`` (one row group per block) or ``.arrows``
-    (Arrow IPC stream, flushed per block, readable after a crash).
+class SinkError(RuntimeError):
+    """Rows could not be written to a sink; they are kept (queued, or still in memory) and
+    written again at the next write, flush or close."""
 
-    Rows of a second head (another label space) go to ``<stem>.<head><suffix>`` beside it.
+
+def write_to_sink(sink: Sink, rows: RowBlock) -> None:
+    """``sink.write(rows)``, with a failure turned into a [`SinkError`][SinkError] naming the
+    rows."""
+    try:
+        sink.write(rows)
+    except Exception as err:
+        seq = rows.seq
+        span = f" (seq {int(seq[0])}..{int(seq[-1])})" if len(seq) else ""
+        raise SinkError(
+            f"{len(rows)} rows{span} could not be written to {sink!r}: "
+            f"{type(err).__name__}: {err}; they are kept and written again at the next write, "
+            "flush or close"
+        ) from err
+
+
+class FileSink:
+    """A [`Sink`][Sink] writing rows to an ``.arrows`` Arrow IPC stream, or to ``.parquet``.
+
+    Every block is appended to an Arrow stream and flushed to the operating system at once, so
+    a killed process leaves a file whose complete blocks all read back. For ``.parquet`` the
+    stream is ``<name>.parquet.partial.arrows`` beside it while the capture runs; [`close`][close]
+    converts it into the Parquet file and removes it (``probhook.load("x.parquet")`` reads the
+    partial stream of a run that was killed). Rows of a second head (another label space) go
+    to ``<stem>.<head><suffix>`` beside the first.
+
+    The path is checked when the sink is made: its folder is created and the file opened, so
+    an unwritable place fails before any row is captured.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        if self.path.suffix not in (".parquet", *STREAM_SUFFIXES):
-            raise ValueError(
-                f"sink path {os.fspath(path)!r} must end in .parquet or .arrows (Arrow IPC stream)"
-            )
+        check_sink_target(path)  # suffix, and pyarrow (naming its extra): fail now, not at close
+        if self.path.is_dir():
+            raise IsADirectoryError(f"sink path {os.fspath(path)!r} is a folder, not a file")
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writers: dict[str, tuple[Any, Any]] = {}
+        self._streams: dict[str, tuple[Any, Any, Path]] = {}  # head -> writer, handle, stream
         self.paths: dict[str, Path] = {}
         self.closed = False
+        self._open("", self.path)  # checked now; the schema comes with the first block
+
+    def _open(self, head: str, path: Path) -> None:
+        stream = stream_path(path)
+        handle = open(stream, "wb")  # noqa: SIM115  (closed in close())
+        self._streams[head] = (None, handle, stream)
+        self.paths[head] = path
 
     def write(self, rows: RowBlock) -> None:
-        """Append ``rows`` to the file of their head (opened at its first block)."""
+        """Append ``rows`` to the stream of their head, flushed to the operating system."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         if self.closed:  # reopening would overwrite the finished file
             raise RuntimeError(f"the sink writing {self.path} is closed; start a new capture")
@@ -68,38 +102,71 @@ class FileSink:
             n: "int" if v.dtype.kind == "i" else "str" for n, v in rows.columns.items()
         }
         table = rows_to_arrow(rows, kinds, derived=False)
-        if head not in self._writers:
-            path = self.path if not self._writers else self._sibling(head)
-            if path.suffix == ".parquet":
-                writer: Any = pq.ParquetWriter(path, table.schema)
-                handle = None
+        if head not in self._streams:
+            if "" in self._streams:  # the first head takes the file opened at start
+                self._streams[head] = self._streams.pop("")
+                self.paths[head] = self.paths.pop("")
             else:
-                handle = pa.OSFile(os.fspath(path), "wb")
-                writer = pa.ipc.new_stream(handle, table.schema)
-            self._writers[head], self.paths[head] = (writer, handle), path
-        writer, handle = self._writers[head]
+                self._open(head, self._sibling(head))
+        writer, handle, stream = self._streams[head]
+        if writer is None:
+            writer = pa.ipc.new_stream(pa.PythonFile(handle, mode="w"), table.schema)
+            self._streams[head] = (writer, handle, stream)
         writer.write_table(table)
-        if handle is not None:
-            handle.flush()
+        handle.flush()
 
     def _sibling(self, head: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in head)
         return self.path.with_name(f"{self.path.stem}.{safe}{self.path.suffix}")
 
     def close(self) -> None:
-        """Finish every file (Parquet writes its footer here)."""
-        for writer, handle in self._writers.values():
-            writer.close()
-            if handle is not None:
+        """Finish every file (Parquet is written here). Safe to call again after a failure:
+        what was not finished is finished then."""
+        import pyarrow.parquet as pq
+
+        from probhook.arrow import read_table
+
+        for head in list(self._streams):
+            writer, handle, stream = self._streams[head]
+            if writer is not None:
+                writer.close()
+                self._streams[head] = (None, handle, stream)
+            if not handle.closed:
                 handle.close()
-        self._writers.clear()
+            path = self.paths[head]
+            if stream != path:
+                if stream.stat().st_size:
+                    pq.write_table(read_table(stream), path)
+                stream.unlink()
+            del self._streams[head]
         self.closed = True
+
+    def __repr__(self) -> str:
+        return f"FileSink({os.fspath(self.path)!r})"
 
 
 def open_sink(sink: Any) -> Sink:
-    """A sink object as given, or a :class:`FileSink` for a path."""
+    """A sink object as given, or a [`FileSink`][FileSink] for a path."""
     if isinstance(sink, (str, os.PathLike)):
         return FileSink(sink)
     if isinstance(sink, Sink):
         return sink
     raise TypeError(f"sink= must be a path or an object with write(rows) and close(), got {sink!r}")
+
+
+def check_sink_target(sink: Any) -> None:
+    """Fail when the capture is created, not at its first row: a sink path must end in
+    ``.parquet`` or ``.arrows`` and needs pyarrow (``probhook[parquet]``); a sink object needs
+    ``write`` and ``close``."""
+    if isinstance(sink, (str, os.PathLike)):
+        if Path(sink).suffix not in (".parquet", *STREAM_SUFFIXES):
+            raise ValueError(
+                f"sink path {os.fspath(sink)!r} must end in .parquet or .arrows (Arrow IPC stream)"
+            )
+        from probhook._extras import require
+
+        require("pyarrow", "parquet", f"sink={os.fspath(sink)!r}")
+    elif not (callable(getattr(sink, "write", None)) and callable(getattr(sink, "close", None))):
+        raise TypeError(
+            f"sink= must be a path or an object with write(rows) and close(), got {sink!r}"
+        )

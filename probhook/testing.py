@@ -1,6 +1,7 @@
 """Offline builders for tests (tiny seeded models, synthetic deepdoctection pages, ready
 pipelines), for probhook's own tests and yours. They live in
-:mod:`probhook.integrations.deepdoctection.kit`; this module is their public name.
+[`probhook.integrations.deepdoctection.kit`][probhook.integrations.deepdoctection.kit]; this module
+is their public name.
 
     from probhook.testing import build_model, make_pages, make_pipe, run_pipe
 

@@ -3,15 +3,17 @@ sequence numbers rows get.
 
 The buffers of one capture share one queue. A hook's row joins it by one ``list.extend`` of a
 five-item entry ``(owner, row bytes, key, head, meta)`` — a single C call, so rows from threads
-never mix and no lock is taken per row. Before any read or batch write, :meth:`WriteQueue.locked`
-takes the lock and drains the queue: the entries are unpacked here, grouped by owner, and each
-owner stores its rows as one block (:meth:`QueueOwner.store_queued`).
+never mix and no lock is taken per row. Before any read or batch write,
+[`WriteQueue.locked`][WriteQueue.locked] takes the lock and drains the queue: the entries are
+unpacked here, grouped by owner, and each owner stores its rows as one block
+([`QueueOwner.store_queued`][QueueOwner.store_queued]).
 
->>> from probhook.write_queue import WriteQueue
->>> queue = WriteQueue()
->>> with queue.locked():
-...     queue.take(3), queue.take(2)
-(0, 3)
+Examples:
+    >>> from probhook.write_queue import WriteQueue
+    >>> queue = WriteQueue()
+    >>> with queue.locked():
+    ...     queue.take(3), queue.take(2)
+    (0, 3)
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class QueuedRows:
 
 
 class QueueOwner(Protocol):
-    """A buffer whose single rows wait in a :class:`WriteQueue`."""
+    """A buffer whose single rows wait in a [`WriteQueue`][WriteQueue]."""
 
     def store_queued(self, rows: QueuedRows) -> None:
         """Store ``rows`` (called with the queue's lock held)."""
@@ -61,27 +63,38 @@ class WriteQueue:
         self.lock = threading.Lock()
         self.pending: list[Any] = []
         self.push = self.pending.extend
+        self.error: Exception | None = None  # the last failed drain, while rows wait
 
     def take(self, n: int) -> int:
-        """The first of ``n`` new numbers; call it with :attr:`lock` held."""
+        """The first of ``n`` new numbers; call it with [`lock`][lock] held."""
         first = self._next
         self._next = first + n
         return first
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the lock with every queued row stored: reads and writes come after them."""
+    def locked(self, *, strict: bool = False) -> Iterator[None]:
+        """Hold the lock with every queued row stored: reads and writes come after them.
+
+        Storing can fail (a sink that cannot write): ``strict`` (writes) raises; reads go on
+        with the rows already stored, and the failure stays in [`error`][error] until a later
+        drain succeeds (the rows stay queued, nothing is lost).
+        """
         with self.lock:
-            self.drain()
+            try:
+                self.drain()
+            except Exception as err:
+                if strict:
+                    raise
+                self.error = err
             yield
 
     def drain_now(self) -> None:
-        """Store the queued rows (the queue is full)."""
+        """Store the queued rows now (the queue is full, or a flush); failures raise."""
         with self.lock:
             self.drain()
 
     def drain(self) -> None:
-        """Hand the queued rows to their owners in queue order; call it with :attr:`lock` held.
+        """Hand the queued rows to their owners in queue order; call it with [`lock`][lock] held.
 
         Rows leave the queue only once stored, so a failing sink leaves them for the next try;
         rows queued meanwhile by other threads lie past ``end`` and wait for the next drain.
@@ -89,6 +102,7 @@ class WriteQueue:
         queue = self.pending
         end = len(queue)
         if not end:
+            self.error = None
             return
         n = end // ENTRY
         owners: list[QueueOwner] = queue[0:end:ENTRY]
@@ -100,6 +114,7 @@ class WriteQueue:
                 self._next = first  # the rows stay queued and keep their numbers
                 raise
             del queue[:end]
+            self.error = None
             return
         positions: dict[int, list[int]] = {}
         for i, owner in enumerate(owners):
@@ -110,6 +125,7 @@ class WriteQueue:
                 entries = [item for i in at for item in queue[i * ENTRY : (i + 1) * ENTRY]]
                 owners[at[0]].store_queued(_unpack(entries, len(entries), first + np.array(at)))
                 stored.add(id(owners[at[0]]))
+            self.error = None
         finally:
             queue[:end] = [
                 item

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from probhook.block import INT_NA
 from probhook.buffer import BufferFullError, ProbBuffer
+from probhook.sink import SinkError
 from probhook.testing import CollectingSink
 from probhook.write_queue import WriteQueue
 
@@ -68,13 +69,16 @@ def test_wraparound_matches_reference(capacity, ops):
 )
 def test_spill_writes_every_row_once_in_order(capacity, sizes, chunk):
     sink = CollectingSink()
-    buf = ProbBuffer(C, capacity, on_overflow="spill", sink=sink, spill_chunk=chunk)
+    buf = ProbBuffer(C, capacity, on_overflow="spill", sink=sink, flush_rows=chunk)
     total = 0
     for n in sizes:
         buf.append_batch(rows(total, n), keys=[str(i) for i in range(total, total + n)])
         total += n
-        # everything evicted so far has reached the sink, and the buffer still holds the rest
-        assert set(range(buf.evicted)) <= set(sink.seq)
+        # write-ahead: every row appended so far has reached the sink, once, in order
+        assert sink.seq == list(range(total))
+        buf.append(rows(total, 1)[0], key=str(total))  # single rows wait at most `chunk`
+        total += 1
+        assert len(sink.seq) >= total - chunk
     buf.flush()
     assert sink.seq == list(range(total))
     written = np.concatenate([b.probs[:, 0] for b in sink.blocks]) if sink.blocks else []
@@ -242,7 +246,7 @@ def test_keys_no_row_holds_are_released():
     assert buf.nbytes == ProbBuffer(C, 8).nbytes
 
 
-def test_a_failing_sink_loses_no_queued_row():
+def test_a_failing_sink_loses_no_row_and_reads_go_on():
     class FlakySink(CollectingSink):
         failing = True
 
@@ -252,18 +256,19 @@ def test_a_failing_sink_loses_no_queued_row():
             super().write(rows)
 
     sink = FlakySink()
-    buf = ProbBuffer(C, 4, on_overflow="spill", sink=sink)
-    for i in range(4):
-        buf.append(rows(i, 1)[0])
-    with pytest.raises(OSError, match="disk full"):
-        buf.append(rows(4, 1)[0])
-    with pytest.raises(OSError, match="disk full"):
-        len(buf)  # the row is still queued: storing it needs the sink
+    buf = ProbBuffer(C, 4, on_overflow="spill", sink=sink, flush_rows=1)
+    with pytest.raises(SinkError, match=r"1 rows \(seq 0\.\.0\).*disk full"):
+        buf.append(rows(0, 1)[0])  # the row is queued, and storing it needs the sink
+    assert len(buf) == 0  # reads go on, with the rows already stored
+    with pytest.raises(SinkError, match="disk full"):
+        buf.append_batch(rows(1, 2))  # queued rows come first: nothing is written past them
+    with pytest.raises(SinkError):
+        buf.flush()
     sink.failing = False
-    buf.append(rows(5, 1)[0])
+    buf.append(rows(1, 1)[0])
     buf.flush()
-    assert sink.seq == list(range(6))
-    assert buf.seq.tolist() == [2, 3, 4, 5]
+    assert sink.seq == [0, 1]
+    assert buf.probs[:, 0].tolist() == [0, 1]
 
 
 def test_single_rows_are_stored_in_call_order_across_heads_and_paths():

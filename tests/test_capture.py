@@ -282,6 +282,18 @@ def test_several_heads_are_views_and_shortcuts_name_them():
         cap.get("x")
 
 
+def test_totals_are_defined_on_several_heads():
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 5)
+    with capture_probs([a, b], capacity=3) as cap:
+        a(torch.randn(5, 3))
+        b(torch.randn(2, 3))
+    assert len(cap) == 3 + 2  # rows kept, over all heads
+    assert cap.capacity == 3  # per head
+    assert cap.evicted == 2
+    assert cap.nbytes == sum(v.nbytes for v in cap.heads.values())
+    assert "model0: 3 rows" in repr(cap)
+
+
 def test_heads_selection_by_name_glob_type_predicate(tiny):
     model = tiny("bert").load_model()
     assert list(capture_probs(model, heads="classifier").heads) == []  # views appear on start

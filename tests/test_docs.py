@@ -1,32 +1,191 @@
-"""The example notebook runs end to end, and every public name is documented."""
+"""The documentation: the site builds strictly, the API page renders examples as code and
+cross-references as links, every public name is documented, and the example notebook runs on the
+demo model with plots in its outputs."""
 
+import importlib
 import inspect
+import os
+import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 import probhook
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+sys.path.insert(0, str(ROOT / "scripts"))
+import docstring_syntax  # noqa: E402
+
+ROLE = re.compile(r":(class|meth|func|mod|data|attr|exc|obj):`")
 
 
-def test_example_notebook_executes(tmp_path):
+def test_example_notebook_executes_with_plots(tmp_path):
     nb = nbformat.read(DOCS / "example.ipynb", as_version=4)
+    sources = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    assert "matplotlib.use" not in sources  # plots show inline in Jupyter
+    assert "demo.MODEL_DIR" in sources
+    assert "build_analyzer" in sources
     NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
-    assert any("rows kept of capacity 1000" in h for h in html)
+    assert any("13 rows, mean confidence" in h and "flagged" in h for h in html)
+    assert any("ambiguous_invoice_as_letter.pdf p.1" in h for h in html)  # not the page's UUID
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 7  # confidence, margin, class means, page, reliability, confusion, r-c
 
 
-def test_every_public_name_has_a_docstring():
+def test_saved_notebook_has_its_outputs():
+    """The site shows the notebook as saved: it must carry the outputs of a run."""
+    nb = nbformat.read(DOCS / "example.ipynb", as_version=4)
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 7
+    assert not [o for o in outputs if o.output_type == "error"]
+
+
+def _documented_names():
+    """Every public function, class, method and property of the modules on the API page."""
+    targets = re.findall(r"^::: (\S+)", (DOCS / "api.md").read_text(encoding="utf-8"), re.M)
+    for target in targets:
+        module_name, _, attr = target.rpartition(".")
+        try:
+            obj = importlib.import_module(target)
+        except ModuleNotFoundError:
+            obj = getattr(importlib.import_module(module_name), attr)
+        yield target, obj
+        members = vars(obj).items() if inspect.ismodule(obj) or inspect.isclass(obj) else []
+        for name, member in members:
+            if name.startswith("_"):
+                continue
+            home = getattr(member, "__module__", "") or ""
+            if inspect.ismodule(obj) and not home.startswith(obj.__name__):
+                continue  # imported from elsewhere: documented there
+            if inspect.isfunction(member) or isinstance(member, property):
+                yield f"{target}.{name}", member
+            elif inspect.isclass(member):
+                yield f"{target}.{name}", member
+                for attr_name, attr in vars(member).items():
+                    if not attr_name.startswith("_") and (
+                        inspect.isfunction(attr) or isinstance(attr, property)
+                    ):
+                        yield f"{target}.{name}.{attr_name}", attr
+
+
+def test_every_public_name_on_the_api_page_has_a_docstring():
+    missing = [name for name, obj in _documented_names() if not inspect.getdoc(obj)]
+    assert missing == []
+    names = {name for name, _ in _documented_names()}
+    for method in ("confidence", "uncertainty", "reliability", "confusion", "risk_coverage"):
+        assert f"probhook.plots.Plotter.{method}" in names
     for name in probhook.__all__:
-        obj = getattr(probhook, name)
-        assert inspect.getdoc(obj), name
-        if inspect.isclass(obj):
-            for attr, member in vars(obj).items():
-                if not attr.startswith("_") and callable(member):
-                    assert inspect.getdoc(member), f"{name}.{attr}"
+        assert inspect.getdoc(getattr(probhook, name)), name
+
+
+def test_docs_build_strictly_with_code_examples_and_links(tmp_path):
+    site = tmp_path / "site"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    api = (site / "api" / "index.html").read_text(encoding="utf-8")
+    assert not ROLE.search(api)
+    prompts = api.count("&gt;&gt;&gt;")
+    assert prompts > 50
+    assert api.count('<span class="gp">&gt;&gt;&gt; </span>') == prompts  # all in code blocks
+    assert not re.search(r"<blockquote>\s*<p>&gt;&gt;&gt;", api)
+    assert 'href="#probhook.sink.FileSink"' in api  # a cross-reference became a link
+    assert 'id="probhook.plots.Plotter.risk_coverage"' in api
+    notebook = (site / "example" / "index.html").read_text(encoding="utf-8")
+    assert notebook.count("data:image/png;base64") >= 7  # the plots, rendered in the page
+    assert "ambiguous_invoice_as_letter.pdf p.1" in notebook
+
+
+def test_package_docstrings_need_no_conversion():
+    assert docstring_syntax.main(["--check", str(ROOT / "probhook")]) == 0
+
+
+def test_docstring_syntax_converts_roles_examples_and_literal_blocks(tmp_path):
+    source = textwrap.dedent('''\
+        """Rows, see :class:`~probhook.sink.FileSink` and :mod:`probhook._torch`.
+
+        >>> 1 + 1
+        2
+
+        >>> print("x")
+        x
+
+        Use it like this::
+
+            cap.start()
+        """
+
+
+        def f(a):
+            """Like :meth:`get` on :class:`probhook.HeadView`, long enough to wrap here ok.
+
+            Args:
+                a: the :data:`QUEUE_ROWS` rows, see :func:`probhook.load` and :attr:`Capture.heads`
+                    x.
+
+            Examples:
+                >>> f(1)
+            """
+            return ":class:`not a docstring`"
+        ''')
+    converted = docstring_syntax.convert_source(source, width=88)
+    assert converted == textwrap.dedent('''\
+        """Rows, see [`FileSink`][probhook.sink.FileSink] and ``probhook._torch``.
+
+        Examples:
+            >>> 1 + 1
+            2
+
+            >>> print("x")
+            x
+
+        Use it like this:
+
+            cap.start()
+        """
+
+
+        def f(a):
+            """Like [`get`][get] on [`probhook.HeadView`][probhook.HeadView], long enough to
+            wrap here ok.
+
+            Args:
+                a: the [`QUEUE_ROWS`][QUEUE_ROWS] rows, see [`probhook.load`][probhook.load] and
+                    [`Capture.heads`][Capture.heads] x.
+
+            Examples:
+                >>> f(1)
+            """
+            return ":class:`not a docstring`"
+        ''')
+    assert docstring_syntax.convert_source(converted, width=88) == converted  # idempotent
+    path = tmp_path / "mod.py"
+    path.write_text(source, encoding="utf-8")
+    assert docstring_syntax.main(["--check", str(path)]) == 1
+    assert docstring_syntax.main([str(path)]) == 0
+    assert path.read_text(encoding="utf-8") == docstring_syntax.convert_source(source)
+    import doctest
+
+    assert doctest.testmod(docstring_syntax).failed == 0
+
+
+@pytest.mark.parametrize("width", [100])
+def test_converted_lines_fit(width):
+    for path in (ROOT / "probhook").rglob("*.py"):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "][" in line:
+                assert len(line) <= width, f"{path}:{number}"

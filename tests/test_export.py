@@ -86,10 +86,11 @@ def test_sink_holds_every_row_once_in_order(tmp_path, suffix):
     assert table.column("key").to_pylist() == [f"row-{i}" for i in range(500)]
     probs = np.column_stack([table.column(f"p_{i}").to_numpy() for i in range(3)])
     np.testing.assert_array_equal(probs[-50:], cap.probs)
-    if suffix == ".parquet":  # written in row groups, not row by row
+    if suffix == ".parquet":  # written in row groups, not row by row; the stream is gone
         import pyarrow.parquet as pq
 
-        assert 1 < pq.ParquetFile(path).num_row_groups <= 500 // 12
+        assert pq.ParquetFile(path).num_row_groups <= 500 // 12
+        assert sorted(os.listdir(tmp_path)) == ["run.parquet"]
 
 
 def test_killed_process_leaves_readable_stream(tmp_path):
@@ -133,8 +134,10 @@ def test_closed_file_sink_refuses_rows_instead_of_overwriting(tmp_path):
     cap = capture_probs(model, capacity=2, sink=tmp_path / "run.parquet")
     with cap:
         model(torch.randn(3, 4))
-    with pytest.raises(RuntimeError, match="is closed"), cap:
-        model(torch.randn(3, 4))
+    ran = []
+    with pytest.raises(RuntimeError, match="sink was closed"), cap:  # refused at entry
+        ran.append(model(torch.randn(3, 4)))
+    assert ran == []
     assert len(read_table(tmp_path / "run.parquet")) == 3
 
 

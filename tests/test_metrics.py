@@ -150,3 +150,35 @@ def test_conformal_sets_reach_coverage(method, randomized):
           f"(min {min(coverages):.3f}), mean set size {np.mean(sizes):.2f}")  # fmt: skip
     with pytest.raises(ValueError, match="too few"):
         conformal_threshold(probs[:5], targets[:5], alpha=0.05)
+
+
+def test_flag_per_class_thresholds_apply_by_predicted_label():
+    labels = ["letter", "invoice", "memo"]
+    p = np.array([[0.85, 0.1, 0.05], [0.1, 0.85, 0.05], [0.2, 0.2, 0.6], [np.nan, 0.5, 0.5]])
+    got = metrics.flag(p, min_confidence={"invoice": 0.9, "letter": 0.8}, labels=labels)
+    assert got.tolist() == [False, True, False, True]  # memo has no threshold; NaN always flagged
+    margins = metrics.flag(p, min_margin={"memo": 0.5}, labels=labels)
+    assert margins.tolist() == [False, False, True, True]
+    both = metrics.flag(p, min_confidence={"letter": 0.9}, max_entropy=0.5, labels=labels)
+    assert both.tolist() == [True, False, True, True]
+    assert metrics.flag(p[:0], min_confidence={"memo": 0.5}, labels=labels).tolist() == []
+    with pytest.raises(ValueError, match="needs labels="):
+        metrics.flag(p, min_confidence={"invoice": 0.9})
+    with pytest.raises(ValueError, match=r"\['invoce'\], which are not among the labels"):
+        metrics.flag(p, min_confidence={"invoce": 0.9}, labels=labels)
+
+
+def test_head_flagged_keys_per_class():
+    model = torch.nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(3) * 4)
+    from probhook import capture_probs
+
+    x = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 0.2]])
+    with capture_probs(model, labels=["letter", "invoice", "memo"]) as cap, cap.keys_for("abc"):
+        model(x)
+    conf = dict(zip("abc", cap.head.confidence().round(3), strict=True))
+    assert conf["a"] == conf["b"] > 0.9 > conf["c"]
+    assert cap.flagged_keys(min_confidence={"invoice": 0.99, "letter": 0.9}) == ["b"]
+    assert cap.flagged_keys(min_confidence=0.9) == ["c"]
+    assert cap.flag(min_confidence={"memo": 0.99}).tolist() == [False, False, True]

@@ -1,7 +1,7 @@
 """The embedded demo: a small LayoutLM document classifier and sample PDFs, shipped as data.
 
 Both are made by scripts in the repository (``scripts/train_demo_model.py`` and
-``scripts/make_demo_pdfs.py``) from :mod:`probhook.demo.synth`, deterministically.
+``scripts/make_demo_pdfs.py``) from [`probhook.demo.synth`][probhook.demo.synth], deterministically.
 """
 
 from __future__ import annotations

@@ -3,12 +3,13 @@
 One generator feeds both the demo classifier's training data and the sample PDFs, so that the
 words and boxes the model learns from are those deepdoctection extracts from the PDFs.
 
->>> import random
->>> from probhook.demo.synth import generate, words_and_boxes
->>> doc = generate("invoice", random.Random(0))
->>> words, boxes = words_and_boxes(doc)
->>> doc.label, len(words) == len(boxes), all(0 <= v <= 1000 for b in boxes for v in b)
-('invoice', True, True)
+Examples:
+    >>> import random
+    >>> from probhook.demo.synth import generate, words_and_boxes
+    >>> doc = generate("invoice", random.Random(0))
+    >>> words, boxes = words_and_boxes(doc)
+    >>> doc.label, len(words) == len(boxes), all(0 <= v <= 1000 for b in boxes for v in b)
+    ('invoice', True, True)
 """
 
 from __future__ import annotations

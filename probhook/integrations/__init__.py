@@ -1,21 +1,21 @@
 """Framework integrations: how ``capture_probs`` understands objects that are not plain modules.
 
-The capture never names a framework. It asks :func:`adapter_for` for an adapter, and the
+The capture never names a framework. It asks [`adapter_for`][adapter_for] for an adapter, and the
 registry below picks one by the module the target's class comes from; the adapter's module is
 imported only then, so probhook works without any framework installed. A new framework is one
-module under ``probhook/integrations/`` with an adapter class, and one :func:`register` line.
+module under ``probhook/integrations/`` with an adapter class, and one [`register`][register] line.
 
-An adapter provides (see :class:`Adapter`):
+An adapter provides (see [`Adapter`][Adapter]):
 
 * ``columns``: the extra metadata columns its rows carry (name -> ``"int"`` or ``"str"``);
-* ``heads(selector)``: the heads to hook, as :class:`~probhook.heads.HeadSpec` (called when the
+* ``heads(selector)``: the heads to hook, as [`HeadSpec`][probhook.heads.HeadSpec] (called when the
   capture starts; a bad target or selector raises there, before any hook exists);
 * ``install(host, stack)``: instance-level patches for the capture's duration (wrapping a
   component's ``serve`` to attribute rows, say), each undone by a callback on ``stack``;
 * ``key_of(key)``: the stored key for what a user passes to ``cap.get`` (a page -> its id).
 
-It talks to the capture only through :class:`CaptureHost`: register a head's hook (to follow a
-module swapped in mid-run) and set or reset the metadata of the rows captured in this context.
+It talks to the capture only through [`CaptureHost`][CaptureHost]: register a head's hook (to follow
+a module swapped in mid-run) and set or reset the metadata of the rows captured in this context.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class CaptureHost(Protocol):
         """Make ``meta`` (``key`` and column values) current for rows captured in this context."""
 
     def reset_meta(self, token: MetaToken[dict[str, Any] | None]) -> None:
-        """Undo :meth:`set_meta`."""
+        """Undo [`set_meta`][set_meta]."""
 
 
 class Adapter(Protocol):
@@ -70,7 +70,7 @@ class ModuleAdapter:
         self.target = target
 
     def heads(self, selector: Selector | None) -> list[HeadSpec]:
-        """Heads found by :func:`probhook.heads.find_heads`."""
+        """Heads found by [`probhook.heads.find_heads`][probhook.heads.find_heads]."""
         return find_heads(self.target, selector)
 
     def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
@@ -92,7 +92,7 @@ def register(module_prefixes: tuple[str, ...], adapter: str) -> None:
 
 def adapter_for(target: Any) -> Adapter:
     """The registered adapter for ``target`` (the first item's, for a list), else a
-    :class:`ModuleAdapter`."""
+    [`ModuleAdapter`][ModuleAdapter]."""
     probe = target[0] if isinstance(target, (list, tuple)) and target else target
     module = type(probe).__module__ + "."
     for prefixes, path in _REGISTRY:

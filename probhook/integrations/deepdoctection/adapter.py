@@ -1,7 +1,7 @@
 """deepdoctection: capture every LM sequence classifier of a pipeline, one row per page.
 
 ``capture_probs`` accepts a ``DoctectionPipe`` (also one from ``dd.get_dd_analyzer``), an
-``LMSequenceClassifierService`` or one of the ``HF*SequenceClassifier`` wrappers::
+``LMSequenceClassifierService`` or one of the ``HF*SequenceClassifier`` wrappers:
 
     with capture_probs(analyzer) as cap:
         pages = list(analyzer.analyze(path="scans/"))
@@ -85,7 +85,10 @@ class DeepdoctectionAdapter:
             self.wrapper_only = True
             return [
                 _Component(
-                    _short(target.name), target, lambda: target.model, category_labels(target)
+                    _short(target.name, category_labels(target)),
+                    target,
+                    lambda: target.model,
+                    category_labels(target),
                 )
             ]
         else:
@@ -105,7 +108,7 @@ class DeepdoctectionAdapter:
                 lm = comp.language_model
                 found.append(
                     _Component(
-                        _short(comp.name),
+                        _short(comp.name, category_labels(lm)),
                         comp,
                         lambda c=comp: c.language_model.model,
                         category_labels(lm),
@@ -116,7 +119,9 @@ class DeepdoctectionAdapter:
                 det = comp.predictor
                 labels = category_labels(det) if hasattr(det, "categories") else None
                 found.append(
-                    _Component(_short(comp.name), comp, lambda d=det: d.model, labels or ())
+                    _Component(
+                        _short(comp.name, labels or ()), comp, lambda d=det: d.model, labels or ()
+                    )
                 )
         if selector is not None:
             selectors = selector if isinstance(selector, (list, tuple)) else [selector]
@@ -136,7 +141,8 @@ class DeepdoctectionAdapter:
         return [unique[name].spec() for name in dict.fromkeys(c.name for c in self._found)]
 
     def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
-        if self.wrapper_only:
+        if self.wrapper_only:  # no service: the page comes with the wrapper's own input
+            _wrap_predict(self.target, host, stack)
             return
         for comp in self._found:
             _wrap_serve(comp, host, stack)
@@ -145,10 +151,14 @@ class DeepdoctectionAdapter:
         return getattr(key, "image_id", key)  # a Page or Image stands for its image_id
 
 
-def _short(name: str) -> str:
+def _short(name: str, labels: tuple[str, ...]) -> str:
+    """A readable head name: the architecture and the categories (``LayoutLM letter/form/memo``),
+    not deepdoctection's name, which ends in the weights' folders (often temporary ones)."""
     for prefix in ("lm_sequence_class_", "Transformers_"):
         name = name.removeprefix(prefix)
-    return name
+    arch = name.split("_", 1)[0]
+    shown = "/".join(labels[:4]) + (f"/+{len(labels) - 4}" if len(labels) > 4 else "")
+    return f"{arch} {shown}" if shown else arch
 
 
 def _dedupe(found: list[_Component]) -> list[_Component]:
@@ -195,4 +205,29 @@ def _wrap_serve(comp: _Component, host: CaptureHost, stack: contextlib.ExitStack
             del component.serve
 
     component.serve = serve
+    stack.callback(restore)
+
+
+def _wrap_predict(wrapper: Any, host: CaptureHost, stack: contextlib.ExitStack) -> None:
+    """Attribute the rows of a wrapper captured on its own: deepdoctection passes the served
+    page's ``image_ids`` to ``predict``, so rows get the page's id as key (the other page
+    columns need the service: capture it or its pipe for them)."""
+    had_own = "predict" in vars(wrapper)
+    original = wrapper.predict
+
+    def predict(**encodings: Any) -> Any:
+        ids = encodings.get("image_ids") or [None]
+        token = host.set_meta({"key": ids[0], "image_id": ids[0]})
+        try:
+            return original(**encodings)
+        finally:
+            host.reset_meta(token)
+
+    def restore() -> None:
+        if had_own:
+            wrapper.predict = original
+        else:
+            del wrapper.predict
+
+    wrapper.predict = predict
     stack.callback(restore)

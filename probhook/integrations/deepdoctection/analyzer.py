@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from probhook._extras import require_extra
 from probhook.integrations.deepdoctection.pixels import skip_unused_pixels
 
 WRAPPERS = {
@@ -47,7 +48,7 @@ _HEAD_WEIGHT = re.compile(r"(^|\.)(classifier(\.out_proj)?|score)\.weight$")
 def read_model_dir(model_dir: Path) -> tuple[str, list[str]]:
     """The deepdoctection wrapper name and the labels of a Hugging Face classifier folder, after
     checking (without loading the model) that it has weights, a tokenizer and as many label
-    names as the classifier has outputs: each problem is one :class:`UsageError`."""
+    names as the classifier has outputs: each problem is one [`UsageError`][UsageError]."""
     if not model_dir.is_dir():
         raise UsageError(
             f"--model {model_dir}: no such folder (expected a Hugging Face model folder)"
@@ -154,7 +155,8 @@ def build_analyzer(
 ) -> Any:
     """``dd.get_dd_analyzer`` with PDF text extraction and the classifier in ``model_dir``;
     with ``skip_pixels``, no page pixels are built for a model that does not read them
-    (:func:`~probhook.integrations.deepdoctection.pixels.skip_unused_pixels`)."""
+    ([`skip_unused_pixels`][probhook.integrations.deepdoctection.pixels.skip_unused_pixels])."""
+    require_extra("deepdoctection", "a deepdoctection analyzer (probhook run, probhook demo)")
     import deepdoctection as dd
     from transformers.utils import logging as hf_logging
 

@@ -4,7 +4,7 @@ Importable as ``probhook.testing``.
 
 Everything here runs without network access. Models are randomly initialised (seeded), saved with
 ``save_pretrained`` and loaded back through deepdoctection's own wrappers, so a test exercises the
-same code path as a production run. Import this module in your own test suite::
+same code path as a production run. Import this module in your own test suite:
 
     from probhook.testing import build_model, make_pages, make_pipe, run_pipe
 
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from probhook._extras import require_extra
 from probhook.integrations.deepdoctection.analyzer import (
     analyzer_overrides,
     register_profile,
@@ -34,6 +35,8 @@ from probhook.integrations.deepdoctection.analyzer import (
 
 if TYPE_CHECKING:
     import torch
+
+require_extra("deepdoctection", "probhook.testing")  # fail at import, not inside a test
 
 __all__ = [
     "DOC_LABELS",
@@ -86,7 +89,8 @@ def offline_environment(cache_dir: str | os.PathLike[str] | None = None) -> None
 
 
 def write_vocab(path: str | os.PathLike[str]) -> Path:
-    """Write the BERT-layout vocabulary (special tokens at their usual ids, then :data:`WORDS`)."""
+    """Write the BERT-layout vocabulary (special tokens at their usual ids, then
+    [`WORDS`][WORDS])."""
     tokens = [_SPECIAL.get(i, f"[unused{i}]") for i in range(104)]
     tokens += list(WORDS) + [chr(c) for c in range(ord("a"), ord("z") + 1)]
     tokens += [f"##{chr(c)}" for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
@@ -106,9 +110,11 @@ class TinyModel:
 
     @property
     def config_path(self) -> Path:
+        """The model's ``config.json``."""
         return self.path / "config.json"
 
     def load_tokenizer(self) -> Any:
+        """The model's WordPiece tokenizer (``BertTokenizerFast``)."""
         from transformers import BertTokenizerFast
 
         # transformers 5 ignores ``vocab_file=`` in this constructor; ``vocab=`` is honoured.
@@ -117,6 +123,7 @@ class TinyModel:
         )
 
     def load_model(self) -> torch.nn.Module:
+        """The model, loaded back with transformers, in eval mode."""
         from transformers import AutoModelForSequenceClassification
 
         model: torch.nn.Module = AutoModelForSequenceClassification.from_pretrained(self.path)
@@ -314,20 +321,24 @@ def run_pipe(pipe: Any, pages: Sequence[Any]) -> list[Any]:
 
 
 class CollectingSink:
-    """A :class:`probhook.sink.Sink` that keeps every block it receives in memory (for tests)."""
+    """A [`probhook.sink.Sink`][probhook.sink.Sink] that keeps every block it receives in memory
+    (for tests)."""
 
     def __init__(self) -> None:
         self.blocks: list[Any] = []
         self.closed = False
 
     def write(self, rows: Any) -> None:
+        """Keep ``rows``."""
         self.blocks.append(rows)
 
     def close(self) -> None:
+        """Mark the sink closed."""
         self.closed = True
 
     @property
     def seq(self) -> list[int]:
+        """The sequence numbers of every row received, in order."""
         return [int(s) for block in self.blocks for s in block.seq]
 
 

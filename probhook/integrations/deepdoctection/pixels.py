@@ -3,8 +3,8 @@
 deepdoctection renders every PDF page to a 300-dpi image, and its LayoutLM feature mapper resizes
 that image and turns it into a tensor for every page, even for models that never receive it:
 LayoutLM (v1), LiLT and BERT/XLM-R text classifiers read words and boxes only. On the shipped
-demo model that pixel work is most of the time per page. :func:`skip_unused_pixels` removes it
-with changes to the analyzer *instance* only (no deepdoctection class is patched):
+demo model that pixel work is most of the time per page. [`skip_unused_pixels`][skip_unused_pixels]
+removes it with changes to the analyzer *instance* only (no deepdoctection class is patched):
 
 1. Before each language-model component of a pixel-free family, when nothing after it reads
    pixels, ``serve`` is wrapped on the instance to drop the page image
