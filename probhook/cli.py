@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib.util
 import logging
 import os
 import signal
@@ -108,16 +107,21 @@ def check_output(option: str, path: Path, suffixes: tuple[str, ...], example: st
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """Every output path and the packages writing them, before any document is read."""
+    """Every output path and the packages the run needs, before any document is read."""
+    from probhook._extras import MissingExtraError, require_extra
+
+    try:  # the deepdoctection extra brings pyarrow too
+        require_extra("deepdoctection", f"probhook {args.command}")
+        require_extra("parquet", "writing --out")
+        if args.plot is not None:
+            require_extra("notebook", "--plot")
+    except MissingExtraError as error:
+        raise UsageError(str(error)) from None
     check_output("--out", args.out, OUT_SUFFIXES, "probhook-results.parquet")
-    if importlib.util.find_spec("pyarrow") is None:
-        raise UsageError('writing --out needs pyarrow: pip install "probhook[parquet]"')
     if args.plot is not None:
         check_output("--plot", args.plot, PLOT_SUFFIXES, "confidence.png")
         if args.plot.resolve() == args.out.resolve():
             raise UsageError(f"--plot and --out are the same file ({args.out})")
-        if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError('--plot needs matplotlib: pip install "probhook[notebook]"')
 
 
 def _quiet_libraries() -> None:
