@@ -351,3 +351,29 @@ def test_sigkill_leaves_a_file_with_every_page_finished_before_the_pause(tmp_pat
     rows = _rows_by_key(out)  # whatever is there loads
     assert {r["image_id"] for r in before} <= set(rows)
     assert all(_same_probs(r, rows[r["image_id"]]) for r in before)  # bit-exact
+
+
+def test_non_finite_rows_are_flagged_without_a_prediction():
+    from probhook.cli_output import JsonWriter, PageResult, TableWriter, Totals, summary_lines
+    from probhook.distribution import Distribution
+
+    labels = ("letter", "invoice")
+    bad = Distribution(np.array([np.nan, np.nan], np.float32), labels, key="p1")
+    good = Distribution(np.array([0.25, 0.75], np.float32), labels, key="p2")
+    results = [PageResult(Path("a.pdf"), i + 1, f"p{i + 1}", d, 0.9) for i, d in
+               enumerate((bad, good))]  # fmt: skip
+    assert results[0].flagged
+    line = TableWriter(["a.pdf"], list(labels), 2).line(results[0])
+    assert "NaN or inf: no prediction" in line
+    assert line.endswith("<- review")
+    record = json.loads(JsonWriter().line(results[0]))  # valid JSON: no NaN in it
+    assert record["predicted"] is None
+    assert record["flagged"] is True
+    assert record["probs"] == {"letter": None, "invoice": None}
+    totals = Totals()
+    for result in results:
+        totals.add(result)
+    summary = "\n".join(summary_lines(totals, 0, Path("rows.parquet"), None))
+    assert "2 pages classified in 1 documents; mean confidence 0.75; 2 flagged" in summary
+    assert "1 pages had NaN or inf in the model output" in summary
+    assert "nan" not in summary.lower().replace("nan or inf", "")
