@@ -1,26 +1,41 @@
-"""``probhook``: classify document pages with deepdoctection and keep every distribution.
+"""``probhook run`` / ``probhook demo``: classify document pages with deepdoctection and keep
+every page's full distribution (options, checks, the run loop; what is printed and written:
+``cli_output``).
 
-    probhook demo                                   # shipped model and sample PDFs
-    probhook run scans/ --model my-layoutlm/ --out results.parquet --min-confidence 0.7
-
-PDF text comes from deepdoctection's own PDF text extraction (pdfplumber); images need an OCR
-engine (tesseract). Every page's distribution is captured with ``capture_probs`` and streamed to
-``--out`` (Parquet); the table on stdout shows the top-k labels and flags uncertain pages.
+Exit status: 0 pages were classified (inputs that could not be read are listed on stderr);
+1 nothing was classified (no readable input); 2 a usage error (an option, a path, the model
+folder), found before any document is read; 128 + N stopped by signal N (130 Ctrl-C,
+143 SIGTERM) after finishing the current page, with the rows file complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
+import signal
 import sys
+import tempfile
 import warnings
-from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
+from probhook.cli_output import (
+    JsonWriter,
+    PageResult,
+    Progress,
+    TableWriter,
+    Totals,
+    finish_rows_file,
+    print_lines,
+    save_plot,
+    summary_lines,
+)
 from probhook.integrations.deepdoctection.analyzer import (
     UsageError,
     build_analyzer,
@@ -30,10 +45,27 @@ from probhook.integrations.deepdoctection.analyzer import (
 
 PDF_SUFFIXES = {".pdf"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+OUT_SUFFIXES = (".parquet", ".arrows")
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+DESCRIPTION = """\
+Classify document pages with deepdoctection and keep every page's full probability distribution.
+
+examples:
+  probhook demo                      the shipped toy model on the shipped sample PDFs
+  probhook run scans/ --model my-layoutlm/ --out results.parquet --min-confidence 0.7
+
+PDF text comes from the PDF's text layer; images need an OCR engine (tesseract). One line per
+page on stdout (a table, or JSON with --format json), every row in the --out file.
+
+exit status: 0 pages classified (unreadable inputs are listed on stderr), 1 nothing classified,
+2 usage error (nothing is read), 130/143 stopped by Ctrl-C/SIGTERM (the --out file is complete)
+"""
 
 
 @dataclass
 class Inputs:
+    """The documents to classify and the inputs skipped, with the reason."""
+
     documents: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -56,6 +88,42 @@ def collect_inputs(paths: list[Path], ocr: bool) -> Inputs:
     return found
 
 
+def check_output(option: str, path: Path, suffixes: tuple[str, ...], example: str) -> None:
+    """``path`` can be written as a new file with one of ``suffixes``: checked (creating its
+    folder) before anything is classified, so a bad path costs nothing."""
+    if path.is_dir() or str(path).endswith(("/", os.sep)):
+        raise UsageError(f"{option} {path} is a folder: give a file name such as {path / example}")
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"{option} {path}: the file name must end in {' or '.join(suffixes)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(f"{path} is read-only")
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(f"{option} {path}: cannot write there ({reason})") from None
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path and the packages the run needs, before any document is read."""
+    from probhook._extras import MissingExtraError, require_extra
+
+    try:  # the deepdoctection extra brings pyarrow too
+        require_extra("deepdoctection", f"probhook {args.command}")
+        require_extra("parquet", "writing --out")
+        if args.plot is not None:
+            require_extra("notebook", "--plot")
+    except MissingExtraError as error:
+        raise UsageError(str(error)) from None
+    check_output("--out", args.out, OUT_SUFFIXES, "probhook-results.parquet")
+    if args.plot is not None:
+        check_output("--plot", args.plot, PLOT_SUFFIXES, "confidence.png")
+        if args.plot.resolve() == args.out.resolve():
+            raise UsageError(f"--plot and --out are the same file ({args.out})")
+
+
 def _quiet_libraries() -> None:
     """Keep stdout and stderr for probhook's table and warnings: libraries log at ERROR only."""
     os.environ.setdefault("LOG_LEVEL", "ERROR")  # deepdoctection reads it when first imported
@@ -69,39 +137,69 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-class Progress:
-    """A one-line progress bar on stderr, only on a terminal."""
+class StopRequest:
+    """SIGTERM and Ctrl-C ask the run to stop after the current page (the rows file is then
+    closed complete); a second signal stops at once."""
 
-    def __init__(self, total: int, enabled: bool, stream: TextIO) -> None:
-        self.total, self.done, self.stream = total, 0, stream
-        self.enabled = enabled and stream.isatty()
+    def __init__(self) -> None:
+        self.signal: int | None = None
 
-    def step(self, label: str) -> None:
-        self.done += 1
-        if self.enabled:
-            filled = int(30 * self.done / max(self.total, 1))
-            bar = "#" * filled + "-" * (30 - filled)
-            self.stream.write(f"\r[{bar}] {self.done}/{self.total} {label[:40]:<40}")
-            self.stream.flush()
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
 
-    def clear(self) -> None:
-        """Wipe the bar so that a table line or warning prints cleanly; the next step redraws."""
-        if self.enabled and self.done:
-            self.stream.write("\r" + " " * 80 + "\r")
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Handle SIGTERM and SIGINT inside the block (main thread only), as before after it."""
+        if not _main_thread():  # signal handlers can only be set there
+            yield self
+            return
+        wanted = (signal.SIGTERM, signal.SIGINT)
+        before = {s: signal.signal(s, self._handle) for s in wanted}
+        try:
+            yield self
+        finally:
+            for s, handler in before.items():
+                signal.signal(s, handler)
 
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
+    @property
+    def name(self) -> str | None:
+        """``SIGTERM`` / ``SIGINT`` once a stop was asked for."""
+        return None if self.signal is None else signal.Signals(self.signal).name
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def count_pages(documents: list[Path]) -> int:
+    """Pages to classify, for progress: a PDF's page count (0 if unreadable), 1 per image."""
+    from pypdf import PdfReader
+
+    total = 0
+    for document in documents:
+        if document.suffix.lower() not in PDF_SUFFIXES:
+            total += 1
+            continue
+        try:
+            total += len(PdfReader(document).pages)
+        except Exception:  # encrypted or broken: reported when deepdoctection reads it
+            continue
+    return total
 
 
 def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the pipeline over the inputs, printing a line per page as it is classified, then a
-    summary; return the exit code. Memory stays at the capture's: pages are not kept."""
+    summary; return the exit status. Memory stays at the capture's: pages are not kept."""
     out, err = out or sys.stdout, err or sys.stderr
-    _quiet_libraries()
-    # the model is a local folder: never ask a hub (deepdoctection keeps its usual cache)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    check_outputs(args)
+    if args.demo_model_note:
+        print("note: no --model given: using probhook's toy demo model (letter, invoice, form, "
+              "memo; trained on synthetic pages); give --model for your own classifier",
+              file=err)  # fmt: skip
     ocr = ocr_available()
     inputs = collect_inputs(args.docs, ocr)
     wrapper, labels = read_model_dir(args.model)
@@ -110,39 +208,97 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     if not inputs.documents:
         print("error: nothing to classify (no PDF, and no image with an OCR engine)", file=err)
         return 1
+    stop = StopRequest()
+    with stop.installed():  # from here on, SIGTERM / Ctrl-C end the run cleanly
+        return _run(args, inputs, wrapper, labels, ocr, stop, out, err)
 
+
+def _run(args: argparse.Namespace, inputs: Inputs, wrapper: str, labels: list[str], ocr: bool,
+         stop: StopRequest, out: TextIO, err: TextIO) -> int:  # fmt: skip
+    _quiet_libraries()
+    # the model is a local folder: never ask a hub (deepdoctection keeps its usual cache)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    analyzer = build_analyzer(args.model, wrapper, labels, ocr)
     from probhook import capture_probs
 
-    analyzer = build_analyzer(args.model, wrapper, labels, ocr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    progress = Progress(len(inputs.documents), enabled=not args.quiet, stream=err)
-    table = Table(args, [d.name for d in inputs.documents], labels, out)
-    with capture_probs(analyzer, sink=args.out) as cap:
+    names = [d.name for d in inputs.documents]
+    writer = JsonWriter() if args.format == "json" else TableWriter(names, labels, args.top_k)
+    pages = 0 if args.quiet else count_pages(inputs.documents)  # only progress needs it
+    progress = Progress(pages, len(inputs.documents), err, enabled=not args.quiet)
+    run = Run(args, analyzer, capture_probs(analyzer, sink=args.out), writer, progress, inputs,
+              out, err, stop=stop)  # fmt: skip
+    print_lines(writer.header(), out)
+    run.cap.start()
+    try:
         for document in inputs.documents:
-            try:
-                flow = analyzer.analyze(path=os.fspath(document))
-                flow.reset_state()
-                for page in flow:
-                    progress.clear()
-                    table.add(page, _newest_row_of(cap, page))
-            except Exception as error:  # a broken document must not end the run
-                inputs.skipped.append((document, _reason(error)))
-                progress.clear()
-                print(f"warning: skipped {document}: {_reason(error)}", file=err)
-            progress.step(document.name)
-    progress.close()
+            if stop.signal is not None:
+                break
+            run.document(document)
+            progress.document_done()
+    finally:
+        # a second signal here must not leave a torn file: finish closing first
+        with _signals_ignored():
+            progress.close()
+            run.cap.close()
+            written = finish_rows_file(args.out, len(run.cap))
     gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
-    table.summary(inputs, args.out)
-    if args.plot:
-        save_plot(cap, args.plot)
-        print(f"plot: {args.plot}", file=out)
-    return 0 if len(cap) else 1
+    report = err if args.format == "json" else out  # keep stdout pure JSON lines
+    print_lines(summary_lines(run.totals, len(inputs.skipped), written, run.stop.name), report)
+    if args.plot and run.totals.classified:
+        save_plot(run.cap, args.plot)
+        print(f"plot: {args.plot}", file=report)
+    if stop.signal is not None:
+        return 128 + stop.signal
+    return 0 if run.totals.classified else 1
 
 
-def _newest_row_of(cap: Any, page: Any) -> Any:
-    """The page's distribution: the newest row, if it is this page's (no forward, no row)."""
-    newest = cap.latest()
-    return newest if newest is not None and newest.key == page.image_id else None
+@dataclass
+class Run:
+    """One run's state: the analyzer, its capture, what is printed, the totals."""
+
+    args: argparse.Namespace
+    analyzer: Any
+    cap: Any
+    writer: TableWriter | JsonWriter
+    progress: Progress
+    inputs: Inputs
+    out: TextIO
+    err: TextIO
+    totals: Totals = field(default_factory=Totals)
+    stop: StopRequest = field(default_factory=StopRequest)
+
+    def document(self, document: Path) -> None:
+        """Classify every page of one document, a line each; a broken document is skipped."""
+        try:
+            flow = self.analyzer.analyze(path=os.fspath(document))
+            flow.reset_state()
+            for page in flow:
+                newest = self.cap.latest()  # the page's row, if this page had a forward
+                dist = newest if newest is not None and newest.key == page.image_id else None
+                result = PageResult(document, int(page.page_number), page.image_id, dist,
+                                    self.args.min_confidence, self.args.min_margin)  # fmt: skip
+                self.totals.add(result)
+                self.progress.write(self.writer.line(result), self.out)
+                self.progress.page_done()
+                if self.stop.signal is not None:
+                    return
+        except Exception as error:  # a broken document must not end the run
+            self.inputs.skipped.append((document, _reason(error)))
+            self.progress.write(f"warning: skipped {document}: {_reason(error)}", self.err)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    if not _main_thread():
+        yield
+        return
+    before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def _reason(error: Exception) -> str:
@@ -152,103 +308,64 @@ def _reason(error: Exception) -> str:
     return f"unreadable ({name}: {str(error)[:120]})"
 
 
-class Table:
-    """The per-page table, printed line by line, and the running totals for the summary."""
-
-    def __init__(
-        self, args: argparse.Namespace, names: list[str], labels: list[str], out: TextIO
-    ) -> None:
-        self.args, self.out = args, out
-        self.width = max([len("document"), *map(len, names)])
-        self.label_width = max([len("predicted"), *map(len, labels)])
-        self.counts: Counter[str] = Counter()
-        self.flagged, self.confidence_sum = 0, 0.0
-        self.documents, self._document = 0, None
-        header = (f"{'document':<{self.width}} {'page':>4}  {'predicted':<{self.label_width}} "
-                  f"{'conf':>5} {'margin':>6}  top-{args.top_k}")  # fmt: skip
-        print(header, file=out)
-        print("-" * (len(header) + 12 * args.top_k), file=out)
-
-    def add(self, page: Any, dist: Any) -> None:
-        name = Path(page.location or page.file_name).name
-        if page.document_id != self._document:  # documents arrive one after another
-            self.documents, self._document = self.documents + 1, page.document_id
-        if dist is None:
-            print(f"{name:<{self.width}} {page.page_number:>4}  (no words: not classified)",
-                  file=self.out)  # fmt: skip
-            return
-        top = dist.top_k(self.args.top_k)
-        margin = float(top[0][1] - top[1][1]) if len(top) > 1 else 1.0
-        flagged = self._flagged(dist.confidence, margin)
-        self.counts[dist.predicted] += 1
-        self.flagged += flagged
-        self.confidence_sum += dist.confidence
-        tops = "  ".join(f"{label} {p:.2f}" for label, p in top)
-        print(f"{name:<{self.width}} {page.page_number:>4}  {dist.predicted:<{self.label_width}} "
-              f"{dist.confidence:>5.2f} {margin:>6.2f}  {tops}{'  <- review' if flagged else ''}",
-              file=self.out)  # fmt: skip
-
-    def _flagged(self, confidence: float, margin: float) -> bool:
-        low = self.args.min_confidence is not None and confidence < self.args.min_confidence
-        return low or (self.args.min_margin is not None and margin < self.args.min_margin)
-
-    def summary(self, inputs: Inputs, rows_file: Path) -> None:
-        pages = sum(self.counts.values())
-        mean = self.confidence_sum / pages if pages else float("nan")
-        out = self.out
-        print("", file=out)
-        totals = f"{pages} pages classified in {self.documents} documents"
-        print(f"{totals}; mean confidence {mean:.2f}; {self.flagged} flagged for review", file=out)
-        counts = ", ".join(f"{label} {n}" for label, n in self.counts.most_common())
-        print(f"predicted: {counts}", file=out)
-        if inputs.skipped:
-            print(f"skipped {len(inputs.skipped)} inputs (see warnings on stderr)", file=out)
-        print(f"all rows: {rows_file}", file=out)
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
-def save_plot(cap: Any, path: Path) -> None:
-    import matplotlib
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    ax = cap.plot.confidence(bins=20)
-    ax.figure.savefig(path, dpi=120)
-    plt.close(ax.figure)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown (those that are values, not None or False), line breaks kept."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="probhook", description=__doc__.split("\n\n")[0])
+    """The ``probhook`` argument parser."""
+    from probhook import __version__
+
+    parser = argparse.ArgumentParser(prog="probhook", description=DESCRIPTION,
+                                     formatter_class=_HelpFormatter)  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"probhook {__version__}")
     sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser(
-        "run", help="classify PDFs (and images, with OCR) and keep every distribution"
-    )
-    run.add_argument(
-        "docs", nargs="*", type=Path, help="PDF/image files or folders (default: demo samples)"
-    )
-    run.add_argument(
-        "--model", type=Path, help="Hugging Face sequence-classifier folder (default: demo model)"
-    )
-    demo = sub.add_parser("demo", help="run on the shipped sample PDFs with the shipped model")
+    run = sub.add_parser("run", help="classify PDFs (and images, with OCR) and keep every "
+                         "distribution", description=DESCRIPTION,
+                         formatter_class=_HelpFormatter)  # fmt: skip
+    run.add_argument("docs", nargs="*", type=Path,
+                     help="PDF/image files or folders (none: the demo samples)")  # fmt: skip
+    run.add_argument("--model", type=Path, help="Hugging Face *ForSequenceClassification folder "
+                     "(none: probhook's toy demo model)")  # fmt: skip
+    demo = sub.add_parser("demo", help="the shipped toy model on the shipped sample PDFs",
+                          formatter_class=_HelpFormatter)  # fmt: skip
     for p in (run, demo):
-        p.add_argument(
-            "--out",
-            type=Path,
-            default=Path("probhook-results.parquet"),
-            help="Parquet file for every row",
-        )
-        p.add_argument("--top-k", type=int, default=3, help="labels shown per page (default 3)")
-        p.add_argument("--min-confidence", type=float, default=0.9,
-                       help="flag pages below this top probability (default 0.9)")  # fmt: skip
-        p.add_argument(
-            "--min-margin", type=float, default=None, help="flag pages below this top-1 minus top-2"
-        )
-        p.add_argument("--plot", type=Path, help="save a confidence histogram (PNG)")
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--out", type=Path, default=Path("probhook-results.parquet"),
+                       help="file for every row: .parquet, or .arrows (Arrow stream)")  # fmt: skip
+        p.add_argument("--format", choices=("table", "json"), default="table",
+                       help="stdout: a table, or one JSON object per page")  # fmt: skip
+        p.add_argument("--top-k", type=_positive, default=3, help="labels shown per page")
+        p.add_argument("--min-confidence", type=_fraction, default=0.9,
+                       help="flag pages whose top probability is below this")  # fmt: skip
+        p.add_argument("--min-margin", type=_fraction, default=None,
+                       help="flag pages whose top-1 minus top-2 is below this")  # fmt: skip
+        p.add_argument("--plot", type=Path, default=None,
+                       help="save a confidence histogram (.png, .svg, .pdf, .jpg)")  # fmt: skip
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``probhook`` entry point; returns the exit status."""
     from probhook import demo
 
     parser = build_parser()
@@ -258,19 +375,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "demo":
         args.docs, args.model = [], None
+    args.demo_model_note = args.command == "run" and args.model is None
     if not args.docs and args.model is None:
-        args.docs, args.model = [demo.SAMPLES_DIR], demo.MODEL_DIR
+        args.docs = [demo.SAMPLES_DIR]
     elif not args.docs:
         parser.error("give the documents to classify (files or folders)")
-    elif args.model is None:
+    if args.model is None:
         args.model = demo.MODEL_DIR
-    if args.top_k < 1:
-        parser.error("--top-k must be at least 1")
     try:
         return classify(args)
     except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"probhook: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: the rows file was closed first
+        print("probhook: stopped", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -2,5 +2,6 @@
 test kit, and the kit itself (``probhook.testing``). Imported only for deepdoctection targets."""
 
 from probhook.integrations.deepdoctection.adapter import DeepdoctectionAdapter
+from probhook.integrations.deepdoctection.pixels import skip_unused_pixels
 
-__all__ = ["DeepdoctectionAdapter"]
+__all__ = ["DeepdoctectionAdapter", "skip_unused_pixels"]

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from probhook._extras import require_extra
+from probhook.integrations.deepdoctection.pixels import skip_unused_pixels
 
 WRAPPERS = {
     "layoutlm": "HFLayoutLmSequenceClassifier",
@@ -34,14 +37,31 @@ def wrapper_name(model_type: str) -> str:
     return WRAPPERS.get(model_type, TEXT_WRAPPER)
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model",
+                   "spiece.model")  # fmt: skip
+# the layer whose rows are the classes: ``classifier`` (BERT, LayoutLM) or ``classifier.out_proj``
+# (RoBERTa-style heads: XLM-R, LayoutLMv3, LiLT)
+_HEAD_WEIGHT = re.compile(r"(^|\.)(classifier(\.out_proj)?|score)\.weight$")
+
+
 def read_model_dir(model_dir: Path) -> tuple[str, list[str]]:
-    """The deepdoctection wrapper name and the labels of a Hugging Face classifier folder."""
+    """The deepdoctection wrapper name and the labels of a Hugging Face classifier folder, after
+    checking (without loading the model) that it has weights, a tokenizer and as many label
+    names as the classifier has outputs: each problem is one [`UsageError`][UsageError]."""
+    if not model_dir.is_dir():
+        raise UsageError(
+            f"--model {model_dir}: no such folder (expected a Hugging Face model folder)"
+        )
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise UsageError(f"{model_dir} has no config.json: expected a Hugging Face model folder")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UsageError(f"{config_path} is not valid JSON ({error})") from None
     architectures = config.get("architectures") or []
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
         raise UsageError(
             f"{model_dir} holds {architectures or 'no architecture'}, not a sequence "
             "classifier (*ForSequenceClassification): probhook classifies whole pages"
@@ -50,7 +70,45 @@ def read_model_dir(model_dir: Path) -> tuple[str, list[str]]:
     labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
     if not labels:
         raise UsageError(f"{config_path} has no id2label: the classifier's categories are unknown")
+    weights = next((model_dir / n for n in WEIGHT_FILES if (model_dir / n).is_file()), None)
+    if weights is None:
+        raise UsageError(f"{model_dir} has no weights (expected one of {', '.join(WEIGHT_FILES)})")
+    if not any((model_dir / n).is_file() for n in TOKENIZER_FILES):
+        raise UsageError(
+            f"{model_dir} has no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})"
+        )
+    outputs = classifier_outputs(weights)
+    if outputs is not None and outputs != len(labels):
+        raise UsageError(
+            f"{model_dir}: config.json names {len(labels)} labels but the classifier weights "
+            f"have {outputs} outputs"
+        )
     return wrapper_name(config.get("model_type", "")), labels
+
+
+def classifier_outputs(weights: Path) -> int | None:
+    """The number of classes of the classifier layer in a weights file (None if not found),
+    read from the safetensors header (or the state dict of a ``.bin``) without building the
+    model."""
+    try:
+        if weights.name.endswith(".index.json"):
+            weight_map = json.loads(weights.read_text(encoding="utf-8"))["weight_map"]
+            names = [n for n in weight_map if _HEAD_WEIGHT.search(n)]
+            return classifier_outputs(weights.parent / weight_map[max(names)]) if names else None
+        if weights.suffix == ".safetensors":
+            with weights.open("rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                shapes = {n: v["shape"] for n, v in json.loads(f.read(size)).items()
+                          if n != "__metadata__"}  # fmt: skip
+        else:
+            import torch
+
+            state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+            shapes = {n: list(t.shape) for n, t in state.items()}
+    except Exception as error:
+        raise UsageError(f"{weights} cannot be read as model weights ({error})") from None
+    names = sorted(n for n in shapes if _HEAD_WEIGHT.search(n))
+    return int(shapes[names[-1]][0]) if names else None
 
 
 def register_profile(name: str, config: str, labels: Sequence[str], wrapper: str) -> str:
@@ -105,8 +163,12 @@ def _evals_weights() -> bool:
     return not isinstance(cfg.LM_SEQUENCE_CLASS.WEIGHTS, str)
 
 
-def build_analyzer(model_dir: Path, wrapper: str, labels: list[str], ocr: bool) -> Any:
-    """``dd.get_dd_analyzer`` with PDF text extraction and the classifier in ``model_dir``."""
+def build_analyzer(
+    model_dir: Path, wrapper: str, labels: list[str], ocr: bool, *, skip_pixels: bool = True
+) -> Any:
+    """``dd.get_dd_analyzer`` with PDF text extraction and the classifier in ``model_dir``;
+    with ``skip_pixels``, no page pixels are built for a model that does not read them
+    ([`skip_unused_pixels`][probhook.integrations.deepdoctection.pixels.skip_unused_pixels])."""
     require_extra("deepdoctection", "a deepdoctection analyzer (probhook run, probhook demo)")
     import deepdoctection as dd
     from transformers.utils import logging as hf_logging
@@ -115,7 +177,15 @@ def build_analyzer(model_dir: Path, wrapper: str, labels: list[str], ocr: bool) 
     # an absolute profile name makes deepdoctection read weights and configs in place
     name = os.fspath(model_dir.resolve())
     register_profile(name, os.path.join(name, "config.json"), labels, wrapper)
-    return dd.get_dd_analyzer(config_overwrite=analyzer_overrides(name, pdf_text=True, ocr=ocr))
+    overrides = analyzer_overrides(name, pdf_text=True, ocr=ocr)
+    try:
+        analyzer = dd.get_dd_analyzer(config_overwrite=overrides)
+    except Exception as error:  # transformers' own message, without its traceback
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        raise UsageError(
+            f"the classifier in {model_dir} cannot be loaded ({type(error).__name__}: {first})"
+        ) from None
+    return skip_unused_pixels(analyzer) if skip_pixels else analyzer
 
 
 def ocr_available() -> bool:
