@@ -93,12 +93,14 @@ def arrow_to_rows(table: pa.Table) -> tuple[RowBlock, dict[str, ColumnKind], str
 
 
 def read_table(path: str | os.PathLike[str]) -> pa.Table:
-    """Read a ``.parquet`` file or an Arrow IPC stream; a stream cut short by a killed writer
-    yields every batch that was completely written."""
+    """Read a ``.parquet`` file, a folder of them (:func:`read_folder`) or an Arrow IPC stream;
+    a stream cut short by a killed writer yields every batch that was completely written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
+    if path.is_dir():
+        return read_folder(path)
     if path.suffix not in STREAM_SUFFIXES:
         return pq.read_table(path)
     batches = []
@@ -112,3 +114,27 @@ def read_table(path: str | os.PathLike[str]) -> pa.Table:
             except (pa.ArrowInvalid, OSError):  # torn last message: the writer was killed
                 break
         return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def read_folder(path: str | os.PathLike[str]) -> pa.Table:
+    """The rows of a folder of Parquet files written by several writers (Ray workers, say): one
+    label space across files, only rows whose ``status`` (where there is one) is ``"ok"``, and
+    sequence numbers renumbered in reading order (each writer numbered its own rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pds
+
+    folder = pds.dataset(os.fspath(path), format="parquet")
+    if not folder.files:
+        raise ValueError(f"{os.fspath(path)} holds no Parquet file")
+    metadata = [f.physical_schema.metadata or {} for f in folder.get_fragments()]
+    labels = {m.get(b"probhook.labels") for m in metadata}
+    if len(labels) != 1:
+        raise ValueError(f"the files in {os.fspath(path)} hold different label spaces: "
+                         f"{sorted(str(x) for x in labels)}; load them one by one")  # fmt: skip
+    table = folder.to_table()
+    if "status" in table.column_names:
+        table = table.filter(pc.equal(table.column("status"), "ok"))
+    seq = pa.array(np.arange(len(table), dtype=np.int64))
+    table = table.set_column(table.column_names.index("seq"), "seq", seq)
+    return table.replace_schema_metadata(metadata[0])

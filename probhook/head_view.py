@@ -294,7 +294,8 @@ def load(path: str | os.PathLike[str]) -> HeadView:
     """Read a file written by ``to_parquet`` or a streaming sink back into a read-only view.
 
     For a multi-head capture the sink writes one file per head (see
-    :class:`~probhook.sink.FileSink`).
+    :class:`~probhook.sink.FileSink`). A folder of Parquet files (``probhook run --engine ray``)
+    reads as one view of its classified rows (see :func:`probhook.arrow.read_folder`).
     """
     from probhook.arrow import arrow_to_rows, read_table
 
