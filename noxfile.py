@@ -17,8 +17,8 @@ def install(session, extras):
 
 @nox.session(python=PY)
 def tests(session):
-    """The whole test suite (unit, integration with real deepdoctection, doctests)."""
-    install(session, "all,test")
+    """The whole test suite (unit, integration with real deepdoctection and Ray, doctests)."""
+    install(session, "all,ray,test")
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     session.run("pytest", *session.posargs, env=env)
 
