@@ -53,12 +53,10 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def ray_run(cluster, folder, tmp_path_factory):
-    """``probhook run --engine ray`` with two workers on the documents the CLI collects."""
+    """What ``probhook run --engine ray`` runs, with two workers (joining the Ray instance)."""
     out = tmp_path_factory.mktemp("ray") / "rows"
     documents = collect_inputs([folder], ocr=False).documents
-    summary = engine.run(
-        documents, model_dir=demo.MODEL_DIR, out=out, workers=2, batch_size=2, quiet=True
-    )
+    summary = engine.run(documents, model_dir=demo.MODEL_DIR, out=out, workers=2, quiet=True)
     print(summary)
     return summary
 
@@ -143,3 +141,35 @@ def test_a_killed_worker_is_replaced_and_every_page_appears_once(
     expected = local[local["location"].isin([str(d) for d in documents])]
     assert len(pages) == len(set(pages)) == len(expected)
     assert sorted(pages) == sorted(zip(expected["location"], expected["page_number"], strict=True))
+
+
+def test_a_page_without_words_gets_a_row_saying_so(folder, tmp_path, local_rows):
+    from pypdf import PdfWriter
+
+    blank = tmp_path / "blank.pdf"
+    writer = PdfWriter()
+    writer.add_blank_page(width=612, height=792)
+    writer.write(blank)
+    letter = folder / "letter_1-0.pdf"
+    classifier = engine.PageClassifier(demo.MODEL_DIR)  # in this process: the class itself
+    table = classifier({"path": [str(blank), str(letter)]})  # no bytes: read from the paths
+    rows = {Path(r["location"]).name: r for r in table.to_pylist()}
+    assert rows["blank.pdf"]["status"] == engine.NO_WORDS
+    assert rows["blank.pdf"]["page_number"] == 1
+    assert rows["blank.pdf"]["p_letter"] is None
+    assert rows["letter_1-0.pdf"]["status"] == "ok"
+    local = frame(local_rows).set_index("location").loc[str(letter)]
+    assert rows["letter_1-0.pdf"]["p_letter"] == local["p_letter"]
+    assert table.schema.metadata == classifier.schema.metadata
+
+
+def test_bad_options_fail_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="workers must be a positive int"):
+        engine.classify(None, model_dir=demo.MODEL_DIR, workers=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        engine.PageClassifier()
+    with pytest.raises(engine.UsageError, match=r"no config\.json"):
+        engine.classify(None, model_dir=tmp_path)
+    (tmp_path / "old.parquet").write_bytes(b"")
+    with pytest.raises(engine.UsageError, match="give a new or empty folder"):
+        engine.run([demo.SAMPLES_DIR / "memo_1.pdf"], model_dir=demo.MODEL_DIR, out=tmp_path)
