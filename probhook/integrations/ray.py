@@ -175,8 +175,8 @@ class PageClassifier:
         return flow
 
     def _page_columns(self, meta: dict[str, Any]) -> dict[str, Any]:
-        return {"key": meta["key"], "head": self.head, **{c: meta.get(c) for c in self.columns
-                                                          if c not in ("key", "head")}}  # fmt: skip
+        page = {c: meta.get(c) for c in self.columns if c not in ("key", "head")}
+        return {"key": meta["key"], "head": self.head, **page}
 
     def _failure(self, path: str, why: str) -> dict[str, Any]:
         return {"head": self.head, "location": path, "file_name": Path(path).name, STATUS: why}
