@@ -111,6 +111,8 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
         print("error: nothing to classify (no PDF, and no image with an OCR engine)", file=err)
         return 1
 
+    if getattr(args, "engine", "local") == "ray":
+        return _classify_on_ray(args, inputs, out)
     from probhook import capture_probs
 
     analyzer = build_analyzer(args.model, wrapper, labels, ocr)
@@ -137,6 +139,27 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
         save_plot(cap, args.plot)
         print(f"plot: {args.plot}", file=out)
     return 0 if len(cap) else 1
+
+
+def _classify_on_ray(args: argparse.Namespace, inputs: Inputs, out: TextIO) -> int:
+    """``--engine ray``: the documents on Ray workers, every row in the folder ``--out``."""
+    import probhook
+    from probhook.integrations.ray import run
+
+    summary = run(
+        inputs.documents,
+        model_dir=args.model,
+        out=args.out,
+        address=args.address,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        quiet=args.quiet,
+    )
+    print(summary, file=out)
+    if args.plot and summary.pages:
+        save_plot(probhook.load(args.out), args.plot)
+        print(f"plot: {args.plot}", file=out)
+    return 0 if summary.pages else 1
 
 
 def _newest_row_of(cap: Any, page: Any) -> Any:
@@ -229,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--model", type=Path, help="Hugging Face sequence-classifier folder (default: demo model)"
     )
+    run.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: in this process; ray: on Ray workers, --out is a folder",
+    )
+    run.add_argument(
+        "--address",
+        help="--engine ray: the Ray cluster to join (default: start a local Ray instance)",
+    )
+    run.add_argument("--workers", type=int, default=1, help="--engine ray: workers (default 1)")
+    run.add_argument("--gpus-per-worker", type=float, default=0.0,
+                     help="--engine ray: GPUs each worker asks for (default 0)")  # fmt: skip
     demo = sub.add_parser("demo", help="run on the shipped sample PDFs with the shipped model")
     for p in (run, demo):
         p.add_argument(
@@ -266,6 +302,15 @@ def main(argv: list[str] | None = None) -> int:
         args.model = demo.MODEL_DIR
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
+    if getattr(args, "engine", "local") == "ray":
+        if args.workers < 1 or args.gpus_per_worker < 0:
+            parser.error("--workers must be at least 1 and --gpus-per-worker at least 0")
+    elif (
+        getattr(args, "address", None)
+        or getattr(args, "workers", 1) != 1
+        or getattr(args, "gpus_per_worker", 0)
+    ):
+        parser.error("--address, --workers and --gpus-per-worker go with --engine ray")
     try:
         return classify(args)
     except UsageError as error:

@@ -1,7 +1,9 @@
 """The Ray engine on a real local Ray instance, with the real deepdoctection pipeline and the demo
 model: the same rows as the local engine, a killed worker, a corrupt PDF."""
 
+import contextlib
 import functools
+import io
 import os
 import shutil
 import signal
@@ -16,7 +18,7 @@ ray = pytest.importorskip("ray", reason="the Ray engine needs probhook[ray]")
 
 import probhook  # noqa: E402
 from probhook import demo  # noqa: E402
-from probhook.cli import collect_inputs, main  # noqa: E402
+from probhook.cli import main  # noqa: E402
 from probhook.integrations import ray as engine  # noqa: E402
 
 COPIES = 2  # 24 PDFs, 26 pages, and one corrupt PDF
@@ -53,11 +55,25 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def ray_run(cluster, folder, tmp_path_factory):
-    """What ``probhook run --engine ray`` runs, with two workers (joining the Ray instance)."""
+    """``probhook run --engine ray`` with two workers (joining the running Ray instance)."""
     out = tmp_path_factory.mktemp("ray") / "rows"
-    documents = collect_inputs([folder], ocr=False).documents
-    summary = engine.run(documents, model_dir=demo.MODEL_DIR, out=out, workers=2, quiet=True)
-    print(summary)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        argv = [
+            "run",
+            str(folder),
+            "--engine",
+            "ray",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+        assert main(argv) == 0
+    print(printed.getvalue())
+    summary = engine.summarize(out)
+    assert str(summary).splitlines()[0].split(" by ")[0] in printed.getvalue()
     return summary
 
 
@@ -143,17 +159,20 @@ def test_a_killed_worker_is_replaced_and_every_page_appears_once(
     assert sorted(pages) == sorted(zip(expected["location"], expected["page_number"], strict=True))
 
 
-def test_a_page_without_words_gets_a_row_saying_so(folder, tmp_path, local_rows):
+def test_no_page_is_dropped_without_words_or_beyond_the_ring(folder, tmp_path, local_rows):
     from pypdf import PdfWriter
 
     blank = tmp_path / "blank.pdf"
     writer = PdfWriter()
     writer.add_blank_page(width=612, height=792)
     writer.write(blank)
-    letter = folder / "letter_1-0.pdf"
-    classifier = engine.PageClassifier(demo.MODEL_DIR)  # in this process: the class itself
-    table = classifier({"path": [str(blank), str(letter)]})  # no bytes: read from the paths
+    letter, memo = folder / "letter_1-0.pdf", folder / "memo_1-0.pdf"
+    # in this process: the class itself, with a ring of one row (the others spill to the output)
+    classifier = engine.PageClassifier(demo.MODEL_DIR, capacity=1)
+    table = classifier({"path": [str(blank), str(letter), str(memo)]})  # no bytes: read paths
     rows = {Path(r["location"]).name: r for r in table.to_pylist()}
+    assert len(table) == len(rows) == 3
+    assert rows["memo_1-0.pdf"]["predicted"] == "memo"
     assert rows["blank.pdf"]["status"] == engine.NO_WORDS
     assert rows["blank.pdf"]["page_number"] == 1
     assert rows["blank.pdf"]["p_letter"] is None
