@@ -182,7 +182,11 @@ def test_no_page_is_dropped_without_words_or_beyond_the_ring(folder, tmp_path, l
     assert table.schema.metadata == classifier.schema.metadata
 
 
-def test_bad_options_fail_before_any_work(tmp_path):
+def test_bad_options_fail_before_any_work(tmp_path, capsys):
+    for argv in (["--workers", "2"], ["--engine", "ray", "--workers", "0"]):
+        with pytest.raises(SystemExit):
+            main(["run", str(demo.SAMPLES_DIR), *argv])
+    assert "--workers and --gpus-per-worker go with --engine ray" in capsys.readouterr().err
     with pytest.raises(ValueError, match="workers must be a positive int"):
         engine.classify(None, model_dir=demo.MODEL_DIR, workers=0)
     with pytest.raises(ValueError, match="exactly one"):
