@@ -18,8 +18,9 @@ def install(session, extras):
 
 @nox.session(python=PY)
 def tests(session):
-    """The whole test suite (unit, real deepdoctection integration, doctests, the docs build)."""
-    install(session, "all,test,docs")
+    """The whole test suite (unit, real deepdoctection and Ray integration, doctests, the docs
+    build)."""
+    install(session, "all,ray,test,docs")
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     session.run("pytest", *session.posargs, env=env)
 

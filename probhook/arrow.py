@@ -157,7 +157,8 @@ def arrow_to_rows(table: pa.Table) -> tuple[RowBlock, dict[str, ColumnKind], str
 
 
 def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Table:
-    """Read a ``.parquet`` file or an Arrow IPC stream written by probhook.
+    """Read a ``.parquet`` file, a folder of them ([`read_folder`][probhook.arrow.read_folder])
+    or an Arrow IPC stream written by probhook.
 
     A stream cut short by a killed writer yields every block that was completely written,
     with a warning saying how many rows were recovered (``strict=True`` raises instead). A
@@ -169,6 +170,8 @@ def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Tabl
     import pyarrow.parquet as pq
 
     path = Path(path)
+    if path.is_dir():
+        return read_folder(path)
     if not path.exists():
         partial = stream_path(path)
         if path.suffix == ".parquet" and partial.exists():
@@ -217,3 +220,27 @@ def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Tabl
             raise ValueError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     return table
+
+
+def read_folder(path: str | os.PathLike[str]) -> pa.Table:
+    """The rows of a folder of Parquet files written by several writers (Ray workers, say): one
+    label space across files, only rows whose ``status`` (where there is one) is ``"ok"``, and
+    sequence numbers renumbered in reading order (each writer numbered its own rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pds
+
+    folder = pds.dataset(os.fspath(path), format="parquet")
+    if not folder.files:
+        raise ValueError(f"{os.fspath(path)} holds no Parquet file")
+    metadata = [f.physical_schema.metadata or {} for f in folder.get_fragments()]
+    labels = {m.get(b"probhook.labels") for m in metadata}
+    if len(labels) != 1:
+        raise ValueError(f"the files in {os.fspath(path)} hold different label spaces: "
+                         f"{sorted(str(x) for x in labels)}; load them one by one")  # fmt: skip
+    table = folder.to_table()
+    if "status" in table.column_names:
+        table = table.filter(pc.equal(table.column("status"), "ok"))
+    seq = pa.array(np.arange(len(table), dtype=np.int64))
+    table = table.set_column(table.column_names.index("seq"), "seq", seq)
+    return table.replace_schema_metadata(metadata[0])

@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import logging
 import os
 import signal
 import sys
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +38,9 @@ from probhook.integrations.deepdoctection.analyzer import (
     UsageError,
     build_analyzer,
     ocr_available,
+    quiet_libraries,
     read_model_dir,
+    reason,
 )
 
 PDF_SUFFIXES = {".pdf"}
@@ -117,24 +117,15 @@ def check_outputs(args: argparse.Namespace) -> None:
             require_extra("notebook", "--plot")
     except MissingExtraError as error:
         raise UsageError(str(error)) from None
-    check_output("--out", args.out, OUT_SUFFIXES, "probhook-results.parquet")
+    if getattr(args, "engine", "local") == "ray":  # Ray writes a folder of Parquet files
+        if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+            raise UsageError(f"--out {args.out}: --engine ray writes a new or empty folder")
+    else:
+        check_output("--out", args.out, OUT_SUFFIXES, "probhook-results.parquet")
     if args.plot is not None:
         check_output("--plot", args.plot, PLOT_SUFFIXES, "confidence.png")
         if args.plot.resolve() == args.out.resolve():
             raise UsageError(f"--plot and --out are the same file ({args.out})")
-
-
-def _quiet_libraries() -> None:
-    """Keep stdout and stderr for probhook's table and warnings: libraries log at ERROR only."""
-    os.environ.setdefault("LOG_LEVEL", "ERROR")  # deepdoctection reads it when first imported
-    import torch  # noqa: F401  (torch resets its loggers' levels on import: import it first)
-
-    names = ("dd_core", "deepdoctection", "pypdf", "pdfminer", "transformers", "timm", "torch")
-    for name in names:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 class StopRequest:
@@ -208,6 +199,8 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     if not inputs.documents:
         print("error: nothing to classify (no PDF, and no image with an OCR engine)", file=err)
         return 1
+    if getattr(args, "engine", "local") == "ray":
+        return _classify_on_ray(args, inputs, out)
     stop = StopRequest()
     with stop.installed():  # from here on, SIGTERM / Ctrl-C end the run cleanly
         return _run(args, inputs, wrapper, labels, ocr, stop, out, err)
@@ -215,7 +208,7 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
 
 def _run(args: argparse.Namespace, inputs: Inputs, wrapper: str, labels: list[str], ocr: bool,
          stop: StopRequest, out: TextIO, err: TextIO) -> int:  # fmt: skip
-    _quiet_libraries()
+    quiet_libraries()
     # the model is a local folder: never ask a hub (deepdoctection keeps its usual cache)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -284,8 +277,8 @@ class Run:
                 if self.stop.signal is not None:
                     return
         except Exception as error:  # a broken document must not end the run
-            self.inputs.skipped.append((document, _reason(error)))
-            self.progress.write(f"warning: skipped {document}: {_reason(error)}", self.err)
+            self.inputs.skipped.append((document, reason(error)))
+            self.progress.write(f"warning: skipped {document}: {reason(error)}", self.err)
 
 
 @contextlib.contextmanager
@@ -301,17 +294,38 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _reason(error: Exception) -> str:
-    name = type(error).__name__
-    if "Decrypt" in name or "encrypt" in str(error).lower():
-        return "encrypted PDF (no password given)"
-    return f"unreadable ({name}: {str(error)[:120]})"
+def _classify_on_ray(args: argparse.Namespace, inputs: Inputs, out: TextIO) -> int:
+    """``--engine ray``: the documents on Ray workers, every row in the folder ``--out``."""
+    import probhook
+    from probhook.integrations.ray import run
+
+    summary = run(
+        inputs.documents,
+        model_dir=args.model,
+        out=args.out,
+        address=args.address,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        quiet=args.quiet,
+    )
+    print(summary, file=out)
+    if args.plot and summary.pages:
+        save_plot(probhook.load(args.out), args.plot)
+        print(f"plot: {args.plot}", file=out)
+    return 0 if summary.pages else 1
 
 
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
     return value
 
 
@@ -348,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "(none: probhook's toy demo model)")  # fmt: skip
     demo = sub.add_parser("demo", help="the shipped toy model on the shipped sample PDFs",
                           formatter_class=_HelpFormatter)  # fmt: skip
+    run.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process; ray: Ray workers, --out a folder")  # fmt: skip
+    run.add_argument("--address", help="--engine ray: the Ray cluster to join "
+                     "(none: start a local Ray instance)")  # fmt: skip
+    run.add_argument("--workers", type=_positive, default=1, help="--engine ray: workers")
+    run.add_argument("--gpus-per-worker", type=_non_negative, default=0.0,
+                     help="--engine ray: GPUs each worker asks for")  # fmt: skip
     for p in (run, demo):
         p.add_argument("--out", type=Path, default=Path("probhook-results.parquet"),
                        help="file for every row: .parquet, or .arrows (Arrow stream)")  # fmt: skip
@@ -382,6 +403,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give the documents to classify (files or folders)")
     if args.model is None:
         args.model = demo.MODEL_DIR
+    if getattr(args, "engine", "local") != "ray" and (
+        getattr(args, "address", None)
+        or getattr(args, "workers", 1) != 1
+        or getattr(args, "gpus_per_worker", 0)
+    ):
+        parser.error("--address, --workers and --gpus-per-worker go with --engine ray")
     try:
         return classify(args)
     except UsageError as error:

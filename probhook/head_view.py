@@ -295,6 +295,8 @@ def load(path: str | os.PathLike[str], *, strict: bool = False) -> HeadView:
     For a multi-head capture the sink writes one file per head (see
     [`FileSink`][probhook.sink.FileSink]). A file a killed run left behind loads every complete
     block, with a warning giving the count; ``strict=True`` refuses partial files.
+    A folder of Parquet files (``probhook run --engine ray``) reads as one view of its
+    classified rows (see [`read_folder`][probhook.arrow.read_folder]).
     """
     from probhook._extras import require
     from probhook.arrow import arrow_to_rows, read_table

@@ -191,3 +191,28 @@ def build_analyzer(
 def ocr_available() -> bool:
     """Whether an OCR engine (tesseract) is on the PATH, for image input."""
     return shutil.which("tesseract") is not None
+
+
+def reason(error: Exception) -> str:
+    """Why a document could not be read, in a few words (for warnings and status columns)."""
+    name = type(error).__name__
+    if "Decrypt" in name or "encrypt" in str(error).lower():
+        return "encrypted PDF (no password given)"
+    return f"unreadable ({name}: {str(error)[:120]})"
+
+
+def quiet_libraries() -> None:
+    """Libraries log at ERROR only and drop their UserWarnings (deepdoctection's per-page log
+    lines, torch's deprecation notes), so that what is printed is probhook's."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("LOG_LEVEL", "ERROR")  # deepdoctection reads it when first imported
+    import torch  # noqa: F401  (torch resets its loggers' levels on import: import it first)
+
+    names = ("dd_core", "deepdoctection", "pypdf", "pdfminer", "transformers", "timm", "torch")
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
