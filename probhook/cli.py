@@ -11,16 +11,13 @@ folder), found before any document is read; 128 + N stopped by signal N (130 Ctr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 from probhook.cli_output import (
@@ -34,6 +31,7 @@ from probhook.cli_output import (
     save_plot,
     summary_lines,
 )
+from probhook.cli_signals import StopRequest, ignored
 from probhook.integrations.deepdoctection.analyzer import (
     UsageError,
     build_analyzer,
@@ -128,44 +126,6 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise UsageError(f"--plot and --out are the same file ({args.out})")
 
 
-class StopRequest:
-    """SIGTERM and Ctrl-C ask the run to stop after the current page (the rows file is then
-    closed complete); a second signal stops at once."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[StopRequest]:
-        """Handle SIGTERM and SIGINT inside the block (main thread only), as before after it."""
-        if not _main_thread():  # signal handlers can only be set there
-            yield self
-            return
-        wanted = (signal.SIGTERM, signal.SIGINT)
-        before = {s: signal.signal(s, self._handle) for s in wanted}
-        try:
-            yield self
-        finally:
-            for s, handler in before.items():
-                signal.signal(s, handler)
-
-    @property
-    def name(self) -> str | None:
-        """``SIGTERM`` / ``SIGINT`` once a stop was asked for."""
-        return None if self.signal is None else signal.Signals(self.signal).name
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 def count_pages(documents: list[Path]) -> int:
     """Pages to classify, for progress: a PDF's page count (0 if unreadable), 1 per image."""
     from pypdf import PdfReader
@@ -231,7 +191,7 @@ def _run(args: argparse.Namespace, inputs: Inputs, wrapper: str, labels: list[st
             progress.document_done()
     finally:
         # a second signal here must not leave a torn file: finish closing first
-        with _signals_ignored():
+        with ignored():
             progress.close()
             run.cap.close()
             written = finish_rows_file(args.out, len(run.cap))
@@ -279,19 +239,6 @@ class Run:
         except Exception as error:  # a broken document must not end the run
             self.inputs.skipped.append((document, reason(error)))
             self.progress.write(f"warning: skipped {document}: {reason(error)}", self.err)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    if not _main_thread():
-        yield
-        return
-    before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
 
 
 def _classify_on_ray(args: argparse.Namespace, inputs: Inputs, out: TextIO) -> int:
