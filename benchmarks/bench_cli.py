@@ -32,10 +32,13 @@ from probhook import demo
 
 def bare_child(model, docs):
     """The bare analyzer: one line per page on stdout, flushed (the parent times the lines)."""
-    from probhook.cli import _quiet_libraries
-    from probhook.integrations.deepdoctection.analyzer import build_analyzer, read_model_dir
+    from probhook.integrations.deepdoctection.analyzer import (
+        build_analyzer,
+        quiet_libraries,
+        read_model_dir,
+    )
 
-    _quiet_libraries()
+    quiet_libraries()
     from dd_core.utils.object_types import DocumentKey
 
     wrapper, labels = read_model_dir(Path(model))

@@ -53,9 +53,9 @@ def test_probhook_run_matches_the_bare_analyzer_bit_for_bit(kind, tiny, tmp_path
 
 
 def test_pages_come_without_pixels_only_where_nothing_reads_them(tiny):
-    from probhook.cli import _quiet_libraries
+    from probhook.integrations.deepdoctection.analyzer import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     for model_dir, kept in ((demo.MODEL_DIR, False), (tiny("layoutlmv3").path, True)):
         wrapper, labels = read_model_dir(model_dir)
         analyzer = build_analyzer(model_dir, wrapper, labels, ocr=False)
