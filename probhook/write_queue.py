@@ -18,9 +18,7 @@ Examples:
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,6 +62,8 @@ class WriteQueue:
         self.pending: list[Any] = []
         self.push = self.pending.extend
         self.error: Exception | None = None  # the last failed drain, while rows wait
+        # made once: a class-based context is cheaper per use than a generator-based one
+        self._reading, self._writing = Drained(self, strict=False), Drained(self, strict=True)
 
     def take(self, n: int) -> int:
         """The first of ``n`` new numbers; call it with [`lock`][lock] held."""
@@ -71,22 +71,14 @@ class WriteQueue:
         self._next = first + n
         return first
 
-    @contextlib.contextmanager
-    def locked(self, *, strict: bool = False) -> Iterator[None]:
+    def locked(self, *, strict: bool = False) -> Drained:
         """Hold the lock with every queued row stored: reads and writes come after them.
 
         Storing can fail (a sink that cannot write): ``strict`` (writes) raises; reads go on
-        with the rows already stored, and the failure stays in [`error`][error] until a later
-        drain succeeds (the rows stay queued, nothing is lost).
+        with the rows already stored, and the failure stays in ``error`` until a later drain
+        succeeds (the rows stay queued, nothing is lost).
         """
-        with self.lock:
-            try:
-                self.drain()
-            except Exception as err:
-                if strict:
-                    raise
-                self.error = err
-            yield
+        return self._writing if strict else self._reading
 
     def drain_now(self) -> None:
         """Store the queued rows now (the queue is full, or a flush); failures raise."""
@@ -139,6 +131,32 @@ class WriteQueue:
 
     def __setstate__(self, state: dict[str, int]) -> None:
         self.__init__(state["next"])  # type: ignore[misc]
+
+
+class Drained:
+    """The context of [`WriteQueue.locked`][probhook.write_queue.WriteQueue.locked]."""
+
+    __slots__ = ("queue", "strict")
+
+    def __init__(self, queue: WriteQueue, *, strict: bool) -> None:
+        self.queue, self.strict = queue, strict
+
+    def __enter__(self) -> None:
+        queue = self.queue
+        queue.lock.acquire()
+        try:
+            queue.drain()
+        except Exception as err:
+            if self.strict:
+                queue.lock.release()
+                raise
+            queue.error = err
+        except BaseException:
+            queue.lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.queue.lock.release()
 
 
 def _unpack(entries: list[Any], end: int, seq: npt.NDArray[np.int64]) -> QueuedRows:
