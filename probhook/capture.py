@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from probhook.distribution import Distribution
 from probhook.head_view import HeadView
 from probhook.heads import HeadSpec
 from probhook.integrations import Adapter, MetaToken, adapter_for
@@ -182,6 +183,20 @@ class Capture:
         forwards inside the block have no key."""
         return self.key(KeyList(keys))
 
+    @contextlib.contextmanager
+    def tokens(self, encoding: Any) -> Iterator[None]:
+        """Token heads map the next forwards' tokens to the words of ``encoding`` (a fast
+        tokenizer's ``BatchEncoding``): one row per word of each sequence, keyed
+        ``(sequence, word index)``. Without it, a token head keeps one row per attended token."""
+        from probhook.words import TOKEN_WORDS, hf_positions, hf_word_ids
+
+        words = (hf_word_ids(encoding), hf_positions(encoding))  # a slow tokenizer fails here
+        token = self._meta.set({**(self._meta.get() or {}), TOKEN_WORDS: words})
+        try:
+            yield
+        finally:
+            self._meta.reset(token)
+
     def set_meta(self, meta: dict[str, Any] | None) -> MetaToken[dict[str, Any] | None]:
         """For integrations: make ``meta`` current in this thread/context; returns a reset token."""
         return self._meta.set(meta)
@@ -205,10 +220,11 @@ class Capture:
             view = self.heads[spec.name] = HeadView(
                 spec.name,
                 labels=self._labels_for(spec),
-                columns=self._recorder.columns,
+                columns={**self._recorder.columns, **spec.columns},
                 key_of=self._key_of,
             )
-        handle = spec.module.register_forward_hook(self._recorder.forward_hook(spec, view))
+        hook = self._recorder.forward_hook(spec, view)
+        handle = spec.module.register_forward_hook(hook, with_kwargs=spec.rows_of is not None)
         stack.callback(handle.remove)
 
     def _labels_for(self, spec: HeadSpec) -> tuple[str, ...] | None:
@@ -235,6 +251,33 @@ class Capture:
             "read one through cap.heads[name]"
         )
 
+    def get(self, key: Any) -> Distribution | None:
+        """The most recent distribution captured under ``key`` (a page, a word, their ids), or
+        None. With several heads, the one head holding ``key`` answers (a page's key is in the
+        sequence heads, a word's in the token head); a key in several heads is an error."""
+        if len(self.heads) <= 1:
+            return self.head.get(key)
+        found = {n: d for n, v in self.heads.items() if (d := v.get(key)) is not None}
+        if len(found) > 1:
+            raise ValueError(
+                f"this capture has {len(self.heads)} heads and {', '.join(found)} hold {key!r}; "
+                "read one through cap.heads[name]"
+            )
+        return next(iter(found.values()), None)
+
+    def words(self, page: Any, head: str | None = None) -> list[Distribution]:
+        """The word distributions of ``page`` (a page or its ``image_id``) in reading order,
+        from the token head (name it with ``head=`` when there are several)."""
+        if head is None:
+            token_heads = [n for n, v in self.heads.items() if "word_id" in v.schema]
+            if len(token_heads) != 1:
+                raise ValueError(
+                    f"words() reads a token head; this capture has {len(token_heads)} "
+                    f"({', '.join(token_heads) or 'none'}): name one with head="
+                )
+            head = token_heads[0]
+        return self.heads[head].words(page)
+
     def __len__(self) -> int:
         """Rows kept, over all heads."""
         return sum(len(view) for view in self.heads.values())
@@ -260,7 +303,6 @@ class Capture:
     logits = _one_head("logits")
     keys = _one_head("keys")
     column = _one_head("column")
-    get = _one_head("get")
     latest = _one_head("latest")
     distributions = _one_head("distributions")
     by_document = _one_head("by_document")

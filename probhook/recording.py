@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from probhook.block import ColumnKind
 
 Meta = contextvars.ContextVar[dict[str, Any] | None]
-ForwardHook = Callable[[Any, Any, Any], None]
+ForwardHook = Callable[..., None]
 
 
 class KeyList(list[Any]):
@@ -123,7 +123,10 @@ class Recorder:
     # -- the hook -------------------------------------------------------------------------------
 
     def forward_hook(self, spec: HeadSpec, view: HeadView) -> ForwardHook:
-        """The forward hook of one head; refuses at once what it can tell before a forward."""
+        """The forward hook of one head; refuses at once what it can tell before a forward.
+        A token head's hook also takes the forward's kwargs (:meth:`_token_hook`)."""
+        if spec.rows_of is not None:
+            return self._token_hook(spec, view)
         import torch
 
         from probhook._torch import (
@@ -169,6 +172,45 @@ class Recorder:
                     buffer.append(host[0], key=key, head=name, meta=meta)
                 else:
                     self._record(spec, view, probs, logits, host)
+            finally:
+                with gate:
+                    inflight[0] -= 1
+
+        return on_forward
+
+    def _token_hook(self, spec: HeadSpec, view: HeadView) -> ForwardHook:
+        """A token head: ``(batch, tokens, classes)`` becomes the rows its mapper makes."""
+        from probhook._torch import logits_of, make_activation, resolve_activation, to_host
+        from probhook.words import TokenForward
+
+        options, meta_var, name, rows_of = self.options, self.meta, spec.name, spec.rows_of
+        assert rows_of is not None
+        config = spec.config if spec.config is not None else getattr(spec.module, "config", None)
+        activation = self.activations[name] = resolve_activation(options.activation, config)
+        apply, gate, inflight = (
+            make_activation(activation, options.temperature),
+            self._gate,
+            self._inflight,
+        )
+
+        def on_forward(module: Any, args: Any, kwargs: Any, output: Any) -> None:
+            with gate:
+                inflight[0] += 1
+            try:
+                logits = logits_of(output, name, options.output, ndim=3)
+                raw = to_host(logits.detach().float()) if options.keep_logits else None
+                meta = meta_var.get()
+                probs = to_host(apply(logits))
+                mapped = rows_of(TokenForward(probs, raw, kwargs, meta, options.word_rule))
+                if mapped is None or not len(mapped.probs):  # not attributable, or no words
+                    return
+                buffer = view.buffer or self._allocate(spec, view, mapped.probs.shape[1])
+                columns = {
+                    k: v for k, v in (meta or {}).items() if k != "key" and k in buffer.schema
+                }
+                columns.update(mapped.columns)
+                buffer.append_batch(mapped.probs, keys=mapped.keys, head=name,
+                                    logits=mapped.logits, **columns)  # fmt: skip
             finally:
                 with gate:
                     inflight[0] -= 1
@@ -224,7 +266,7 @@ class Recorder:
                     f"were given: {list(labels)}"
                 )
             options = self.options
-            schema = {"key": "str", "head": "str", **self.columns}
+            schema = {"key": "str", "head": "str", **self.columns, **spec.columns}
             per_class = np.dtype(options.dtype).itemsize + 4 * options.keep_logits
             row_bytes = n_classes * per_class + 8 + ColumnStore.row_nbytes(schema)
             check_memory(options.capacity, row_bytes)  # before the arrays exist
@@ -233,7 +275,7 @@ class Recorder:
                 options.capacity,
                 labels=labels,
                 dtype=options.dtype,
-                columns=dict(self.columns),
+                columns={**self.columns, **spec.columns},
                 on_overflow=options.on_overflow,
                 sink=self.sink,
                 keep_logits=options.keep_logits,

@@ -1,6 +1,7 @@
 """Offline builders for tests (tiny seeded models, synthetic deepdoctection pages, ready
 pipelines), for probhook's own tests and yours. They live in
-:mod:`probhook.integrations.deepdoctection.kit`; this module is their public name.
+:mod:`probhook.integrations.deepdoctection.kit` and, for token classification (per-word heads),
+:mod:`probhook.integrations.deepdoctection.token_kit`; this module is their public name.
 
     from probhook.testing import build_model, make_pages, make_pipe, run_pipe
 
@@ -9,4 +10,8 @@ pipelines), for probhook's own tests and yours. They live in
 """
 
 from probhook.integrations.deepdoctection.kit import *  # noqa: F403
-from probhook.integrations.deepdoctection.kit import __all__ as __all__
+from probhook.integrations.deepdoctection.kit import __all__ as _kit_all
+from probhook.integrations.deepdoctection.token_kit import *  # noqa: F403
+from probhook.integrations.deepdoctection.token_kit import __all__ as _token_all
+
+__all__ = [*_kit_all, *_token_all]

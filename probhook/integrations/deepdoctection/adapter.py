@@ -1,7 +1,9 @@
-"""deepdoctection: capture every LM sequence classifier of a pipeline, one row per page.
+"""deepdoctection: capture every LM classifier of a pipeline: a sequence classifier's head has
+one row per page, a token classifier's one row per word (:mod:`.tokens`).
 
 ``capture_probs`` accepts a ``DoctectionPipe`` (also one from ``dd.get_dd_analyzer``), an
-``LMSequenceClassifierService`` or one of the ``HF*SequenceClassifier`` wrappers::
+``LMSequenceClassifierService`` or ``LMTokenClassifierService``, or one of their ``HF*``
+wrappers::
 
     with capture_probs(analyzer) as cap:
         pages = list(analyzer.analyze(path="scans/"))
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from probhook.block import ColumnKind
 from probhook.heads import HeadSpec, matches
+from probhook.integrations.deepdoctection import tokens
 from probhook.options import Selector
 
 if TYPE_CHECKING:
@@ -55,13 +58,32 @@ def category_labels(wrapper: Any) -> tuple[str, ...]:
 
 
 class _Component:
-    """A serving component and how to reach its current torch module."""
+    """A serving component and how to reach its current torch module; a token classifier's
+    also has its wrapper (whose ``predict`` is wrapped) and serves its pages in :func:`serving`."""
 
-    def __init__(self, name: str, component: Any, model_of: Any, labels: tuple[str, ...]) -> None:
+    def __init__(self, name: str, component: Any, model_of: Any, labels: tuple[str, ...],
+                 token_wrapper: Any = None) -> None:  # fmt: skip
         self.name, self.component, self.model_of, self.labels = name, component, model_of, labels
+        self.token_wrapper = token_wrapper
 
-    def spec(self) -> HeadSpec:
-        return HeadSpec(self.name, self.model_of(), labels=self.labels)
+    def spec(self, module: Any = None) -> HeadSpec:
+        module = self.model_of() if module is None else module
+        if self.token_wrapper is None:
+            return HeadSpec(self.name, module, labels=self.labels)
+        return HeadSpec(self.name, module, labels=self.labels, rows_of=tokens.rows_of,
+                        columns=tokens.TOKEN_COLUMNS)  # fmt: skip
+
+    def serving(self, dp: Any) -> contextlib.AbstractContextManager[None]:
+        if self.token_wrapper is None:
+            return contextlib.nullcontext()
+        return tokens.serving(self.component, dp)
+
+
+def _token(dd: Any, name: str, component: Any, wrapper: Any) -> _Component:
+    tokens.check_mappable(wrapper, name)
+    return _Component(
+        _short(name), component, lambda: wrapper.model, category_labels(wrapper), wrapper
+    )
 
 
 class DeepdoctectionAdapter:
@@ -77,10 +99,13 @@ class DeepdoctectionAdapter:
 
     def _components(self, selector: Selector | None) -> list[_Component]:
         dd, target = self.dd, self.target
-        if isinstance(target, dd.LMSequenceClassifierService):
+        if isinstance(target, (dd.LMSequenceClassifierService, dd.LMTokenClassifierService)):
             candidates = [target]
         elif hasattr(target, "pipe_component_list"):
             candidates = list(target.pipe_component_list)
+        elif tokens.is_token_wrapper(dd, target):
+            self.wrapper_only = True
+            return [_token(dd, target.name, None, target)]
         elif hasattr(target, "categories") and hasattr(target, "model"):
             self.wrapper_only = True
             return [
@@ -91,7 +116,8 @@ class DeepdoctectionAdapter:
         else:
             raise TypeError(
                 f"capture_probs does not know the deepdoctection object {type(target).__name__}; "
-                "pass a DoctectionPipe, an LMSequenceClassifierService or an HF*SequenceClassifier"
+                "pass a DoctectionPipe, an LMSequenceClassifierService, an "
+                "LMTokenClassifierService or one of their HF* wrappers"
             )
         found: list[_Component] = []
         for comp in candidates:
@@ -111,6 +137,8 @@ class DeepdoctectionAdapter:
                         category_labels(lm),
                     )
                 )
+            elif isinstance(comp, dd.LMTokenClassifierService):
+                found.append(_token(dd, comp.name, comp, comp.language_model))
             elif isinstance(comp, dd.LanguageDetectionService) and selector is not None:
                 # its XLM-R model detects languages, not document types: only when asked for
                 det = comp.predictor
@@ -124,9 +152,11 @@ class DeepdoctectionAdapter:
         if not found:
             names = [getattr(c, "name", type(c).__name__) for c in candidates]
             raise ValueError(
-                f"found no LM sequence classifier in {type(target).__name__} (components: "
-                f"{names}{'' if selector is None else f', heads={selector!r}'}). "
-                "Add an LMSequenceClassifierService, or name a component with heads="
+                f"found no LM sequence classifier or token classifier in "
+                f"{type(target).__name__} (components: "
+                f"{names}{'' if selector is None else f', heads={selector!r}'}). Add an "
+                "LMSequenceClassifierService or LMTokenClassifierService, or name a component "
+                "with heads="
             )
         return _dedupe(found)
 
@@ -136,17 +166,29 @@ class DeepdoctectionAdapter:
         return [unique[name].spec() for name in dict.fromkeys(c.name for c in self._found)]
 
     def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
-        if self.wrapper_only:
-            return
+        wrapped: set[int] = set()
         for comp in self._found:
-            _wrap_serve(comp, host, stack)
+            wrapper = comp.token_wrapper
+            if wrapper is not None and id(wrapper) not in wrapped:  # shared: wrapped once
+                wrapped.add(id(wrapper))
+                tokens.wrap_predict(wrapper, stack)
+            if not self.wrapper_only:
+                _wrap_serve(comp, host, stack)
 
     def key_of(self, key: Any) -> Any:
-        return getattr(key, "image_id", key)  # a Page or Image stands for its image_id
+        # a Page or Image stands for its image_id, a word annotation for its annotation_id
+        if key is None or isinstance(key, (str, int, tuple)):
+            return key
+        for name in ("image_id", "annotation_id"):
+            # asked of the class: deepdoctection's views raise a BaseException for attributes
+            # they lack, which getattr's default does not catch
+            if isinstance(getattr(type(key), name, None), property):
+                return getattr(key, name)
+        return key
 
 
 def _short(name: str) -> str:
-    for prefix in ("lm_sequence_class_", "Transformers_"):
+    for prefix in ("lm_sequence_class_", "lm_token_class_", "Transformers_"):
         name = name.removeprefix(prefix)
     return name
 
@@ -181,10 +223,11 @@ def _wrap_serve(comp: _Component, host: CaptureHost, stack: contextlib.ExitStack
         module = comp.model_of()
         if module not in hooked:  # language_model.model was swapped: follow it
             hooked.add(module)
-            host.hook(HeadSpec(comp.name, module, labels=comp.labels))
+            host.hook(comp.spec(module))
         token = host.set_meta(page_meta(dp))
         try:
-            return original(dp)
+            with comp.serving(dp):
+                return original(dp)
         finally:
             host.reset_meta(token)
 

@@ -21,6 +21,8 @@ WRAPPERS = {
     "lilt": "HFLiltSequenceClassifier",
 }
 TEXT_WRAPPER = "HFLmSequenceClassifier"  # bert, roberta, xlm-roberta, ...
+TOKEN_WRAPPERS = {kind: name.replace("Sequence", "Token") for kind, name in WRAPPERS.items()}
+TEXT_TOKEN_WRAPPER = "HFLmTokenClassifier"
 
 
 class UsageError(Exception):
@@ -30,6 +32,11 @@ class UsageError(Exception):
 def wrapper_name(model_type: str) -> str:
     """The deepdoctection sequence-classifier wrapper for a Hugging Face ``model_type``."""
     return WRAPPERS.get(model_type, TEXT_WRAPPER)
+
+
+def token_wrapper_name(model_type: str) -> str:
+    """The deepdoctection token-classifier wrapper for a Hugging Face ``model_type``."""
+    return TOKEN_WRAPPERS.get(model_type, TEXT_TOKEN_WRAPPER)
 
 
 def read_model_dir(model_dir: Path) -> tuple[str, list[str]]:
