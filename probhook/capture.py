@@ -252,18 +252,20 @@ class Capture:
         )
 
     def get(self, key: Any) -> Distribution | None:
-        """The most recent distribution captured under ``key`` (a page, a word, their ids), or
-        None. With several heads, the one head holding ``key`` answers (a page's key is in the
-        sequence heads, a word's in the token head); a key in several heads is an error."""
+        """The most recent distribution captured under ``key``, or None.
+
+        With a token head beside sequence heads, the one head holding ``key`` answers: a
+        page's key is in the sequence heads, a word's (its ``annotation_id``) in the token
+        head. Otherwise several heads are read through ``cap.heads[name]``.
+        """
         if len(self.heads) <= 1:
             return self.head.get(key)
         found = {n: d for n, v in self.heads.items() if (d := v.get(key)) is not None}
-        if len(found) > 1:
-            raise ValueError(
-                f"this capture has {len(self.heads)} heads and {', '.join(found)} hold {key!r}; "
-                "read one through cap.heads[name]"
-            )
-        return next(iter(found.values()), None)
+        if len(found) == 1:
+            return next(iter(found.values()))
+        if not found and any("word_id" in v.schema for v in self.heads.values()):
+            return None
+        return self.head.get(key)  # the error naming the heads
 
     def words(self, page: Any, head: str | None = None) -> list[Distribution]:
         """The word distributions of ``page`` (a page or its ``image_id``) in reading order,
