@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probhook.block import INT_NA
-from probhook.sink import SinkError
 from probhook.buffer import BufferFullError, ProbBuffer
+from probhook.sink import SinkError
 from probhook.testing import CollectingSink
 from probhook.write_queue import WriteQueue
 
