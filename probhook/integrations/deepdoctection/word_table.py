@@ -72,7 +72,7 @@ class WordTable:
             top = dist.top_k(2)
             runner_up = f"  (then {top[1][0]} {top[1][1]:.2f})" if len(top) > 1 else ""
             mark = "  <- review" if self.review(dist) else ""
-            line = f"    {text[:24]:<24} {str(dist.predicted):<14} {dist.confidence:.2f}"
+            line = f"    {text[:24]:<24} {dist.predicted!s:<14} {dist.confidence:.2f}"
             print(f"{line}{runner_up}{mark}", file=self.out)
 
     def summary(self, skipped: int, rows_file: str | os.PathLike[str]) -> None:
