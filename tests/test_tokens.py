@@ -315,3 +315,61 @@ def test_unknown_deepdoctection_token_classifier_is_refused_at_start(token_model
     assert "serve" not in vars(service)
     assert "predict" not in vars(service.language_model)
     assert not model._forward_hooks
+
+
+def assert_exact(cap, pages):
+    """Every tagged word's row is deepdoctection's tag and score, on its own page."""
+    n = 0
+    for page in pages:
+        for word in words_of(page):
+            tag = word.sub_categories.get(dd.WordKey.TOKEN_TAG)
+            if tag is not None:
+                dist = cap.get(word)
+                assert dist.meta["image_id"] == page.image_id
+                assert dist.predicted == str(tag.category_name.value)
+                assert round(dist.confidence, 8) == tag.score
+                n += 1
+    assert n > 0
+
+
+def test_two_threads_serving_through_one_shared_wrapper(token_models):
+    import threading
+
+    from probhook.testing import make_token_service
+
+    models, _ = token_models
+    first = make_token_service(models["layoutlm"], sliding_window_stride=16)
+    second = make_token_service(models["layoutlm"], sliding_window_stride=16,
+                                wrapper=first.language_model)  # fmt: skip
+    pipes = [dd.DoctectionPipe(pipeline_component_list=[s]) for s in (first, second)]
+    both = dd.DoctectionPipe(pipeline_component_list=[first, second])
+    pages = make_token_pages(8, seed=20)  # distinct pages (ids derive from file names)
+    inputs = [pages[:4], pages[4:]]
+    outputs = {}
+    with capture_probs(both) as cap:  # one module, one head, one hook
+        threads = [
+            threading.Thread(
+                target=lambda i=i: outputs.__setitem__(i, run_pipe(pipes[i], inputs[i]))
+            )
+            for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(cap.heads) == 1
+    assert_exact(cap, outputs[0] + outputs[1])
+
+
+def test_a_swapped_token_model_is_followed(token_models, tmp_path):
+    models, _ = token_models
+    pipe = make_token_pipe(models["layoutlm"], sliding_window_stride=16)
+    service = pipe.pipe_component_list[0]
+    other = build_token_model("layoutlm", tmp_path / "other", seed=7).load_model()
+    pages = make_token_pages(4, seed=30)
+    with capture_probs(pipe) as cap:
+        done = run_pipe(pipe, pages[:2])
+        service.language_model.model = other
+        done += run_pipe(pipe, pages[2:])
+    assert_exact(cap, done)
+    assert not other._forward_hooks
