@@ -5,7 +5,9 @@
 
 PDF text comes from deepdoctection's own PDF text extraction (pdfplumber); images need an OCR
 engine (tesseract). Every page's distribution is captured with ``capture_probs`` and streamed to
-``--out`` (Parquet); the table on stdout shows the top-k labels and flags uncertain pages.
+``--out`` (Parquet); the table on stdout shows the top-k labels and flags uncertain pages. With a
+token-classification model (``*ForTokenClassification``) every word's distribution is kept and
+each page lists its least confident words.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from typing import Any, TextIO
 from probhook.integrations.deepdoctection.analyzer import (
     UsageError,
     build_analyzer,
+    build_word_analyzer,
     ocr_available,
-    read_model_dir,
+    read_model_folder,
 )
+from probhook.integrations.deepdoctection.word_table import WordTable
 
 PDF_SUFFIXES = {".pdf"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
@@ -104,7 +108,7 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     ocr = ocr_available()
     inputs = collect_inputs(args.docs, ocr)
-    wrapper, labels = read_model_dir(args.model)
+    folder = read_model_folder(args.model)
     for path, why in inputs.skipped:
         print(f"warning: skipped {path}: {why}", file=err)
     if not inputs.documents:
@@ -113,10 +117,19 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
 
     from probhook import capture_probs
 
-    analyzer = build_analyzer(args.model, wrapper, labels, ocr)
+    words = folder.task == "token"
+    if words:
+        analyzer = build_word_analyzer(folder, ocr)
+    else:
+        analyzer = build_analyzer(args.model, folder.wrapper, folder.labels, ocr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(len(inputs.documents), enabled=not args.quiet, stream=err)
-    table = Table(args, [d.name for d in inputs.documents], labels, out)
+    table: Any = (
+        WordTable(out, shown=args.top_k, min_confidence=args.min_confidence,
+                  min_margin=args.min_margin)
+        if words
+        else Table(args, [d.name for d in inputs.documents], folder.labels, out)
+    )  # fmt: skip
     with capture_probs(analyzer, sink=args.out) as cap:
         for document in inputs.documents:
             try:
@@ -124,7 +137,7 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
                 flow.reset_state()
                 for page in flow:
                     progress.clear()
-                    table.add(page, _newest_row_of(cap, page))
+                    table.add(page, cap.words(page) if words else _newest_row_of(cap, page))
             except Exception as error:  # a broken document must not end the run
                 inputs.skipped.append((document, _reason(error)))
                 progress.clear()
@@ -132,7 +145,10 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
             progress.step(document.name)
     progress.close()
     gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
-    table.summary(inputs, args.out)
+    if words:
+        table.summary(len(inputs.skipped), args.out)
+    else:
+        table.summary(inputs, args.out)
     if args.plot:
         save_plot(cap, args.plot)
         print(f"plot: {args.plot}", file=out)
@@ -227,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
         "docs", nargs="*", type=Path, help="PDF/image files or folders (default: demo samples)"
     )
     run.add_argument(
-        "--model", type=Path, help="Hugging Face sequence-classifier folder (default: demo model)"
+        "--model",
+        type=Path,
+        help="Hugging Face sequence- or token-classifier folder (default: demo model)",
     )
     demo = sub.add_parser("demo", help="run on the shipped sample PDFs with the shipped model")
     for p in (run, demo):
@@ -237,7 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=Path("probhook-results.parquet"),
             help="Parquet file for every row",
         )
-        p.add_argument("--top-k", type=int, default=3, help="labels shown per page (default 3)")
+        p.add_argument(
+            "--top-k",
+            type=int,
+            default=3,
+            help="labels (words, for a token classifier) shown per page (default 3)",
+        )
         p.add_argument("--min-confidence", type=float, default=0.9,
                        help="flag pages below this top probability (default 0.9)")  # fmt: skip
         p.add_argument(
