@@ -336,7 +336,8 @@ def capture_probs(target: Any = None, **options: Any) -> Capture:
     """Capture the full probability distribution of every forward of ``target``'s classifier heads.
 
     ``target`` is a ``torch.nn.Module`` (a Hugging Face ``*ForSequenceClassification`` or any
-    module returning ``(batch, classes)`` logits), a list of modules, an object of a framework
+    module returning ``(batch, classes)`` logits; a ``*ForTokenClassification``, whose rows are
+    words: see :meth:`Capture.tokens`), a list of modules, an object of a framework
     that :mod:`probhook.integrations` knows (a document-analysis pipeline, component or wrapper),
     or, for a decorator, the name of the decorated function's parameter that holds the model
     (``"self.model"`` on a method).
@@ -353,7 +354,8 @@ def capture_probs(target: Any = None, **options: Any) -> Capture:
 
     The options are keyword-only, the same for :class:`Capture`, and checked here:
     ``capacity``, ``heads``, ``activation``, ``temperature``, ``labels``, ``dtype``,
-    ``on_overflow``, ``sink``, ``keep_logits`` (see :class:`~probhook.options.CaptureOptions`).
+    ``on_overflow``, ``sink``, ``keep_logits``, ``flush_rows``, ``flush_seconds``, ``output``,
+    ``word_rule`` (see :class:`~probhook.options.CaptureOptions`).
     """
     return Capture(target, **options)
 
