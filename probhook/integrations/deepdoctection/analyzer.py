@@ -140,10 +140,14 @@ def analyzer_overrides(
         f"USE_PDF_MINER={pdf_text}",
         f"USE_OCR={ocr}",
     ]
+    # the other classifier is switched off explicitly: deepdoctection keeps overrides between
+    # get_dd_analyzer calls in one process
     if words_stride is not None:
-        return [*common, "USE_LM_TOKEN_CLASS=True", f"LM_TOKEN_CLASS.WEIGHTS={profile}",
+        return [*common, "USE_LM_SEQUENCE_CLASS=False", "USE_LM_TOKEN_CLASS=True",
+                f"LM_TOKEN_CLASS.WEIGHTS={profile}",
                 f"LM_TOKEN_CLASS.SLIDING_WINDOW_STRIDE={words_stride}"]  # fmt: skip
-    return [*common, "USE_LM_SEQUENCE_CLASS=True", f"LM_SEQUENCE_CLASS.WEIGHTS={profile}"]
+    return [*common, "USE_LM_TOKEN_CLASS=False", "USE_LM_SEQUENCE_CLASS=True",
+            f"LM_SEQUENCE_CLASS.WEIGHTS={profile}"]  # fmt: skip
 
 
 def build_analyzer(model_dir: Path, wrapper: str, labels: list[str], ocr: bool) -> Any:
