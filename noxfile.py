@@ -57,7 +57,9 @@ def bench(session):
     """Benchmarks; ``nox -s bench -- --quick`` finishes in about a minute."""
     install(session, "all,test")
     os.makedirs("benchmarks/results", exist_ok=True)
-    for script in ("bench_buffer.py", "bench_hook.py", "bench_memory.py", "bench_pipeline.py"):
+    scripts = ("bench_buffer.py", "bench_hook.py", "bench_memory.py", "bench_pipeline.py",
+               "bench_tokens.py")  # fmt: skip
+    for script in scripts:
         session.run("python", f"benchmarks/{script}", *session.posargs)
 
 

@@ -33,8 +33,11 @@ def check_hookable(module: Any) -> None:
         )
 
 
-def logits_of(output: Any, head: str, select: int | str | None = None) -> torch.Tensor:
-    """The ``(batch, classes)`` logits in a forward output, or a clear error about what it was.
+def logits_of(
+    output: Any, head: str, select: int | str | None = None, ndim: int = 2
+) -> torch.Tensor:
+    """The ``(batch, classes)`` logits in a forward output (``(batch, tokens, classes)`` for a
+    token head, ``ndim=3``), or a clear error about what it was.
 
     ``select`` (the ``output=`` option) names the tuple index or attribute that holds them;
     otherwise ``.logits``, or the one floating tensor of at least two dimensions in a tuple
@@ -74,15 +77,17 @@ def logits_of(output: Any, head: str, select: int | str | None = None) -> torch.
             "not floating (batch, classes) logits: a prediction, not a classifier head? Select "
             "the module before it with heads="
         )
-    if logits.ndim == 3:
+    if logits.ndim == 3 and ndim == 2:
         raise NotImplementedError(
-            f"head {head!r} returned token-level logits of shape {tuple(logits.shape)}; "
-            "token-classification heads are not yet supported"
+            f"head {head!r} returned token-level logits of shape {tuple(logits.shape)}, but it "
+            "is not a token-classification head that probhook can map to words: capture the "
+            "whole *ForTokenClassification model (or a deepdoctection token classifier)"
         )
-    if logits.ndim != 2:
+    if logits.ndim != ndim:
+        expected = "(batch, classes)" if ndim == 2 else "(batch, tokens, classes)"
         raise ValueError(
-            f"head {head!r} returned logits of shape {tuple(logits.shape)}; expected "
-            "(batch, classes): select the classifier module with heads="
+            f"head {head!r} returned logits of shape {tuple(logits.shape)}; expected {expected}: "
+            "select the classifier module with heads="
         )
     return logits
 

@@ -18,16 +18,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from probhook.distribution import Distribution
 from probhook.head_view import HeadView
 from probhook.heads import HeadSpec
 from probhook.integrations import Adapter, MetaToken, adapter_for
 from probhook.options import CaptureOptions
-from probhook.recording import KeyList, Recorder
+from probhook.recording import KeyList, Recorder, sharing_check
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -190,6 +190,20 @@ class Capture:
         forwards inside the block have no key."""
         return self.key(KeyList(keys))  # type: ignore[arg-type]
 
+    @contextlib.contextmanager
+    def tokens(self, encoding: Any) -> Iterator[None]:
+        """Token heads map the next forwards' tokens to the words of ``encoding`` (a fast
+        tokenizer's ``BatchEncoding``): one row per word of each sequence, keyed
+        ``(sequence, word index)``. Without it, a token head keeps one row per attended token."""
+        from probhook.words import TOKEN_WORDS, hf_positions, hf_word_ids
+
+        words = (hf_word_ids(encoding), hf_positions(encoding))  # a slow tokenizer fails here
+        token = self._meta.set({**(self._meta.get() or {}), TOKEN_WORDS: words})
+        try:
+            yield
+        finally:
+            self._meta.reset(token)
+
     def set_meta(self, meta: dict[str, Any] | None) -> MetaToken[dict[str, Any] | None]:
         """For integrations: make ``meta`` current in this thread/context; returns a reset token."""
         return self._meta.set(meta)
@@ -213,12 +227,13 @@ class Capture:
             view = self.heads[spec.name] = HeadView(
                 spec.name,
                 labels=self._labels_for(spec),
-                columns=self._recorder.columns,
+                columns={**self._recorder.columns, **spec.columns},
                 key_of=self._key_of,
             )
-        handle = spec.module.register_forward_hook(self._recorder.forward_hook(spec, view))
+        hook = self._recorder.forward_hook(spec, view)
+        handle = spec.module.register_forward_hook(hook, with_kwargs=spec.rows_of is not None)
         stack.callback(handle.remove)
-        stack.enter_context(_sharing_check(spec))
+        stack.enter_context(sharing_check(spec))
 
     def _labels_for(self, spec: HeadSpec) -> tuple[str, ...] | None:
         labels = self.options.labels
@@ -243,6 +258,35 @@ class Capture:
             f"this capture has {len(self.heads)} heads ({', '.join(self.heads)}); "
             "read one through cap.heads[name]"
         )
+
+    def get(self, key: Any) -> Distribution | None:
+        """The most recent distribution captured under ``key``, or None.
+
+        With a token head beside sequence heads, the one head holding ``key`` answers: a
+        page's key is in the sequence heads, a word's (its ``annotation_id``) in the token
+        head. Otherwise several heads are read through ``cap.heads[name]``.
+        """
+        if len(self.heads) <= 1:
+            return self.head.get(key)
+        found = {n: d for n, v in self.heads.items() if (d := v.get(key)) is not None}
+        if len(found) == 1:
+            return next(iter(found.values()))
+        if not found and any("word_id" in v.schema for v in self.heads.values()):
+            return None
+        return self.head.get(key)  # the error naming the heads
+
+    def words(self, page: Any, head: str | None = None) -> list[Distribution]:
+        """The word distributions of ``page`` (a page or its ``image_id``) in reading order,
+        from the token head (name it with ``head=`` when there are several)."""
+        if head is None:
+            token_heads = [n for n, v in self.heads.items() if "word_id" in v.schema]
+            if len(token_heads) != 1:
+                raise ValueError(
+                    f"words() reads a token head; this capture has {len(token_heads)} "
+                    f"({', '.join(token_heads) or 'none'}): name one with head="
+                )
+            head = token_heads[0]
+        return self.heads[head].words(page)
 
     def __len__(self) -> int:
         """Rows kept, over all heads."""
@@ -269,7 +313,6 @@ class Capture:
     logits = _one_head("logits")
     keys = _one_head("keys")
     column = _one_head("column")
-    get = _one_head("get")
     latest = _one_head("latest")
     distributions = _one_head("distributions")
     by_document = _one_head("by_document")
@@ -301,7 +344,8 @@ def capture_probs(target: Any = None, **options: Any) -> Capture:
     """Capture the full probability distribution of every forward of ``target``'s classifier heads.
 
     ``target`` is a ``torch.nn.Module`` (a Hugging Face ``*ForSequenceClassification`` or any
-    module returning ``(batch, classes)`` logits), a list of modules, an object of a framework
+    module returning ``(batch, classes)`` logits; a ``*ForTokenClassification``, whose rows are
+    words: see [`Capture.tokens`][Capture.tokens]), a list of modules, an object of a framework
     that [`probhook.integrations`][probhook.integrations] knows (a document-analysis pipeline,
     component or wrapper), or, for a decorator, the name of the decorated function's parameter that
     holds the model (``"self.model"`` on a method).
@@ -319,8 +363,8 @@ def capture_probs(target: Any = None, **options: Any) -> Capture:
 
     The options are keyword-only, the same for [`Capture`][Capture], and checked here:
     ``capacity``, ``heads``, ``activation``, ``temperature``, ``labels``, ``dtype``,
-    ``on_overflow``, ``sink``, ``keep_logits`` (see
-    [`CaptureOptions`][probhook.options.CaptureOptions]).
+    ``on_overflow``, ``sink``, ``keep_logits``, ``flush_rows``, ``flush_seconds``, ``output``,
+    ``word_rule`` (see [`CaptureOptions`][probhook.options.CaptureOptions]).
     """
     return Capture(target, **options)
 
@@ -336,33 +380,3 @@ def _check_key(key: Any) -> None:
             f"keys must be str, int or tuples of them (they are written to files as such), "
             f"got {type(key).__name__}: {key!r}"
         )
-
-
-_HOOKED: dict[int, list[int]] = {}  # id(module) -> threads of the active captures hooking it
-_HOOKED_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _sharing_check(spec: HeadSpec) -> Iterator[None]:
-    """Warn when captures started in two threads hook one module: each sees every forward of
-    it, from any thread (the documented rule), so their rows mix."""
-    module, thread = id(spec.module), threading.get_ident()
-    with _HOOKED_LOCK:
-        threads = _HOOKED.setdefault(module, [])
-        others = set(threads) - {thread}
-        threads.append(thread)
-    if others:
-        warnings.warn(
-            f"{spec.name} is also hooked by a capture started in another thread; a capture "
-            "sees every forward of the modules it hooks, from any thread, so both captures get "
-            "both threads' rows. Give each thread its own model, or one capture with keys",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-    try:
-        yield
-    finally:
-        with _HOOKED_LOCK:
-            threads.remove(thread)
-            if not threads:
-                del _HOOKED[module]

@@ -33,13 +33,16 @@ from probhook.cli_output import (
 )
 from probhook.cli_signals import StopRequest, ignored
 from probhook.integrations.deepdoctection.analyzer import (
+    ModelFolder,
     UsageError,
     build_analyzer,
+    build_word_analyzer,
     ocr_available,
     quiet_libraries,
-    read_model_dir,
+    read_model_folder,
     reason,
 )
+from probhook.integrations.deepdoctection.word_table import WordTable
 
 PDF_SUFFIXES = {".pdf"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
@@ -153,7 +156,7 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
               file=err)  # fmt: skip
     ocr = ocr_available()
     inputs = collect_inputs(args.docs, ocr)
-    wrapper, labels = read_model_dir(args.model)
+    folder = read_model_folder(args.model)
     for path, why in inputs.skipped:
         print(f"warning: skipped {path}: {why}", file=err)
     if not inputs.documents:
@@ -163,25 +166,33 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
         return _classify_on_ray(args, inputs, out)
     stop = StopRequest()
     with stop.installed():  # from here on, SIGTERM / Ctrl-C end the run cleanly
-        return _run(args, inputs, wrapper, labels, ocr, stop, out, err)
+        return _run(args, inputs, folder, ocr, stop, out, err)
 
 
-def _run(args: argparse.Namespace, inputs: Inputs, wrapper: str, labels: list[str], ocr: bool,
+def _run(args: argparse.Namespace, inputs: Inputs, folder: ModelFolder, ocr: bool,
          stop: StopRequest, out: TextIO, err: TextIO) -> int:  # fmt: skip
     quiet_libraries()
     # the model is a local folder: never ask a hub (deepdoctection keeps its usual cache)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    analyzer = build_analyzer(args.model, wrapper, labels, ocr)
+    words = None  # a token classifier: each page lists its least confident words
+    if folder.task == "token":
+        analyzer = build_word_analyzer(folder, ocr)
+        words = WordTable(out, shown=args.top_k, min_confidence=args.min_confidence,
+                          min_margin=args.min_margin)  # fmt: skip
+    else:
+        analyzer = build_analyzer(args.model, folder.wrapper, folder.labels, ocr)
     from probhook import capture_probs
 
     names = [d.name for d in inputs.documents]
+    labels = folder.labels
     writer = JsonWriter() if args.format == "json" else TableWriter(names, labels, args.top_k)
     pages = 0 if args.quiet else count_pages(inputs.documents)  # only progress needs it
     progress = Progress(pages, len(inputs.documents), err, enabled=not args.quiet)
     run = Run(args, analyzer, capture_probs(analyzer, sink=args.out), writer, progress, inputs,
-              out, err, stop=stop)  # fmt: skip
-    print_lines(writer.header(), out)
+              out, err, stop=stop, words=words)  # fmt: skip
+    if words is None:
+        print_lines(writer.header(), out)
     run.cap.start()
     try:
         for document in inputs.documents:
@@ -197,13 +208,18 @@ def _run(args: argparse.Namespace, inputs: Inputs, wrapper: str, labels: list[st
             written = finish_rows_file(args.out, len(run.cap))
     gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
     report = err if args.format == "json" else out  # keep stdout pure JSON lines
-    print_lines(summary_lines(run.totals, len(inputs.skipped), written, run.stop.name), report)
-    if args.plot and run.totals.classified:
+    if words is not None:
+        words.summary(len(inputs.skipped), args.out)
+        classified = words.pages
+    else:
+        print_lines(summary_lines(run.totals, len(inputs.skipped), written, run.stop.name), report)
+        classified = run.totals.classified
+    if args.plot and classified:
         save_plot(run.cap, args.plot)
         print(f"plot: {args.plot}", file=report)
     if stop.signal is not None:
         return 128 + stop.signal
-    return 0 if run.totals.classified else 1
+    return 0 if classified else 1
 
 
 @dataclass
@@ -220,6 +236,7 @@ class Run:
     err: TextIO
     totals: Totals = field(default_factory=Totals)
     stop: StopRequest = field(default_factory=StopRequest)
+    words: WordTable | None = None
 
     def document(self, document: Path) -> None:
         """Classify every page of one document, a line each; a broken document is skipped."""
@@ -227,6 +244,10 @@ class Run:
             flow = self.analyzer.analyze(path=os.fspath(document))
             flow.reset_state()
             for page in flow:
+                if self.words is not None:  # word rows: the page's report
+                    self.words.add(page, self.cap.words(page))
+                    self.progress.page_done()
+                    continue
                 newest = self.cap.latest()  # the page's row, if this page had a forward
                 dist = newest if newest is not None and newest.key == page.image_id else None
                 result = PageResult(document, int(page.page_number), page.image_id, dist,
@@ -305,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=_HelpFormatter)  # fmt: skip
     run.add_argument("docs", nargs="*", type=Path,
                      help="PDF/image files or folders (none: the demo samples)")  # fmt: skip
-    run.add_argument("--model", type=Path, help="Hugging Face *ForSequenceClassification folder "
+    run.add_argument("--model", type=Path, help="Hugging Face *ForSequenceClassification or "
+                     "*ForTokenClassification folder "
                      "(none: probhook's toy demo model)")  # fmt: skip
     demo = sub.add_parser("demo", help="the shipped toy model on the shipped sample PDFs",
                           formatter_class=_HelpFormatter)  # fmt: skip

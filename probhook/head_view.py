@@ -153,6 +153,21 @@ class HeadView:
             for dist in self._buffer:
                 yield self._named(dist)  # type: ignore[misc]
 
+    def words(self, page: Any) -> list[Distribution]:
+        """The word rows of ``page`` (a page or its ``image_id``), newest per word, in the order
+        of the page's newest forward: reading order for deepdoctection's token classifiers."""
+        if "word_id" not in self.schema or "image_id" not in self.schema:
+            raise ValueError(f"head {self.name!r} holds no word rows of pages (no word_id column)")
+        if self._buffer is None:
+            return []
+        block = self._buffer.rows()
+        image_id = self._normalize_key(page)
+        newest: dict[Any, int] = {}
+        for i in np.flatnonzero(block.columns["image_id"] == image_id):
+            newest.pop(block.columns["key"][i], None)  # a word seen again moves to the end
+            newest[block.columns["key"][i]] = int(i)
+        return [self._named(block.distribution(i)) for i in newest.values()]  # type: ignore[misc]
+
     def _named(self, dist: Distribution | None) -> Distribution | None:
         if dist is None or dist.head == self.name:
             return dist

@@ -3,6 +3,8 @@
 The vocabulary shared by every target (plain modules, Hugging Face models, integrations):
 
 * a *head* is a module whose forward output is a ``(batch, classes)`` tensor or has ``.logits``;
+  a *token head* outputs ``(batch, tokens, classes)`` and carries a row mapper that turns each
+  forward into one row per word (see [`probhook.words`][probhook.words]);
 * a *selector* (``heads=``) picks heads by dotted name, glob, module type or predicate
   ([`matches`][matches] decides one entry, for every integration alike).
 
@@ -21,7 +23,8 @@ Examples:
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from probhook.options import Selector
@@ -29,17 +32,26 @@ from probhook.options import Selector
 if TYPE_CHECKING:
     import torch
 
+    from probhook.block import ColumnKind
+    from probhook.words import RowMapper
+
 
 @dataclass
 class HeadSpec:
     """One head to hook: its display name, its module, its labels (None: from the output) and
-    the activation an integration knows its framework applies (None: the ``auto`` rule)."""
+    the activation an integration knows its framework applies (None: the ``auto`` rule).
+
+    A token head also has ``rows_of``, which maps each forward's ``(batch, tokens, classes)``
+    probabilities to rows (one per word), and the extra ``columns`` those rows carry.
+    """
 
     name: str
     module: torch.nn.Module
     labels: tuple[str, ...] | None = None
     config: Any = None  # the Hugging Face config the head belongs to (labels, problem type)
     activation: str | None = None
+    rows_of: RowMapper | None = None
+    columns: Mapping[str, ColumnKind] = field(default_factory=dict)
 
 
 def config_labels(module: Any) -> tuple[str, ...] | None:
@@ -54,6 +66,36 @@ def config_labels(module: Any) -> tuple[str, ...] | None:
 def _is_hf_classifier(module: Any) -> bool:
     name = type(module).__name__
     return hasattr(module, "config") and "For" in name and name.endswith("Classification")
+
+
+def _is_token_classifier(module: Any) -> bool:
+    return _is_hf_classifier(module) and type(module).__name__.endswith("ForTokenClassification")
+
+
+def _spec(name: str, module: Any, labels: tuple[str, ...] | None, owner: Any) -> HeadSpec:
+    """A head found in a module tree (``owner``: the model whose config it uses); a
+    ``*ForTokenClassification`` model is a token head."""
+    config = getattr(owner, "config", None)
+    if not _is_token_classifier(owner):
+        return HeadSpec(name, module, labels, config)
+    from probhook.words import HF_TOKEN_COLUMNS, hf_rows
+
+    return HeadSpec(name, module, labels, config, rows_of=hf_rows, columns=dict(HF_TOKEN_COLUMNS))
+
+
+def _refuse_inside_token_classifier(named: list[tuple[str, Any]], found: list[str]) -> None:
+    """A module inside a token classifier outputs token rows nothing can map to words."""
+    for outer, module in named:
+        if not _is_token_classifier(module):
+            continue
+        inner = [n for n in found if n != outer and n.startswith(f"{outer}." if outer else "")]
+        if inner:
+            raise ValueError(
+                f"heads= selected {inner[0]!r} inside the token classifier "
+                f"{outer or '<root>'} ({type(module).__name__}): its (batch, tokens, classes) "
+                "output can only be mapped to words at the classifier itself; select "
+                f"{outer or 'the model'!r} (or leave heads= unset)"
+            )
 
 
 def matches(selector: Any, name: str, module: Any) -> bool:
@@ -116,8 +158,7 @@ def _heads_of(module: Any, heads: Selector | None, root_name: str) -> list[HeadS
                 "heads= cannot select inside a torch.compile'd module (hooks inside would be "
                 "traced into the graph); pass the uncompiled module or leave heads= unset"
             )
-        config = getattr(compiled, "config", None)
-        return [HeadSpec(root_name, module, config_labels(compiled), config)]
+        return [_spec(root_name, module, config_labels(compiled), compiled)]
     named = list(module.named_modules())
     if heads is None:
         # no static guess about the layers (a Conv2d head, a quantized or functional Linear):
@@ -129,11 +170,12 @@ def _heads_of(module: Any, heads: Selector | None, root_name: str) -> list[HeadS
         if not found:
             raise ValueError(_not_found(module, named, f"nothing matched heads={heads!r}"))
     owners = dict(named)
+    kept = _outermost(found)
+    _refuse_inside_token_classifier(named, [n for n, _ in kept])
     specs = []
-    for n, m in _outermost(found):
+    for n, m in kept:
         owner = _config_owner(owners, n)  # a selected classifier layer keeps its model's labels
-        specs.append(HeadSpec(root_name if n == "" else n, m, config_labels(owner), owner.config
-                              if hasattr(owner, "config") else None))  # fmt: skip
+        specs.append(_spec(root_name if n == "" else n, m, config_labels(owner), owner))
     return specs
 
 

@@ -24,6 +24,8 @@ ACTIVATIONS: tuple[str, ...] = ("auto", "softmax", "sigmoid", "none")
 OverflowPolicy = Literal["overwrite", "error", "spill"]
 OVERFLOW_POLICIES: tuple[str, ...] = ("overwrite", "error", "spill")
 DTYPES: tuple[str, ...] = ("float16", "float32", "float64")
+WordRule = Literal["dd", "first", "mean"]
+WORD_RULES: tuple[str, ...] = ("dd", "first", "mean")
 Predicate = Callable[[str, Any], bool]
 Selector = Union[str, type, Predicate, Sequence[Union[str, type, Predicate]]]  # noqa: UP007
 Labels = Union[Sequence[str], Mapping[str, Sequence[str]]]  # noqa: UP007
@@ -133,6 +135,9 @@ class CaptureOptions:
         flush_seconds: ... or this many seconds after it, even if no other forward comes.
         output: which element of a tuple/list output holds the logits (an index), or which
             attribute (a name); default: ``.logits``, else the one 2-D floating tensor.
+        word_rule: which sub-token speaks for a word of a token-classification head:
+            ``"dd"`` (deepdoctection's rule: the most confident one), ``"first"`` or ``"mean"``
+            (see [`probhook.words`][probhook.words]).
     """
 
     capacity: int = 10_000
@@ -147,6 +152,7 @@ class CaptureOptions:
     flush_rows: int = 1000
     flush_seconds: float = 1.0
     output: int | str | None = None
+    word_rule: WordRule = "dd"
 
     def __post_init__(self) -> None:
         check_capacity(self.capacity)
@@ -178,6 +184,12 @@ class CaptureOptions:
             raise ValueError("on_overflow='spill' needs sink= (a path or a Sink) to spill to")
         if not isinstance(self.keep_logits, bool):
             raise TypeError(f"keep_logits must be True or False, got {self.keep_logits!r}")
+        check_choice("word_rule", self.word_rule, WORD_RULES)
+        if self.word_rule == "mean" and self.keep_logits:
+            raise ValueError(
+                "word_rule='mean' averages sub-token probabilities: no single token's logits "
+                "belong to a word row, so it cannot go with keep_logits=True"
+            )
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> CaptureOptions:

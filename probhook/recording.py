@@ -10,10 +10,12 @@ no more than ``flush_seconds`` behind the forwards.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from probhook.block import ColumnKind
 
 Meta = contextvars.ContextVar[dict[str, Any] | None]
-ForwardHook = Callable[[Any, Any, Any], None]
+ForwardHook = Callable[..., None]
 
 
 class KeyList(list[Any]):
@@ -122,7 +124,10 @@ class Recorder:
     # -- the hook -------------------------------------------------------------------------------
 
     def forward_hook(self, spec: HeadSpec, view: HeadView) -> ForwardHook:
-        """The forward hook of one head; refuses at once what it can tell before a forward."""
+        """The forward hook of one head; refuses at once what it can tell before a forward.
+        A token head's hook also takes the forward's kwargs (``_token_hook``)."""
+        if spec.rows_of is not None:
+            return self._token_hook(spec, view)
         import torch
 
         from probhook._torch import (
@@ -179,6 +184,40 @@ class Recorder:
 
         return on_forward
 
+    def _token_hook(self, spec: HeadSpec, view: HeadView) -> ForwardHook:
+        """A token head: ``(batch, tokens, classes)`` becomes the rows its mapper makes."""
+        from probhook._torch import logits_of, make_activation, resolve_activation, to_host
+        from probhook.words import TokenForward
+
+        options, meta_var, name, rows_of = self.options, self.meta, spec.name, spec.rows_of
+        assert rows_of is not None
+        config = spec.config if spec.config is not None else getattr(spec.module, "config", None)
+        activation = self.activations[name] = resolve_activation(options.activation, config)
+        apply = make_activation(activation, options.temperature)
+        enter, leave = self._inflight.append, self._inflight.pop
+
+        def on_forward(module: Any, args: Any, kwargs: Any, output: Any) -> None:
+            enter(None)
+            try:
+                logits = logits_of(output, name, options.output, ndim=3)
+                raw = to_host(logits.detach().float()) if options.keep_logits else None
+                meta = meta_var.get()
+                probs = to_host(apply(logits))
+                mapped = rows_of(TokenForward(probs, raw, kwargs, meta, options.word_rule))
+                if mapped is None or not len(mapped.probs):  # not attributable, or no words
+                    return
+                buffer = view.buffer or self._allocate(spec, view, mapped.probs.shape[1])
+                columns = {
+                    k: v for k, v in (meta or {}).items() if k != "key" and k in buffer.schema
+                }
+                columns.update(mapped.columns)
+                buffer.append_batch(mapped.probs, keys=mapped.keys, head=name,
+                                    logits=mapped.logits, **columns)  # fmt: skip
+            finally:
+                leave()
+
+        return on_forward
+
     def _record(
         self,
         spec: HeadSpec,
@@ -228,7 +267,7 @@ class Recorder:
                     f"were given: {list(labels)}"
                 )
             options = self.options
-            schema = {"key": "str", "head": "str", **self.columns}
+            schema = {"key": "str", "head": "str", **self.columns, **spec.columns}
             per_class = np.dtype(options.dtype).itemsize + 4 * options.keep_logits
             row_bytes = n_classes * per_class + 8 + ColumnStore.row_nbytes(schema)
             check_memory(options.capacity, row_bytes)  # before the arrays exist
@@ -237,7 +276,7 @@ class Recorder:
                 options.capacity,
                 labels=labels,
                 dtype=options.dtype,
-                columns=dict(self.columns),
+                columns={**self.columns, **spec.columns},
                 on_overflow=options.on_overflow,
                 sink=self.sink,
                 keep_logits=options.keep_logits,
@@ -252,3 +291,33 @@ _ONE_COLUMN = (
     "head {name!r} has one output: a softmax over one class is always 1.0. For a yes/no score "
     "use activation='sigmoid' (the probability of the positive class)"
 )
+
+
+_HOOKED: dict[int, list[int]] = {}  # id(module) -> threads of the active captures hooking it
+_HOOKED_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def sharing_check(spec: HeadSpec) -> Iterator[None]:
+    """Warn when captures started in two threads hook one module: each sees every forward of
+    it, from any thread (the documented rule), so their rows mix."""
+    module, thread = id(spec.module), threading.get_ident()
+    with _HOOKED_LOCK:
+        threads = _HOOKED.setdefault(module, [])
+        others = set(threads) - {thread}
+        threads.append(thread)
+    if others:
+        warnings.warn(
+            f"{spec.name} is also hooked by a capture started in another thread; a capture "
+            "sees every forward of the modules it hooks, from any thread, so both captures get "
+            "both threads' rows. Give each thread its own model, or one capture with keys",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    try:
+        yield
+    finally:
+        with _HOOKED_LOCK:
+            threads.remove(thread)
+            if not threads:
+                del _HOOKED[module]

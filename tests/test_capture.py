@@ -335,7 +335,7 @@ def test_token_level_logits_are_not_yet_supported():
     model = torch.nn.Linear(4, 3)
     with (
         pytest.raises(
-            NotImplementedError, match="token-classification heads are not yet supported"
+            NotImplementedError, match="not a token-classification head that probhook can map"
         ),
         capture_probs(model),
     ):

@@ -1,9 +1,11 @@
-"""deepdoctection: capture every LM sequence classifier of a pipeline, one row per page.
+"""deepdoctection: capture every LM classifier of a pipeline: a sequence classifier's head has
+one row per page, a token classifier's one row per word ([`.tokens`][.tokens]).
 
 ``capture_probs`` accepts a ``DoctectionPipe`` (also one from ``dd.get_dd_analyzer``), an
 ``LMSequenceClassifierService``, a ``MultiThreadPipelineComponent`` of such services (its clones
 are one head: each clone's model is hooked, each clone's ``serve`` attributes its pages, from
-whichever thread serves them), one of the ``HF*SequenceClassifier`` wrappers, or a list of these:
+whichever thread serves them), an ``LMTokenClassifierService`` (one row per word), one of their
+``HF*`` wrappers, or a list of these:
 
     with capture_probs(analyzer) as cap:
         pages = list(analyzer.analyze(path="scans/"))
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from probhook.block import ColumnKind
 from probhook.heads import HeadSpec, matches
+from probhook.integrations.deepdoctection import tokens
 from probhook.options import Selector
 
 if TYPE_CHECKING:
@@ -82,12 +85,31 @@ class _Component:
         *,
         serves: bool = True,
         group: int | None = None,
+        token_wrapper: Any = None,
     ) -> None:
         self.name, self.component, self.model_of, self.labels = name, component, model_of, labels
-        self.serves, self.group = serves, group
+        self.serves, self.group, self.token_wrapper = serves, group, token_wrapper
 
-    def spec(self) -> HeadSpec:
-        return HeadSpec(self.name, self.model_of(), labels=self.labels)
+    def spec(self, module: Any = None) -> HeadSpec:
+        module = self.model_of() if module is None else module
+        if self.token_wrapper is None:
+            return HeadSpec(self.name, module, labels=self.labels)
+        return HeadSpec(self.name, module, labels=self.labels, rows_of=tokens.rows_of,
+                        columns=tokens.TOKEN_COLUMNS)  # fmt: skip
+
+    def serving(self, dp: Any) -> contextlib.AbstractContextManager[None]:
+        if self.token_wrapper is None:
+            return contextlib.nullcontext()
+        return tokens.serving(self.component, dp)
+
+
+def _token(name: str, component: Any, wrapper: Any) -> _Component:
+    """A token classifier's head: its service (None for a bare wrapper) and its wrapper, whose
+    ``predict`` tells which token belongs to which word."""
+    tokens.check_mappable(wrapper, name)
+    labels = category_labels(wrapper)
+    return _Component(_short(name, labels), component, lambda: wrapper.model, labels,
+                      serves=component is not None, token_wrapper=wrapper)  # fmt: skip
 
 
 class DeepdoctectionAdapter:
@@ -107,12 +129,18 @@ class DeepdoctectionAdapter:
 
     def _candidates(self, target: Any) -> list[_Component] | list[Any]:
         """The components of one target, or the wrapper itself as a finished component."""
-        if isinstance(
-            target, (self.dd.LMSequenceClassifierService, self.dd.MultiThreadPipelineComponent)
-        ):
+        dd = self.dd
+        services = (
+            dd.LMSequenceClassifierService,
+            dd.LMTokenClassifierService,
+            dd.MultiThreadPipelineComponent,
+        )
+        if isinstance(target, services):
             return [target]
         if hasattr(target, "pipe_component_list"):
             return list(target.pipe_component_list)
+        if tokens.is_token_wrapper(dd, target):
+            return [_token(target.name, None, target)]
         if hasattr(target, "categories") and hasattr(target, "model"):
             labels = category_labels(target)
             return [
@@ -122,8 +150,8 @@ class DeepdoctectionAdapter:
             ]
         raise TypeError(
             f"capture_probs does not know the deepdoctection object {type(target).__name__}; "
-            "pass a DoctectionPipe, an LMSequenceClassifierService, a "
-            "MultiThreadPipelineComponent, an HF*SequenceClassifier or a list of these"
+            "pass a DoctectionPipe, an LMSequenceClassifierService or LMTokenClassifierService, "
+            "a MultiThreadPipelineComponent, one of their HF* wrappers or a list of these"
         )
 
     def _services(self, comp: Any, selector: Selector | None) -> list[_Component]:
@@ -149,6 +177,8 @@ class DeepdoctectionAdapter:
                     lambda c=comp: c.language_model.model, category_labels(lm),
                 )
             ]  # fmt: skip
+        if isinstance(comp, dd.LMTokenClassifierService):
+            return [_token(comp.name, comp, comp.language_model)]
         if isinstance(comp, dd.LanguageDetectionService) and selector is not None:
             # its XLM-R model detects languages, not document types: only when asked for
             det = comp.predictor
@@ -167,9 +197,10 @@ class DeepdoctectionAdapter:
             names = [getattr(c, "name", type(c).__name__) for c in candidates]
             kinds = ", ".join(type(t).__name__ for t in self.targets)
             raise ValueError(
-                f"found no LM sequence classifier in {kinds} (components: "
-                f"{names}{'' if selector is None else f', heads={selector!r}'}). "
-                "Add an LMSequenceClassifierService, or name a component with heads="
+                f"found no LM sequence or token classifier in {kinds} (components: "
+                f"{names}{'' if selector is None else f', heads={selector!r}'}). Add an "
+                "LMSequenceClassifierService or LMTokenClassifierService, or name a component "
+                "with heads="
             )
         return _dedupe(found)
 
@@ -182,10 +213,15 @@ class DeepdoctectionAdapter:
 
     def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
         self.served.clear()
+        wrapped: set[int] = set()
         for comp in self._found:
+            wrapper = comp.token_wrapper
+            if wrapper is not None and id(wrapper) not in wrapped:  # shared: wrapped once
+                wrapped.add(id(wrapper))
+                tokens.wrap_predict(wrapper, stack)
             if comp.serves:
                 _wrap_serve(comp, host, stack, self)
-            else:  # a wrapper alone: the page comes with its own input
+            elif wrapper is None:  # a sequence wrapper alone: the page comes with its input
                 _wrap_predict(comp.component, host, stack)
 
     def count_served(self, name: str) -> None:
@@ -210,7 +246,15 @@ class DeepdoctectionAdapter:
         )
 
     def key_of(self, key: Any) -> Any:
-        return getattr(key, "image_id", key)  # a Page or Image stands for its image_id
+        # a Page or Image stands for its image_id, a word annotation for its annotation_id
+        if key is None or isinstance(key, (str, int, tuple)):
+            return key
+        for name in ("image_id", "annotation_id"):
+            # asked of the class: deepdoctection's views raise a BaseException for attributes
+            # they lack, which getattr's default does not catch
+            if isinstance(getattr(type(key), name, None), property):
+                return getattr(key, name)
+        return key
 
 
 def _short(name: str, labels: tuple[str, ...]) -> str:
@@ -271,11 +315,12 @@ def _wrap_serve(
             module = comp.model_of()
             if module not in hooked:  # language_model.model was swapped: follow it
                 hooked.add(module)
-                host.hook(HeadSpec(comp.name, module, labels=comp.labels))
+                host.hook(comp.spec(module))
             adapter.count_served(comp.name)
             token = host.set_meta(page_meta(dp, offset))
             try:
-                return original(dp)
+                with comp.serving(dp):
+                    return original(dp)
             finally:
                 host.reset_meta(token)
 

@@ -108,6 +108,7 @@ class TinyModel:
     path: Path
     labels: tuple[str, ...]
     max_length: int
+    task: Literal["sequence", "token"] = "sequence"
 
     @property
     def config_path(self) -> Path:
@@ -124,11 +125,15 @@ class TinyModel:
         return BertTokenizerFast(vocab_file=vocab, vocab=vocab, model_max_length=self.max_length)
 
     def load_model(self) -> torch.nn.Module:
-        """The model, loaded back with transformers, in eval mode."""
-        from transformers import AutoModelForSequenceClassification
-
-        model: torch.nn.Module = AutoModelForSequenceClassification.from_pretrained(self.path)
+        """The saved ``*ForSequenceClassification`` (``*ForTokenClassification``) model."""
+        model: torch.nn.Module = _auto_class(self.task).from_pretrained(self.path)
         return model.eval()
+
+
+def _auto_class(task: str) -> Any:
+    import transformers
+
+    return getattr(transformers, f"AutoModelFor{task.capitalize()}Classification")
 
 
 def _config(kind: ModelKind, n_labels: int, vocab_size: int, max_length: int) -> Any:
@@ -168,15 +173,17 @@ def build_model(
     multi_label: bool = False,
     hidden_size: int | None = None,
     num_layers: int | None = None,
+    task: Literal["sequence", "token"] = "sequence",
+    head_scale: float = 50.0,
 ) -> TinyModel:
     """Build a seeded, randomly initialised ``*ForSequenceClassification`` and save it to ``path``.
 
     ``labels`` become ``config.id2label``; for deepdoctection they must be registered object types
     (``DocumentLabel`` values such as ``"letter"`` or ``"invoice"``). ``hidden_size`` and
     ``num_layers`` override the tiny defaults (benchmarks build base-size models this way).
+    ``task="token"`` builds a ``*ForTokenClassification`` (see [`.token_kit`][.token_kit]).
     """
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,13 +200,13 @@ def build_model(
     if multi_label:
         config.problem_type = "multi_label_classification"
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = _auto_class(task).from_config(config)
     # Random init gives near-uniform outputs; a wider head makes distributions tell pages apart.
     with torch.no_grad():
         last = [m for m in model.classifier.modules() if isinstance(m, torch.nn.Linear)][-1]
-        last.weight.mul_(50.0)
+        last.weight.mul_(head_scale)
     model.save_pretrained(out)
-    tiny = TinyModel(kind=kind, path=out, labels=tuple(labels), max_length=max_length)
+    tiny = TinyModel(kind, out, tuple(labels), max_length, task)
     tiny.load_tokenizer().save_pretrained(out)
     return tiny
 
