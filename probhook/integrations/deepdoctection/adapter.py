@@ -197,7 +197,7 @@ class DeepdoctectionAdapter:
             names = [getattr(c, "name", type(c).__name__) for c in candidates]
             kinds = ", ".join(type(t).__name__ for t in self.targets)
             raise ValueError(
-                f"found no LM sequence or token classifier in {kinds} (components: "
+                f"found no LM sequence classifier or token classifier in {kinds} (components: "
                 f"{names}{'' if selector is None else f', heads={selector!r}'}). Add an "
                 "LMSequenceClassifierService or LMTokenClassifierService, or name a component "
                 "with heads="

@@ -181,7 +181,8 @@ def build_model(
     ``labels`` become ``config.id2label``; for deepdoctection they must be registered object types
     (``DocumentLabel`` values such as ``"letter"`` or ``"invoice"``). ``hidden_size`` and
     ``num_layers`` override the tiny defaults (benchmarks build base-size models this way).
-    ``task="token"`` builds a ``*ForTokenClassification`` (see [`.token_kit`][.token_kit]).
+    ``task="token"`` builds a ``*ForTokenClassification`` (see
+    [`token_kit`][probhook.integrations.deepdoctection.token_kit]).
     """
     import torch
 
