@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -283,25 +284,21 @@ def _classify_on_ray(args: argparse.Namespace, inputs: Inputs, out: TextIO) -> i
     return 0 if summary.pages else 1
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
+def _in_range(cast: Callable[[str], Any], low: float, high: float | None = None) -> Any:
+    """An argparse type: ``cast`` of the text, refused outside ``low`` .. ``high``."""
+
+    def check(text: str) -> Any:
+        value = cast(text)
+        if value < low or (high is not None and value > high):
+            span = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return value
+
+    check.__name__ = cast.__name__  # argparse names it in "invalid float value"
+    return check
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+_fraction, _non_negative, _positive = _in_range(float, 0, 1), _in_range(float, 0), _in_range(int, 1)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
