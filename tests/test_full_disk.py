@@ -1,0 +1,59 @@
+"""A sink on a full disk: a failed write leaves no torn bytes, the file stays readable and the
+retry adds each row once (simulated with a file-size limit, in a child process)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CHILD = textwrap.dedent(
+    """
+    import resource, signal, sys, warnings
+    import numpy as np, torch
+    import probhook
+    from probhook.sink import SinkError
+
+    path = sys.argv[1]
+    model = torch.nn.Linear(8, 16)
+    cap = probhook.capture_probs(model, sink=path, flush_rows=10_000, flush_seconds=3600)
+    cap.start()
+    with torch.no_grad():
+        model(torch.randn(1, 8))  # the first row is written at once: the stream has a schema
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1200, hard))
+    with torch.no_grad():
+        for i in range(30):
+            model(torch.randn(1, 8))  # single rows wait in the queue
+    try:
+        next(iter(cap.heads.values())).buffer.flush()
+    except SinkError as err:
+        print("failed:", err, file=sys.stderr)
+    else:
+        raise SystemExit("the write should have failed")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+    cap.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no torn block in the file
+        view = probhook.load(path)
+    assert np.array_equal(view.rows().seq, np.arange(31)), view.rows().seq
+    assert np.array_equal(view.probs, cap.probs)
+    print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("suffix", [".arrows", ".parquet"])
+def test_a_write_failing_half_way_leaves_a_readable_file_with_each_row_once(tmp_path, suffix):
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / f"rows{suffix}")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "ok"
+    assert "could not be written" in out.stderr
