@@ -56,6 +56,7 @@ class Recorder:
         self._inflight: list[None] = []  # one item per forward inside a hook now
         self._stop_flushing: threading.Event | None = None
         self._flusher: threading.Thread | None = None
+        self._buffers: list[ProbBuffer] = []  # each keeps the batches its sink refused
         self.activations: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -94,11 +95,18 @@ class Recorder:
             self._stop_flushing.set()
             self._flusher.join()
             self._flusher = None
-        self.queue.drain_now()
+        self._write_all()
+
+    def _write_all(self) -> None:
+        """Store the queued rows and the batches a failing sink refused before; raises while
+        the sink still fails."""
+        with self.queue.locked(strict=True):
+            for buffer in self._buffers:
+                buffer.write_unwritten()
 
     def close_sink(self) -> None:
         """Write what is queued, then close the sink; safe to call again after a failure."""
-        self.queue.drain_now()
+        self._write_all()
         if self.sink is not None and not self.sink_closed:
             self.sink.close()
             self.sink_closed = True
@@ -245,6 +253,7 @@ class Recorder:
                 flush_rows=options.flush_rows,
             )
             view.attach(buffer)
+            self._buffers.append(buffer)
             return buffer
 
 

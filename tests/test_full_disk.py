@@ -57,3 +57,45 @@ def test_a_write_failing_half_way_leaves_a_readable_file_with_each_row_once(tmp_
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "ok"
     assert "could not be written" in out.stderr
+
+
+class _FullDisk:
+    """A sink that refuses every write while ``full`` is set."""
+
+    def __init__(self):
+        self.full, self.seq, self.closed = True, [], False
+
+    def write(self, rows):
+        if self.full:
+            raise OSError(28, "No space left on device")
+        self.seq += [int(s) for s in rows.seq]
+
+    def close(self):
+        self.closed = True
+
+
+def test_batches_a_full_disk_refused_are_written_once_space_returns():
+    import numpy as np
+    import torch
+
+    import probhook
+    from probhook.sink import SinkError
+
+    sink = _FullDisk()
+    model = torch.nn.Linear(4, 3)
+    cap = probhook.capture_probs(model, sink=sink)
+    cap.start()
+    inputs = [torch.randn(2, 4) for _ in range(3)]
+    for i, x in enumerate(inputs):
+        with pytest.raises(SinkError, match=r"2 rows .*No space left"), cap.keys_for([i, -i]):
+            model(x)  # batches are written during the forward, which raises for the full disk
+    with pytest.raises(SinkError):
+        cap.close()
+    assert len(cap) == 0  # nothing stored before the sink has it
+    sink.full = False
+    cap.close()  # the refused batches are written now, in order, once each
+    assert sink.seq == list(range(6))
+    assert sink.closed
+    assert cap.keys == [0, 0, 1, -1, 2, -2]
+    expected = torch.softmax(model(torch.cat(inputs)), -1).detach().numpy()
+    assert np.array_equal(cap.probs, expected)
