@@ -11,6 +11,7 @@ folder), found before any document is read; 128 + N stopped by signal N (130 Ctr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import signal
@@ -196,7 +197,7 @@ def _run(args: argparse.Namespace, inputs: Inputs, wrapper: str, labels: list[st
             run.cap.close()
             written = finish_rows_file(args.out, len(run.cap))
     gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
-    report = err if args.format == "json" else out  # keep stdout pure JSON lines
+    report = err if args.format == "json" or run.out is not out else out  # stdout: JSON lines
     print_lines(summary_lines(run.totals, len(inputs.skipped), written, run.stop.name), report)
     if args.plot and run.totals.classified:
         save_plot(run.cap, args.plot)
@@ -232,13 +233,26 @@ class Run:
                 result = PageResult(document, int(page.page_number), page.image_id, dist,
                                     self.args.min_confidence, self.args.min_margin)  # fmt: skip
                 self.totals.add(result)
-                self.progress.write(self.writer.line(result), self.out)
+                try:
+                    self.progress.write(self.writer.line(result), self.out)
+                except BrokenPipeError:  # stdout's reader left (``| head -1``): end as SIGPIPE
+                    self.out = _devnull(self.out)  # does, with the rows file closed complete
+                    self.stop.signal = signal.SIGPIPE
                 self.progress.page_done()
                 if self.stop.signal is not None:
                     return
         except Exception as error:  # a broken document must not end the run
             self.inputs.skipped.append((document, reason(error)))
             self.progress.write(f"warning: skipped {document}: {reason(error)}", self.err)
+
+
+def _devnull(out: TextIO) -> TextIO:
+    """Where output goes once the reader of ``out`` left: nowhere (stdout's descriptor too,
+    so that Python's flush at exit does not fail again)."""
+    if out is sys.stdout:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+    return open(os.devnull, "w")  # lives as long as the run
 
 
 def _classify_on_ray(args: argparse.Namespace, inputs: Inputs, out: TextIO) -> int:
