@@ -24,3 +24,11 @@ def test_wrongly_typed_options_fail_at_creation(options, error, message):
     with pytest.raises(error, match=message):
         capture_probs(model, **options)
     assert not model._forward_hooks  # nothing was registered
+
+
+def test_one_module_given_twice_is_refused_at_start_with_nothing_registered():
+    model = torch.nn.Linear(4, 3)
+    cap = capture_probs([model, model])
+    with pytest.raises(ValueError, match=r"the same module is given twice"):
+        cap.start()
+    assert not model._forward_hooks
