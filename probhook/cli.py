@@ -57,7 +57,8 @@ PDF text comes from the PDF's text layer; images need an OCR engine (tesseract).
 page on stdout (a table, or JSON with --format json), every row in the --out file.
 
 exit status: 0 pages classified (unreadable inputs are listed on stderr), 1 nothing classified,
-2 usage error (nothing is read), 130/143 stopped by Ctrl-C/SIGTERM (the --out file is complete)
+2 usage error (nothing is read), 130/143 stopped by Ctrl-C/SIGTERM (the --out file is complete),
+141 stdout's reader left (| head): stopped after the current page, the --out file complete
 """
 
 
