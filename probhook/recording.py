@@ -23,7 +23,7 @@ from probhook.column_store import ColumnStore
 from probhook.head_view import HeadView
 from probhook.heads import HeadSpec
 from probhook.options import CaptureOptions, check_memory
-from probhook.sink import Sink, open_sink
+from probhook.sink import Sink, SinkError, open_sink
 from probhook.write_queue import WriteQueue
 
 if TYPE_CHECKING:
@@ -108,7 +108,13 @@ class Recorder:
         """Write what is queued, then close the sink; safe to call again after a failure."""
         self._write_all()
         if self.sink is not None and not self.sink_closed:
-            self.sink.close()
+            try:
+                self.sink.close()
+            except Exception as err:  # a full disk while Parquet is written, say
+                raise SinkError(
+                    f"{self.sink!r} could not be closed ({type(err).__name__}: {err}); every "
+                    "row was written to it: call close() again to finish it"
+                ) from err
             self.sink_closed = True
 
     def declare(self, meta: Mapping[str, Any], views: Mapping[str, HeadView]) -> None:

@@ -99,3 +99,33 @@ def test_batches_a_full_disk_refused_are_written_once_space_returns():
     assert cap.keys == [0, 0, 1, -1, 2, -2]
     expected = torch.softmax(model(torch.cat(inputs)), -1).detach().numpy()
     assert np.array_equal(cap.probs, expected)
+
+
+class _FailingClose(_FullDisk):
+    """Takes rows, but fails to close while ``full`` is set (Parquet on a full disk)."""
+
+    def write(self, rows):
+        self.seq += [int(s) for s in rows.seq]
+
+    def close(self):
+        if self.full:
+            raise OSError(28, "No space left on device")
+        super().close()
+
+
+def test_a_sink_failing_to_close_raises_a_sink_error_and_closes_when_called_again():
+    import torch
+
+    import probhook
+    from probhook.sink import SinkError
+
+    sink = _FailingClose()
+    model = torch.nn.Linear(4, 3)
+    cap = probhook.capture_probs(model, sink=sink)
+    closing = r"could not be closed .*No space left.*close\(\) again"
+    with pytest.raises(SinkError, match=closing), cap:
+        model(torch.randn(2, 4))
+    sink.full = False
+    cap.close()
+    assert sink.closed
+    assert sink.seq == [0, 1]
