@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "distribution", description=DESCRIPTION,
                          formatter_class=_HelpFormatter)  # fmt: skip
     run.add_argument("docs", nargs="*", type=Path,
-                     help="PDF/image files or folders (none: the demo samples)")  # fmt: skip
+                     help="PDF/image files or folders (none, and no --model: the demo "
+                     "PDFs)")  # fmt: skip
     run.add_argument("--model", type=Path, help="Hugging Face *ForSequenceClassification folder "
                      "(none: probhook's toy demo model)")  # fmt: skip
     demo = sub.add_parser("demo", help="the shipped toy model on the shipped sample PDFs",
