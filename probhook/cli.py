@@ -31,6 +31,7 @@ from probhook.cli_output import (
     print_lines,
     save_plot,
     summary_lines,
+    write_failed,
 )
 from probhook.cli_signals import StopRequest, ignored
 from probhook.integrations.deepdoctection.analyzer import (
@@ -41,6 +42,7 @@ from probhook.integrations.deepdoctection.analyzer import (
     read_model_dir,
     reason,
 )
+from probhook.sink import SinkError
 
 PDF_SUFFIXES = {".pdf"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
@@ -184,6 +186,7 @@ def _run(args: argparse.Namespace, inputs: Inputs, wrapper: str, labels: list[st
     run = Run(args, analyzer, capture_probs(analyzer, sink=args.out), writer, progress, inputs,
               out, err, stop=stop)  # fmt: skip
     print_lines(writer.header(), out)
+    failed: SinkError | None = None  # the rows file could not be written (a full disk)
     run.cap.start()
     try:
         for document in inputs.documents:
@@ -191,12 +194,19 @@ def _run(args: argparse.Namespace, inputs: Inputs, wrapper: str, labels: list[st
                 break
             run.document(document)
             progress.document_done()
+    except SinkError as error:
+        failed = error
     finally:
         # a second signal here must not leave a torn file: finish closing first
         with ignored():
             progress.close()
-            run.cap.close()
-            written = finish_rows_file(args.out, len(run.cap))
+            try:
+                run.cap.close()
+            except SinkError as error:
+                failed = failed or error
+            written = None if failed else finish_rows_file(args.out, len(run.cap))
+    if failed is not None:
+        return write_failed(args.out, failed, err)
     gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
     report = err if args.format == "json" or run.out is not out else out  # stdout: JSON lines
     print_lines(summary_lines(run.totals, len(inputs.skipped), written, run.stop.name), report)
@@ -229,6 +239,8 @@ class Run:
             flow = self.analyzer.analyze(path=os.fspath(document))
             flow.reset_state()
             for page in flow:
+                for view in self.cap.heads.values():  # the row is written now: a full disk
+                    view.buffer and view.buffer.flush()  # ends the run (SinkError)
                 newest = self.cap.latest()  # the page's row, if this page had a forward
                 dist = newest if newest is not None and newest.key == page.image_id else None
                 result = PageResult(document, int(page.page_number), page.image_id, dist,
@@ -242,6 +254,8 @@ class Run:
                 self.progress.page_done()
                 if self.stop.signal is not None:
                     return
+        except SinkError:
+            raise  # the rows file, not the document: that ends the run
         except Exception as error:  # a broken document must not end the run
             self.inputs.skipped.append((document, reason(error)))
             self.progress.write(f"warning: skipped {document}: {reason(error)}", self.err)
