@@ -32,7 +32,7 @@ from probhook.options import (
     check_choice,
 )
 from probhook.ring import Ring, check_rows
-from probhook.sink import Sink, write_to_sink
+from probhook.sink import Sink, SinkError, write_to_sink
 from probhook.write_queue import ENTRY, QueuedRows, WriteQueue
 
 QUEUE_ROWS = 1000
@@ -69,7 +69,6 @@ class ProbBuffer:
         keep_logits: also keep the raw float32 logits (doubles memory for float32 rows).
         queue: share the write queue (sequence numbers, lock) with other buffers (one per head
             of a capture).
-
         flush_rows: single rows wait until this many are queued (or a read, a batch or
             [`flush`][flush] comes), then are stored, and written to the sink, as one block.
 
@@ -119,6 +118,7 @@ class ProbBuffer:
         self._ring = Ring(n_classes, self.capacity, self.dtype, schema, keep_logits)
         self._cols = self._ring.cols
         self._evicted = 0
+        self._unwritten: list[tuple[Any, ...]] = []  # direct writes the sink refused, in order
         self._attach(queue or WriteQueue())
 
     def _attach(self, queue: WriteQueue) -> None:
@@ -235,10 +235,27 @@ class ProbBuffer:
         # a fresh block's numbers are its first one: they are written without an arange
         numbers: int | npt.NDArray[np.int64] = self._queue.take(n) if seq is None else seq
         if self.sink is not None:  # write-ahead: a row is stored only once the sink has it
-            if isinstance(numbers, int):
-                numbers = np.arange(numbers, numbers + n, dtype=np.int64)
-            block = self._ring.block(probs, logits, numbers, values, slice(0, n), self.labels)
-            write_to_sink(self.sink, block)
+            numbers = np.arange(numbers, numbers + n) if isinstance(numbers, int) else numbers
+            kept = probs.copy() if seq is None else probs  # the queue keeps queued rows
+            self._unwritten.append((kept, logits, numbers, values))
+            try:
+                return self.write_unwritten()
+            except SinkError:
+                del self._unwritten[len(self._unwritten) if seq is None else -1 :]
+                raise
+        self._store(probs, logits, numbers, values)
+
+    def write_unwritten(self) -> None:
+        """Write, then store, the blocks the sink refused before (the queue's lock held)."""
+        while self._unwritten:
+            probs, logits, numbers, values = self._unwritten[0]
+            rows = self._ring.block(probs, logits, numbers, values, slice(0, None), self.labels)
+            write_to_sink(self.sink, rows)  # type: ignore[arg-type]
+            del self._unwritten[0]
+            self._store(probs, logits, numbers, values)
+
+    def _store(self, probs: Any, logits: Any, numbers: Any, values: Any) -> None:
+        n, cap = len(probs), self.capacity
         if n > cap:  # only the newest ``cap`` rows can stay
             if isinstance(numbers, int):
                 numbers = np.arange(numbers, numbers + n, dtype=np.int64)
@@ -246,15 +263,15 @@ class ProbBuffer:
             self._ring.start = self._ring.size = 0
             keep = slice(n - cap, n)
             probs, numbers, values = probs[keep], numbers[keep], ColumnStore.slice(values, keep)
-            logits = None if logits is None else logits[keep]
-            n = cap
+            logits, n = (None if logits is None else logits[keep]), cap
         overflow = max(0, self._ring.size + n - cap)
         self._ring.store(probs, logits, numbers, values, n, overflow)
         self._evicted += overflow
 
     def flush(self) -> None:
         """Store every queued row (and so write it to the sink); a failing sink raises here."""
-        self._queue.drain_now()
+        with self._queue.locked(strict=True):
+            self.write_unwritten()
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -317,9 +334,7 @@ class ProbBuffer:
         with self._queue.locked():
             idx = self._ring.index()
             hits = idx[self._cols.read(column, idx) == target]
-            return (
-                None if len(hits) == 0 else self._ring.read(hits[-1:], self.labels).distribution(0)
-            )
+            return self._ring.read(hits[-1:], self.labels).distribution(0) if len(hits) else None
 
     def __iter__(self) -> Iterator[Distribution]:
         return iter(self.rows())
@@ -330,7 +345,7 @@ class ProbBuffer:
         with self._queue.locked():
             state = self.__dict__.copy()
         del state["_push"], state["_pending"]  # the queue travels and brings fresh ones
-        state["sink"] = None  # open files and writers do not travel between processes
+        state["sink"], state["_unwritten"] = None, []  # files do not travel; nor rows not in one
         if state["on_overflow"] == "spill":
             state["on_overflow"] = "overwrite"
         return state

@@ -11,11 +11,11 @@ folder), found before any document is read; 128 + N stopped by signal N (130 Ctr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,9 @@ from probhook.cli_output import (
     print_lines,
     save_plot,
     summary_lines,
+    write_failed,
 )
+from probhook.cli_paths import Inputs, check_outputs, collect_inputs, count_pages
 from probhook.cli_signals import StopRequest, ignored
 from probhook.integrations.deepdoctection.analyzer import (
     ModelFolder,
@@ -44,11 +46,8 @@ from probhook.integrations.deepdoctection.analyzer import (
     reason,
 )
 from probhook.integrations.deepdoctection.word_table import WordTable
+from probhook.sink import SinkError
 
-PDF_SUFFIXES = {".pdf"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
-OUT_SUFFIXES = (".parquet", ".arrows")
-PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 DESCRIPTION = """\
 Classify document pages with deepdoctection and keep every page's full probability distribution.
 
@@ -60,90 +59,9 @@ PDF text comes from the PDF's text layer; images need an OCR engine (tesseract).
 page on stdout (a table, or JSON with --format json), every row in the --out file.
 
 exit status: 0 pages classified (unreadable inputs are listed on stderr), 1 nothing classified,
-2 usage error (nothing is read), 130/143 stopped by Ctrl-C/SIGTERM (the --out file is complete)
+2 usage error (nothing is read), 130/143 stopped by Ctrl-C/SIGTERM (the --out file is complete),
+141 stdout's reader left (| head): stopped after the current page, the --out file complete
 """
-
-
-@dataclass
-class Inputs:
-    """The documents to classify and the inputs skipped, with the reason."""
-
-    documents: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def collect_inputs(paths: list[Path], ocr: bool) -> Inputs:
-    """PDFs and (with OCR) images from files and folders; everything else is reported."""
-    found = Inputs()
-    for path in paths:
-        if not path.exists():
-            raise UsageError(f"no such file or folder: {path}")
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            suffix = file.suffix.lower()
-            if suffix in PDF_SUFFIXES or (suffix in IMAGE_SUFFIXES and ocr):
-                found.documents.append(file)
-            elif suffix in IMAGE_SUFFIXES:
-                found.skipped.append((file, "image input needs an OCR engine: install tesseract"))
-            else:
-                found.skipped.append((file, f"not a PDF or image ({suffix or 'no suffix'})"))
-    return found
-
-
-def check_output(option: str, path: Path, suffixes: tuple[str, ...], example: str) -> None:
-    """``path`` can be written as a new file with one of ``suffixes``: checked (creating its
-    folder) before anything is classified, so a bad path costs nothing."""
-    if path.is_dir() or str(path).endswith(("/", os.sep)):
-        raise UsageError(f"{option} {path} is a folder: give a file name such as {path / example}")
-    if path.suffix.lower() not in suffixes:
-        raise UsageError(f"{option} {path}: the file name must end in {' or '.join(suffixes)}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-        if path.exists() and not os.access(path, os.W_OK):
-            raise PermissionError(f"{path} is read-only")
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise UsageError(f"{option} {path}: cannot write there ({reason})") from None
-
-
-def check_outputs(args: argparse.Namespace) -> None:
-    """Every output path and the packages the run needs, before any document is read."""
-    from probhook._extras import MissingExtraError, require_extra
-
-    try:  # the deepdoctection extra brings pyarrow too
-        require_extra("deepdoctection", f"probhook {args.command}")
-        require_extra("parquet", "writing --out")
-        if args.plot is not None:
-            require_extra("notebook", "--plot")
-    except MissingExtraError as error:
-        raise UsageError(str(error)) from None
-    if getattr(args, "engine", "local") == "ray":  # Ray writes a folder of Parquet files
-        if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
-            raise UsageError(f"--out {args.out}: --engine ray writes a new or empty folder")
-    else:
-        check_output("--out", args.out, OUT_SUFFIXES, "probhook-results.parquet")
-    if args.plot is not None:
-        check_output("--plot", args.plot, PLOT_SUFFIXES, "confidence.png")
-        if args.plot.resolve() == args.out.resolve():
-            raise UsageError(f"--plot and --out are the same file ({args.out})")
-
-
-def count_pages(documents: list[Path]) -> int:
-    """Pages to classify, for progress: a PDF's page count (0 if unreadable), 1 per image."""
-    from pypdf import PdfReader
-
-    total = 0
-    for document in documents:
-        if document.suffix.lower() not in PDF_SUFFIXES:
-            total += 1
-            continue
-        try:
-            total += len(PdfReader(document).pages)
-        except Exception:  # encrypted or broken: reported when deepdoctection reads it
-            continue
-    return total
 
 
 def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -194,6 +112,7 @@ def _run(args: argparse.Namespace, inputs: Inputs, folder: ModelFolder, ocr: boo
               out, err, stop=stop, words=words)  # fmt: skip
     if words is None:
         print_lines(writer.header(), out)
+    failed: SinkError | None = None  # the rows file could not be written (a full disk)
     run.cap.start()
     try:
         for document in inputs.documents:
@@ -201,14 +120,21 @@ def _run(args: argparse.Namespace, inputs: Inputs, folder: ModelFolder, ocr: boo
                 break
             run.document(document)
             progress.document_done()
+    except SinkError as error:
+        failed = error
     finally:
         # a second signal here must not leave a torn file: finish closing first
         with ignored():
             progress.close()
-            run.cap.close()
-            written = finish_rows_file(args.out, len(run.cap))
+            try:
+                run.cap.close()
+            except SinkError as error:
+                failed = failed or error
+            written = None if failed else finish_rows_file(args.out, len(run.cap))
+    if failed is not None:
+        return write_failed(args.out, failed, err)
     gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
-    report = err if args.format == "json" else out  # keep stdout pure JSON lines
+    report = err if args.format == "json" or run.out is not out else out  # stdout: JSON lines
     if words is not None:
         words.summary(len(inputs.skipped), args.out)
         classified = words.pages
@@ -245,6 +171,8 @@ class Run:
             flow = self.analyzer.analyze(path=os.fspath(document))
             flow.reset_state()
             for page in flow:
+                for view in self.cap.heads.values():  # the row is written now: a full disk
+                    view.buffer and view.buffer.flush()  # ends the run (SinkError)
                 if self.words is not None:  # word rows: the page's report
                     self.words.add(page, self.cap.words(page))
                     self.progress.page_done()
@@ -254,13 +182,28 @@ class Run:
                 result = PageResult(document, int(page.page_number), page.image_id, dist,
                                     self.args.min_confidence, self.args.min_margin)  # fmt: skip
                 self.totals.add(result)
-                self.progress.write(self.writer.line(result), self.out)
+                try:
+                    self.progress.write(self.writer.line(result), self.out)
+                except BrokenPipeError:  # stdout's reader left (``| head -1``): end as SIGPIPE
+                    self.out = _devnull(self.out)  # does, with the rows file closed complete
+                    self.stop.signal = signal.SIGPIPE
                 self.progress.page_done()
                 if self.stop.signal is not None:
                     return
+        except SinkError:
+            raise  # the rows file, not the document: that ends the run
         except Exception as error:  # a broken document must not end the run
             self.inputs.skipped.append((document, reason(error)))
             self.progress.write(f"warning: skipped {document}: {reason(error)}", self.err)
+
+
+def _devnull(out: TextIO) -> TextIO:
+    """Where output goes once the reader of ``out`` left: nowhere (stdout's descriptor too,
+    so that Python's flush at exit does not fail again)."""
+    if out is sys.stdout:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+    return open(os.devnull, "w")  # lives as long as the run
 
 
 def _classify_on_ray(args: argparse.Namespace, inputs: Inputs, out: TextIO) -> int:
@@ -322,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "distribution", description=DESCRIPTION,
                          formatter_class=_HelpFormatter)  # fmt: skip
     run.add_argument("docs", nargs="*", type=Path,
-                     help="PDF/image files or folders (none: the demo samples)")  # fmt: skip
+                     help="PDF/image files or folders (none, and no --model: the demo "
+                     "PDFs)")  # fmt: skip
     run.add_argument("--model", type=Path, help="Hugging Face *ForSequenceClassification or "
                      "*ForTokenClassification folder "
                      "(none: probhook's toy demo model)")  # fmt: skip

@@ -285,3 +285,10 @@ def save_plot(cap: Any, path: Path) -> None:
     ax = cap.plot.confidence(bins=20)
     ax.figure.savefig(path, dpi=120)
     plt.close(ax.figure)
+
+
+def write_failed(path: Path, error: Exception, err: TextIO) -> int:
+    """Say that the rows file could not be written (a full disk) and what it holds; exit 1."""
+    print(f"probhook: error: writing {path} failed ({error.__cause__ or error}); the rows "
+          f"written before are kept: probhook.load('{path}') reads them", file=err)  # fmt: skip
+    return 1

@@ -147,6 +147,9 @@ def find_heads(
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"head names must be unique, got {names}")
+    twice = [s.name for i, s in enumerate(specs) if any(s.module is t.module for t in specs[:i])]
+    if twice:  # one forward would be captured once per occurrence, as different heads
+        raise ValueError(f"the same module is given twice (again as {twice}): pass it once")
     return specs
 
 

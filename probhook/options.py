@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -58,12 +58,24 @@ def check_labels(labels: Any) -> None:
             continue
         if isinstance(group, str):
             raise TypeError(f"labels must be a list of names, got the string {group!r}")
+        if not isinstance(group, Iterable):
+            raise TypeError(f"labels must be a list of names (or {{head: names}}), got {labels!r}")
         names = [str(label) for label in group]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(
                 f"labels must be distinct, but {repeated} appear more than once in "
                 f"{list(group)} (as text, which names the export columns)"
+            )
+
+
+def check_selector(heads: Any) -> None:
+    """``heads=``: a dotted name or glob, a module type, a predicate, or a list of them."""
+    for entry in heads if isinstance(heads, (list, tuple)) else [] if heads is None else [heads]:
+        if not (isinstance(entry, (str, type)) or callable(entry)):
+            raise TypeError(
+                "heads= entries must be a dotted name, glob, module type or predicate, "
+                f"got {entry!r}"
             )
 
 
@@ -155,7 +167,10 @@ class CaptureOptions:
     word_rule: WordRule = "dd"
 
     def __post_init__(self) -> None:
+        if self.capacity is None:  # None means "from max_bytes" only for a ProbBuffer
+            raise ValueError("capacity must be a positive int, got None")
         check_capacity(self.capacity)
+        check_selector(self.heads)
         check_capacity(self.flush_rows, "flush_rows")
         check_positive("flush_seconds", self.flush_seconds)
         object.__setattr__(self, "flush_seconds", float(self.flush_seconds))

@@ -25,7 +25,7 @@ from probhook.column_store import ColumnStore
 from probhook.head_view import HeadView
 from probhook.heads import HeadSpec
 from probhook.options import CaptureOptions, check_memory
-from probhook.sink import Sink, open_sink
+from probhook.sink import Sink, SinkError, open_sink
 from probhook.write_queue import WriteQueue
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class Recorder:
         self._inflight: list[None] = []  # one item per forward inside a hook now
         self._stop_flushing: threading.Event | None = None
         self._flusher: threading.Thread | None = None
+        self._buffers: list[ProbBuffer] = []  # each keeps the batches its sink refused
         self.activations: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -96,13 +97,26 @@ class Recorder:
             self._stop_flushing.set()
             self._flusher.join()
             self._flusher = None
-        self.queue.drain_now()
+        self._write_all()
+
+    def _write_all(self) -> None:
+        """Store the queued rows and the batches a failing sink refused before; raises while
+        the sink still fails."""
+        with self.queue.locked(strict=True):
+            for buffer in self._buffers:
+                buffer.write_unwritten()
 
     def close_sink(self) -> None:
         """Write what is queued, then close the sink; safe to call again after a failure."""
-        self.queue.drain_now()
+        self._write_all()
         if self.sink is not None and not self.sink_closed:
-            self.sink.close()
+            try:
+                self.sink.close()
+            except Exception as err:  # a full disk while Parquet is written, say
+                raise SinkError(
+                    f"{self.sink!r} could not be closed ({type(err).__name__}: {err}); every "
+                    "row was written to it: call close() again to finish it"
+                ) from err
             self.sink_closed = True
 
     def declare(self, meta: Mapping[str, Any], views: Mapping[str, HeadView]) -> None:
@@ -284,6 +298,7 @@ class Recorder:
                 flush_rows=options.flush_rows,
             )
             view.attach(buffer)
+            self._buffers.append(buffer)
             return buffer
 
 

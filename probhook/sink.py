@@ -79,21 +79,24 @@ class FileSink:
             raise IsADirectoryError(f"sink path {os.fspath(path)!r} is a folder, not a file")
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._streams: dict[str, tuple[Any, Any, Path]] = {}  # head -> writer, handle, stream
+        self._streams: dict[str, tuple[Any, Path]] = {}  # head -> handle, stream
         self.paths: dict[str, Path] = {}
         self.closed = False
         self._open("", self.path)  # checked now; the schema comes with the first block
 
     def _open(self, head: str, path: Path) -> None:
         stream = stream_path(path)
-        handle = open(stream, "wb")  # noqa: SIM115  (closed in close())
-        self._streams[head] = (None, handle, stream)
+        # unbuffered: a failed write leaves no bytes behind in a buffer to reach the file later
+        handle = open(stream, "wb", buffering=0)  # noqa: SIM115  (closed in close())
+        self._streams[head] = (handle, stream)
         self.paths[head] = path
 
     def write(self, rows: RowBlock) -> None:
-        """Append ``rows`` to the stream of their head, flushed to the operating system."""
-        import pyarrow as pa
+        """Append ``rows`` to the stream of their head, flushed to the operating system.
 
+        A block reaches the file whole or not at all: a failed write (a full disk) is cut
+        off the file again, so the stream stays readable and the retry adds the rows once.
+        """
         if self.closed:  # reopening would overwrite the finished file
             raise RuntimeError(f"the sink writing {self.path} is closed; start a new capture")
         heads = rows.columns["head"]
@@ -108,12 +111,11 @@ class FileSink:
                 self.paths[head] = self.paths.pop("")
             else:
                 self._open(head, self._sibling(head))
-        writer, handle, stream = self._streams[head]
-        if writer is None:
-            writer = pa.ipc.new_stream(pa.PythonFile(handle, mode="w"), table.schema)
-            self._streams[head] = (writer, handle, stream)
-        writer.write_table(table)
-        handle.flush()
+        handle, _ = self._streams[head]
+        # the Arrow stream format: the schema message once, then one message per batch
+        parts = [table.schema.serialize()] if handle.tell() == 0 else []
+        parts += [batch.serialize() for batch in table.to_batches()]
+        _append(handle, b"".join(memoryview(p) for p in parts))
 
     def _sibling(self, head: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in head)
@@ -127,22 +129,47 @@ class FileSink:
         from probhook.arrow import read_table
 
         for head in list(self._streams):
-            writer, handle, stream = self._streams[head]
-            if writer is not None:
-                writer.close()
-                self._streams[head] = (None, handle, stream)
+            handle, stream = self._streams[head]
             if not handle.closed:
+                if handle.tell():
+                    _append(handle, END_OF_STREAM)
                 handle.close()
             path = self.paths[head]
             if stream != path:
                 if stream.stat().st_size:
-                    pq.write_table(read_table(stream), path)
+                    # written beside and renamed: a kill or a full disk here leaves no torn
+                    # Parquet file, and the stream stays until the Parquet file is complete
+                    part = path.with_name(path.name + ".tmp")
+                    try:
+                        pq.write_table(read_table(stream), part)
+                    except BaseException:
+                        part.unlink(missing_ok=True)
+                        raise
+                    os.replace(part, path)
                 stream.unlink()
             del self._streams[head]
         self.closed = True
 
     def __repr__(self) -> str:
         return f"FileSink({os.fspath(self.path)!r})"
+
+
+END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+"""The Arrow stream format's end marker (a continuation token and a zero length)."""
+
+
+def _append(handle: Any, data: bytes) -> None:
+    """Write all of ``data`` at the end of the unbuffered ``handle``, or none of it: on a
+    failure the file is cut back to where it ended, and the error raised."""
+    end = handle.tell()
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[handle.write(view) :]
+    except BaseException:
+        handle.truncate(end)
+        handle.seek(end)
+        raise
 
 
 def open_sink(sink: Any) -> Sink:

@@ -1,0 +1,99 @@
+"""The command line's files: the documents found in files and folders, the output paths (checked
+before any document is read) and page counts for progress."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from probhook.integrations.deepdoctection.analyzer import UsageError
+
+PDF_SUFFIXES = {".pdf"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+OUT_SUFFIXES = (".parquet", ".arrows")
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+
+
+@dataclass
+class Inputs:
+    """The documents to classify and the inputs skipped, with the reason."""
+
+    documents: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def collect_inputs(paths: list[Path], ocr: bool) -> Inputs:
+    """PDFs and (with OCR) images from files and folders; everything else is reported."""
+    found = Inputs()
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"no such file or folder: {path}")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            suffix = file.suffix.lower()
+            if suffix in PDF_SUFFIXES or (suffix in IMAGE_SUFFIXES and ocr):
+                found.documents.append(file)
+            elif suffix in IMAGE_SUFFIXES:
+                found.skipped.append((file, "image input needs an OCR engine: install tesseract"))
+            else:
+                found.skipped.append((file, f"not a PDF or image ({suffix or 'no suffix'})"))
+    return found
+
+
+def check_output(option: str, path: Path, suffixes: tuple[str, ...], example: str) -> None:
+    """``path`` can be written as a new file with one of ``suffixes``: checked (creating its
+    folder) before anything is classified, so a bad path costs nothing."""
+    if path.is_dir() or str(path).endswith(("/", os.sep)):
+        raise UsageError(f"{option} {path} is a folder: give a file name such as {path / example}")
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"{option} {path}: the file name must end in {' or '.join(suffixes)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(f"{path} is read-only")
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(f"{option} {path}: cannot write there ({reason})") from None
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path and the packages the run needs, before any document is read."""
+    from probhook._extras import MissingExtraError, require_extra
+
+    try:  # the deepdoctection extra brings pyarrow too
+        require_extra("deepdoctection", f"probhook {args.command}")
+        require_extra("parquet", "writing --out")
+        if args.plot is not None:
+            require_extra("notebook", "--plot")
+    except MissingExtraError as error:
+        raise UsageError(str(error)) from None
+    if getattr(args, "engine", "local") == "ray":  # Ray writes a folder of Parquet files
+        if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+            raise UsageError(f"--out {args.out}: --engine ray writes a new or empty folder")
+    else:
+        check_output("--out", args.out, OUT_SUFFIXES, "probhook-results.parquet")
+    if args.plot is not None:
+        check_output("--plot", args.plot, PLOT_SUFFIXES, "confidence.png")
+        if args.plot.resolve() == args.out.resolve():
+            raise UsageError(f"--plot and --out are the same file ({args.out})")
+
+
+def count_pages(documents: list[Path]) -> int:
+    """Pages to classify, for progress: a PDF's page count (0 if unreadable), 1 per image."""
+    from pypdf import PdfReader
+
+    total = 0
+    for document in documents:
+        if document.suffix.lower() not in PDF_SUFFIXES:
+            total += 1
+            continue
+        try:
+            total += len(PdfReader(document).pages)
+        except Exception:  # encrypted or broken: reported when deepdoctection reads it
+            continue
+    return total
