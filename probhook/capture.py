@@ -99,7 +99,12 @@ class Capture:
                 "capture_probs(...) to capture the same model twice"
             )
         target = self.target if target is None else target
-        if target is None or isinstance(target, str):
+        if target is None:
+            raise TypeError(
+                "this capture has no target: pass the model, pipeline or list to capture_probs() "
+                "or to start()"
+            )
+        if isinstance(target, str):
             raise TypeError(
                 f"capture_probs(target={target!r}) names a parameter: use it as a decorator, or "
                 "pass a model to start()"

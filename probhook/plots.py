@@ -60,6 +60,9 @@ def _histogram(
                    label=f"threshold {threshold:g}\n{n} rows {side}")  # fmt: skip
         legend_outside(ax)
     ax.set_xlim(0.0, 1.0)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # row counts are whole numbers
 
 
 def confidence_histogram(

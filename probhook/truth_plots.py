@@ -117,8 +117,10 @@ def risk_coverage(
             marks.setdefault(int(accepted[-1]), []).append(t)
     for i, ts in marks.items():
         ax.plot(curve.coverage[i], curve.accuracy[i], "o", color=THRESHOLD_COLOR)
+        right = curve.coverage[i] > 0.8  # near the right edge the label goes to the left
         ax.annotate("≥" + "/".join(f"{t:g}" for t in ts), (curve.coverage[i], curve.accuracy[i]),
-                    fontsize=8, xytext=(4, -12), textcoords="offset points")  # fmt: skip
+                    fontsize=8, xytext=(-6 if right else 6, -14), textcoords="offset points",
+                    ha="right" if right else "left")  # fmt: skip
     if marks:
         ax.plot([], [], "o", color=THRESHOLD_COLOR, label="confidence threshold")
     lowest = float(curve.accuracy.min()) if len(curve.accuracy) else 0.0

@@ -385,3 +385,8 @@ def test_cuda_model_rows_match_softmax(tiny, dtype, keep_logits):
     assert cap.keys == ["text-0", "text-1", "text-2", "a", "b", "c"]
     if keep_logits:
         np.testing.assert_allclose(cap.logits[3:], logits.cpu().numpy(), atol=1e-5)
+
+
+def test_a_capture_without_target_says_so_at_start():
+    with pytest.raises(TypeError, match="no target: pass the model"):
+        capture_probs().start()

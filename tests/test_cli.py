@@ -365,3 +365,10 @@ def test_non_finite_rows_are_flagged_without_a_prediction():
     assert "2 pages classified in 1 documents; mean confidence 0.75; 2 flagged" in summary
     assert "1 pages had NaN or inf in the model output" in summary
     assert "nan" not in summary.lower().replace("nan or inf", "")
+
+
+def test_unreadable_reasons_carry_no_object_addresses():
+    from probhook.integrations.deepdoctection.analyzer import reason
+
+    text = reason(ValueError("stream <_io.BytesIO object at 0x7f3a2b1c> has no trailer"))
+    assert text == "unreadable (ValueError: stream <_io.BytesIO object> has no trailer)"

@@ -274,7 +274,8 @@ def reason(error: Exception) -> str:
     name = type(error).__name__
     if "Decrypt" in name or "encrypt" in str(error).lower():
         return "encrypted PDF (no password given)"
-    return f"unreadable ({name}: {str(error)[:120]})"
+    text = re.sub(r" at 0x[0-9a-f]+", "", str(error))  # no object addresses in a user's log
+    return f"unreadable ({name}: {text[:120]})"
 
 
 def quiet_libraries() -> None:
