@@ -4,7 +4,13 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "probhook"
-CORE_EXCLUDED = ("integrations", "cli.py", "testing.py", "demo", "__main__.py")
+CORE_EXCLUDED = (
+    "integrations",
+    "cli",
+    "testing.py",
+    "demo",
+    "__main__.py",
+)  # cli*: the command line
 
 
 def module_name(path):
