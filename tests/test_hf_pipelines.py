@@ -126,13 +126,33 @@ def test_list_of_pipelines_and_plain_models(text_pipe, image_pipe):
     assert plain.keys == [None]
 
 
-def test_token_classification_pipeline_is_refused_clearly(tiny, tmp_path):
+def test_a_pipeline_of_another_task_is_refused_clearly(tiny, tmp_path):
     t = tiny("bert")
     config = transformers.BertConfig.from_pretrained(t.path)
-    transformers.BertForTokenClassification(config).save_pretrained(tmp_path)
-    token = transformers.pipeline(
-        "token-classification", model=str(tmp_path), tokenizer=str(t.path)
-    )
-    with pytest.raises(NotImplementedError, match="'token-classification' pipeline"):
-        capture_probs(token).start()
-    assert "forward" not in vars(token)
+    transformers.BertForMaskedLM(config).save_pretrained(tmp_path)
+    fill = transformers.pipeline("fill-mask", model=str(tmp_path), tokenizer=str(t.path))
+    with pytest.raises(NotImplementedError, match="'fill-mask' pipeline"):
+        capture_probs(fill).start()
+    assert "forward" not in vars(fill)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_token_classification_pipeline_rows_equal_the_pipelines_token_scores(tmp_path, batch_size):
+    from probhook.testing import build_token_model
+
+    t = build_token_model("bert", tmp_path / "tokens")
+    pipe = transformers.pipeline("token-classification", model=str(t.path), tokenizer=str(t.path))
+    texts = ["dear sir please fill the form", "total amount due", "memo to team"]
+    with capture_probs(pipe) as cap:
+        out = pipe(texts, ignore_labels=[], batch_size=batch_size)  # every token, "O" too
+    assert cap.labels == t.labels
+    for i, entities in enumerate(out):
+        assert entities, "the pipeline scored the tokens of every input"
+        for entity in entities:
+            dist = cap.get((i, entity["index"]))
+            assert dist.predicted == entity["entity"]
+            assert dist.confidence == pytest.approx(entity["score"], abs=1e-6)
+            assert dist.meta["token_index"] == entity["index"]
+    scored = sum(len(e) for e in out)
+    assert len(cap) == scored  # one row per scored token: no special or padding token
+    assert set(cap.column("call").tolist()) == {0}

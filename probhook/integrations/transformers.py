@@ -1,7 +1,8 @@
 """Hugging Face ``transformers`` pipelines: one row per input, keyed by its position in the call.
 
 ``capture_probs`` accepts a ``Pipeline`` whose model is a classifier (``text-classification``,
-``image-classification``, which also serves document-image classifiers) or a list of them:
+``image-classification``, which also serves document-image classifiers, and
+``token-classification``) or a list of them:
 
     clf = pipeline("text-classification", model=folder)
     with capture_probs(clf) as cap:
@@ -17,7 +18,10 @@ for regression), or the one given when the pipeline was built, so a row equals
 restarts the positions) and ``forward`` are wrapped *on the instance* for the capture's
 duration; one pipeline is not to be called from two threads at once.
 
-Token-classification pipelines (one row per word) are not supported yet.
+A token-classification pipeline gives one row per token the pipeline scores (attended, not a
+special token), keyed ``(input position, token index)`` with a ``token_index`` column; its softmax
+equals the pipeline's per-token ``score`` and argmax its ``entity`` (``aggregation_strategy``
+"none"), whichever tokens the pipeline then drops as ``ignore_labels``.
 """
 
 from __future__ import annotations
@@ -26,15 +30,20 @@ import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from probhook.block import ColumnKind
 from probhook.heads import HeadSpec, config_labels, matches
 from probhook.options import Selector
+from probhook.words import MappedRows, TokenForward
 
 if TYPE_CHECKING:
     from probhook.integrations import CaptureHost
 
-TASKS = ("text-classification", "image-classification")
-"""Pipeline tasks whose model returns one ``(batch, classes)`` row per input."""
+TASKS = ("text-classification", "image-classification", "token-classification")
+"""Pipeline tasks probhook captures: one row per input, or per token for token classification."""
+TOKEN_TASK = "token-classification"
+_SPECIAL = "probhook.special_tokens_mask"  # the metadata entry that carries a forward's mask
 
 
 def activation_of(pipe: Any, function_to_apply: Any = None) -> str:
@@ -49,6 +58,27 @@ def activation_of(pipe: Any, function_to_apply: Any = None) -> str:
     if config.problem_type == "multi_label_classification" or config.num_labels == 1:
         return "sigmoid"
     return "softmax"
+
+
+def token_rows(forward: TokenForward) -> MappedRows | None:
+    """One forward of a token-classification pipeline: a row per token it scores, keyed
+    ``(input position, token index)`` (None: the model was called outside the pipeline)."""
+    meta = forward.meta or {}
+    special = meta.get(_SPECIAL)
+    if special is None:
+        return None
+    n, length, _ = forward.probs.shape
+    keep = np.asarray(special.cpu() if hasattr(special, "cpu") else special).reshape(n, length)
+    keep = keep == 0
+    mask = forward.kwargs.get("attention_mask")
+    if mask is not None:
+        keep &= np.asarray(mask.cpu()).reshape(n, length).astype(bool)
+    seq, tok = np.nonzero(keep)
+    first = meta.get("key")
+    positions = first if isinstance(first, list) else [int(first or 0) + i for i in range(n)]
+    keys = [(int(positions[s]), int(t)) for s, t in zip(seq, tok, strict=True)]
+    logits = None if forward.logits is None else forward.logits[seq, tok]
+    return MappedRows(forward.probs[seq, tok], keys, {"token_index": tok.astype(np.int64)}, logits)
 
 
 def _batch_size(model_inputs: Any) -> int:
@@ -78,8 +108,7 @@ class PipelineAdapter:
             if task not in TASKS:
                 raise NotImplementedError(
                     f"capture_probs supports {', '.join(TASKS)} pipelines, got a {task!r} "
-                    f"pipeline ({type(pipe).__name__}); token-classification rows (one per "
-                    "word) are not supported yet: capture a classifier pipeline, or its model"
+                    f"pipeline ({type(pipe).__name__}): capture its model instead"
                 )
 
     def heads(self, selector: Selector | None) -> list[HeadSpec]:
@@ -90,7 +119,13 @@ class PipelineAdapter:
             while name in {s.name for s in specs}:
                 name, i = f"{pipe.task}#{i}", i + 1
             labels = config_labels(pipe.model)
-            specs.append(HeadSpec(name, pipe.model, labels, activation=activation_of(pipe)))
+            if pipe.task == TOKEN_TASK:  # the pipeline takes a softmax over each token
+                columns: dict[str, ColumnKind] = {"token_index": "int"}
+                spec = HeadSpec(name, pipe.model, labels, activation="softmax",
+                                rows_of=token_rows, columns=columns)  # fmt: skip
+                specs.append(spec)
+            else:
+                specs.append(HeadSpec(name, pipe.model, labels, activation=activation_of(pipe)))
         if selector is not None:
             selectors = selector if isinstance(selector, (list, tuple)) else [selector]
             specs = [s for s in specs if any(matches(x, s.name, s.module) for x in selectors)]
@@ -133,7 +168,10 @@ def _wrap(pipe: Any, spec: HeadSpec, host: CaptureHost, stack: contextlib.ExitSt
         n, first = _batch_size(model_inputs), state["next"]
         state["next"] = first + n
         keys: Any = first if n == 1 else list(range(first, first + n))
-        token = host.set_meta({"key": keys, "call": max(state["call"], 0)})
+        meta = {"key": keys, "call": max(state["call"], 0)}
+        if pipe.task == TOKEN_TASK and isinstance(model_inputs, Mapping):
+            meta[_SPECIAL] = model_inputs.get("special_tokens_mask")
+        token = host.set_meta(meta)
         try:
             return originals["forward"](model_inputs, **forward_params)
         finally:
