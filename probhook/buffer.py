@@ -13,7 +13,6 @@ Examples:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -38,14 +37,6 @@ from probhook.write_queue import ENTRY, QueuedRows, WriteQueue
 QUEUE_ROWS = 1000
 """Single rows wait in a queue of at most this many by default (fewer for wide rows: at most
 256 KiB of row data) and are then stored, and written to the sink, as one block."""
-
-
-class _class_or_instance(classmethod):  # type: ignore[type-arg]
-    """A classmethod that, called on an instance, takes the instance as its first argument."""
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
-        method = super().__get__(obj, owner)
-        return method if obj is None else functools.partial(method, obj)
 
 
 class BufferFullError(RuntimeError):
@@ -199,12 +190,17 @@ class ProbBuffer:
 
         ``keys`` and each extra column are a single value for every row or one value per row.
         """
-        probs = check_rows(rows, self.n_classes, 2)
+        with self._queue.locked(strict=True):  # queued rows came first
+            self.store_batch(rows, keys=keys, head=head, logits=logits, **columns)
+
+    def store_batch(self, rows: npt.ArrayLike, **given: Any) -> None:
+        """[`append_batch`][append_batch] for a caller that holds the queue's lock: a staged
+        write (see ``WriteQueue.stage``)."""
+        probs, logits = check_rows(rows, self.n_classes, 2), given.pop("logits", None)
         lg = None if logits is None else check_rows(logits, self.n_classes, 2, "logits")
         if lg is not None and lg.shape[0] != probs.shape[0]:
             raise ValueError(f"logits have {lg.shape[0]} rows, probabilities {probs.shape[0]}")
-        with self._queue.locked(strict=True):  # queued rows came first
-            self._write(probs, lg, {"key": keys, "head": head, **columns})
+        self._write(probs, lg, {"key": given.pop("keys", None), "head": None, **given})
 
     def store_queued(self, rows: QueuedRows) -> None:
         """Store rows that waited in the write queue (called by it, lock held)."""
@@ -354,26 +350,22 @@ class ProbBuffer:
         self.__dict__.update(state)
         self._attach(self._queue)
 
-    @_class_or_instance
-    def merge(
-        cls: type[ProbBuffer], /, *buffers: ProbBuffer, capacity: int | None = None
-    ) -> ProbBuffer:
-        """One buffer with the rows of ``buffers`` ordered by sequence number: ``a.merge(b)``
-        is ``ProbBuffer.merge(a, b)``.
+    def merge(self, *buffers: ProbBuffer, capacity: int | None = None) -> ProbBuffer:
+        """One buffer with the rows of this buffer and ``buffers`` ordered by sequence number:
+        ``a.merge(b)`` is ``ProbBuffer.merge(a, b)``.
 
         All buffers must share labels, dtype and columns. ``capacity`` defaults to the total row
         count; ties in sequence number (buffers from separate processes) keep argument order.
         """
-        if not buffers:
-            raise ValueError("merge needs at least one buffer")
-        kinds = {(b.labels, tuple(b.schema.items()), b.dtype, b.keep_logits) for b in buffers}
+        every = (self, *buffers)
+        kinds = {(b.labels, tuple(b.schema.items()), b.dtype, b.keep_logits) for b in every}
         if len(kinds) > 1:
             raise ValueError(
                 "cannot merge buffers with different label spaces, columns, dtype or "
-                f"keep_logits: {' vs '.join(str(b.labels) for b in buffers)}"
+                f"keep_logits: {' vs '.join(str(b.labels) for b in every)}"
             )
-        merged, first = RowBlock.concat([b.rows() for b in buffers]), buffers[0]
-        return cls.from_rows(merged, first.schema, capacity=capacity, dtype=str(first.dtype))
+        merged = RowBlock.concat([b.rows() for b in every])
+        return type(self).from_rows(merged, self.schema, capacity=capacity, dtype=str(self.dtype))
 
     @classmethod
     def from_rows(

@@ -6,12 +6,18 @@ probabilities, copies them to the host once, and appends them to the head's buff
 current in the calling context. All heads share one [`WriteQueue`][probhook.write_queue.WriteQueue],
 so sequence numbers follow forward order across heads, and one sink, which a background thread keeps
 no more than ``flush_seconds`` behind the forwards.
+
+A token head's forward is checked in its hook but mapped to word rows later, together with the
+next forwards (``STAGED_FORWARDS``), and at the latest at the next read, flush or stop: mapped
+one at a time between a pipeline's pages, the mapping cost twice as much. Its rows are numbered
+when they are mapped, so they can come after single rows of other heads from later forwards.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import threading
 import time
 import warnings
@@ -32,8 +38,13 @@ if TYPE_CHECKING:
     import torch
 
     from probhook.block import ColumnKind
+    from probhook.words import MappedRows
 
 Meta = contextvars.ContextVar[dict[str, Any] | None]
+STAGED_FORWARDS = 8
+"""A token head's forwards mapped to rows together (at the latest): mapping one forward right
+after the model ran costs about twice as much per forward, its code paths pushed out of the
+CPU's caches by the pipeline's own work in between."""
 ForwardHook = Callable[..., None]
 
 
@@ -58,6 +69,7 @@ class Recorder:
         self._inflight: list[None] = []  # one item per forward inside a hook now
         self._stop_flushing: threading.Event | None = None
         self._flusher: threading.Thread | None = None
+        self._failed: Exception | None = None  # what stopped the flush thread
         self._buffers: list[ProbBuffer] = []  # each keeps the batches its sink refused
         self.activations: dict[str, str] = {}
 
@@ -84,8 +96,12 @@ class Recorder:
     def _flush_loop(self) -> None:
         assert self._stop_flushing is not None
         while not self._stop_flushing.wait(self.options.flush_seconds):
-            with self.queue.locked():  # stores queued rows: they reach the sink; errors wait
-                pass
+            try:
+                with self.queue.locked():  # stores queued rows: they reach the sink
+                    pass
+            except Exception as err:  # not the sink's (those wait): stop() raises it
+                self._failed = err
+                return
 
     def end(self, views: Mapping[str, HeadView]) -> None:
         """At stop: wait for forwards still inside a hook, stop the flush thread, and store
@@ -98,6 +114,9 @@ class Recorder:
             self._flusher.join()
             self._flusher = None
         self._write_all()
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
 
     def _write_all(self) -> None:
         """Store the queued rows and the batches a failing sink refused before; raises while
@@ -199,7 +218,14 @@ class Recorder:
         return on_forward
 
     def _token_hook(self, spec: HeadSpec, view: HeadView) -> ForwardHook:
-        """A token head: ``(batch, tokens, classes)`` becomes the rows its mapper makes."""
+        """A token head: ``(batch, tokens, classes)`` becomes the rows its mapper makes.
+
+        The hook checks the forward (the mapper's checks raise in the forward) and stages the
+        mapping in the write queue: ``STAGED_FORWARDS`` forwards are mapped together, at the
+        latest at the next read, flush or stop, with the code paths warm (see the module
+        docstring). The head's first forward is mapped at once, so that what only its rows
+        tell (their width against the labels, the memory they need) is refused in it.
+        """
         from probhook._torch import logits_of, make_activation, resolve_activation, to_host
         from probhook.words import TokenForward
 
@@ -209,28 +235,55 @@ class Recorder:
         activation = self.activations[name] = resolve_activation(options.activation, config)
         apply = make_activation(activation, options.temperature)
         enter, leave = self._inflight.append, self._inflight.pop
+        queue, store, rule = self.queue, self._token_rows, options.word_rule
+
+        def activate(logits: torch.Tensor) -> Any:
+            return to_host(apply(logits))
+
+        def keep(logits: torch.Tensor) -> Any:
+            return to_host(logits.float())
+
+        kept = keep if options.keep_logits else None
 
         def on_forward(module: Any, args: Any, kwargs: Any, output: Any) -> None:
             enter(None)
             try:
-                logits = logits_of(output, name, options.output, ndim=3)
-                raw = to_host(logits.detach().float()) if options.keep_logits else None
+                # a copy: the caller owns the output and may change it before the rows are made
+                logits = logits_of(output, name, options.output, ndim=3).detach().clone()
                 meta = meta_var.get()
-                probs = to_host(apply(logits))
-                mapped = rows_of(TokenForward(probs, raw, kwargs, meta, options.word_rule))
-                if mapped is None or not len(mapped.probs):  # not attributable, or no words
+                make_rows = rows_of(TokenForward(logits, activate, kept, kwargs, meta, rule))
+                if make_rows is None:  # not attributable
                     return
-                buffer = view.buffer or self._allocate(spec, view, mapped.probs.shape[1])
-                columns = {
-                    k: v for k, v in (meta or {}).items() if k != "key" and k in buffer.schema
-                }
-                columns.update(mapped.columns)
-                buffer.append_batch(mapped.probs, keys=mapped.keys, head=name,
-                                    logits=mapped.logits, **columns)  # fmt: skip
+                if view.buffer is None:
+                    with queue.locked(strict=True):
+                        store(spec, view, meta, make_rows)
+                    return
+                queue.stage(functools.partial(store, spec, view, meta, make_rows))
+                if len(queue.staged) >= STAGED_FORWARDS:
+                    queue.drain_now()
             finally:
                 leave()
 
         return on_forward
+
+    def _token_rows(
+        self,
+        spec: HeadSpec,
+        view: HeadView,
+        meta: Mapping[str, Any] | None,
+        make_rows: Callable[[], MappedRows],
+    ) -> None:
+        """Make and store one token forward's rows (the queue's lock held)."""
+        mapped = make_rows()
+        if not len(mapped.probs):  # no words
+            return
+        buffer = view.buffer  # not ``or``: an empty buffer is falsy, and len() takes the lock
+        if buffer is None:
+            buffer = self._allocate(spec, view, mapped.probs.shape[1])
+        columns = {k: v for k, v in (meta or {}).items() if k != "key" and k in buffer.schema}
+        columns.update(mapped.columns)
+        buffer.store_batch(mapped.probs, keys=mapped.keys, head=spec.name,
+                           logits=mapped.logits, **columns)  # fmt: skip
 
     def _record(
         self,

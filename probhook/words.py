@@ -33,8 +33,10 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,7 @@ Array = npt.NDArray[Any]
 DD_SPECIAL_WORD_IDS: frozenset[str] = frozenset({"[CLS]", "[SEP]", "[PAD]"})
 """The placeholders deepdoctection puts in ``ann_ids`` at special and padding positions."""
 ENTITY_PREFIXES: tuple[str, ...] = ("B-", "I-", "E-", "S-")
+_ONE_BITS = np.uint32(0x3F800000)  # 1.0 as float32 bits; every probability's are at most this
 
 
 @dataclass(frozen=True)
@@ -70,14 +73,42 @@ class WordRows:
 
 def _codes(word_ids: Sequence[Sequence[Any]], skip: Iterable[Any]) -> tuple[Array, list[Any]]:
     """A word index per flat token position (-1: none) and the words in first-appearance order."""
-    skipped = set(skip)
-    index: dict[Any, int] = {}
-    flat = [
-        -1 if w is None or w in skipped else index.setdefault(w, len(index))
-        for seq in word_ids
-        for w in seq
-    ]
-    return np.asarray(flat, dtype=np.int64), list(index)
+    # dict.fromkeys and map(dict.__getitem__) run in C: a Python loop would cost 5x as much
+    flat = list(chain.from_iterable(word_ids))
+    index = dict.fromkeys(flat)
+    none = dict.fromkeys((None, *skip), -1)
+    for w in none:
+        index.pop(w, None)
+    ids = list(index)
+    lookup = dict(zip(ids, range(len(ids)), strict=True))
+    lookup.update(none)
+    return np.fromiter(map(lookup.__getitem__, flat), np.int64, len(flat)), ids
+
+
+def _row_max(flat: Array) -> Array:
+    """Each row's maximum: for a handful of classes one ``np.maximum`` per column, because
+    numpy's reduction along a short contiguous axis costs ~35 ns a row (40 µs for a page)."""
+    if flat.shape[1] > 32 or not flat.shape[1]:
+        return flat.max(axis=1) if len(flat) else np.zeros(0, flat.dtype)
+    out: Array = flat[:, 0].copy()
+    for j in range(1, flat.shape[1]):
+        np.maximum(out, flat[:, j], out=out)
+    return out
+
+
+def _by_word_then_top(codes: Array, top: Array) -> Array:
+    """Positions sorted by word code, then by top probability, highest first; equal scores
+    keep their flat order (deepdoctection sorts with Python's stable sort).
+
+    float32 values in [0, 1] rise with their bit patterns: one stable integer sort instead of
+    a two-key ``lexsort`` (5x as costly). Anything else (logits, float64, NaN) is lexsorted.
+    """
+    if top.dtype == np.float32 and len(top):
+        bits = top.view(np.uint32)
+        if bits.max() <= _ONE_BITS:
+            key = (codes << 30) + (_ONE_BITS - bits).astype(np.int64)
+            return np.argsort(key, kind="stable")
+    return np.lexsort((-top, codes))
 
 
 def _group_starts(sorted_codes: Array) -> Array:
@@ -117,27 +148,28 @@ def word_rows(
         )
     codes, ids = _codes(word_ids, special_word_ids)
     flat = probs.reshape(-1, n_cls)
-    valid = np.flatnonzero(codes >= 0)
-    vcodes = codes[valid]
-    counts = np.bincount(vcodes, minlength=len(ids)).astype(np.int64)
-    # deepdoctection: highest top probability; a stable sort keeps equal scores in flat order
-    top = flat.max(axis=1) if len(flat) else np.zeros(0, flat.dtype)
-    order = np.lexsort((-top[valid], vcodes))
-    dd_token = valid[order[_group_starts(vcodes[order])]].astype(np.int64)
-    pos = None if positions is None else np.asarray(positions).reshape(-1)[valid]
+    # tokens sorted by word (tokens of no word first): word i's tokens start at ends[i]
+    ends = np.cumsum(np.bincount(codes + 1, minlength=len(ids) + 1))
+    order = _by_word_then_top(codes, _row_max(flat))
+    dd_token = order[ends[:-1]]
+    counts = np.diff(ends)
     if rule == "dd":
         token, rows = dd_token, flat[dd_token]
-    elif rule == "first":
-        if pos is None:  # the first occurrence in flat order
-            first = np.unique(vcodes, return_index=True)[1]
-        else:  # the lowest original index, then the earliest window
-            first = np.lexsort((np.arange(len(vcodes)), pos, vcodes))
-            first = first[_group_starts(vcodes[first])]
-        token = valid[first].astype(np.int64)
-        rows = flat[token]
     else:
-        token = np.full(len(ids), -1, np.int64)
-        rows = _mean_rows(flat[valid].astype(np.float64), vcodes, pos, len(ids))
+        valid = np.flatnonzero(codes >= 0)
+        vcodes = codes[valid]
+        pos = None if positions is None else np.asarray(positions).reshape(-1)[valid]
+        if rule == "first":
+            if pos is None:  # the first occurrence in flat order
+                first = np.unique(vcodes, return_index=True)[1]
+            else:  # the lowest original index, then the earliest window
+                first = np.lexsort((np.arange(len(vcodes)), pos, vcodes))
+                first = first[_group_starts(vcodes[first])]
+            token = valid[first].astype(np.int64)
+            rows = flat[token]
+        else:
+            token = np.full(len(ids), -1, np.int64)
+            rows = _mean_rows(flat[valid].astype(np.float64), vcodes, pos, len(ids))
     return WordRows(
         rule, ids, np.ascontiguousarray(rows, np.float32), token, dd_token, counts
     )  # fmt: skip
@@ -158,25 +190,15 @@ def _mean_rows(p: Array, vcodes: Array, pos: Array | None, n_words: int) -> Arra
 
 
 def dd_tagged(
-    rows: WordRows,
-    tokens: Sequence[Sequence[str]],
-    input_ids: Any = None,
-    special_ids: Iterable[int] = (),
+    rows: WordRows, tokens: Sequence[Sequence[str]], special_tokens: Iterable[str] = ()
 ) -> npt.NDArray[np.bool_]:
     """Whether deepdoctection stores a tag for each word: it drops a word whose chosen token
-    starts with ``##`` or is the tokenizer's CLS, SEP or PAD token."""
-    flat_tokens = [t for seq in tokens for t in seq]
-    out = np.fromiter((not flat_tokens[i].startswith("##") for i in rows.dd_token), bool, len(rows))
-    special = list(special_ids)
-    if input_ids is not None and special and len(rows):
-        ids = input_ids.detach().cpu() if hasattr(input_ids, "detach") else input_ids
-        out &= ~np.isin(np.asarray(ids).reshape(-1)[rows.dd_token], special)
-    return out
-
-
-def dd_word_ids(ann_ids: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    """deepdoctection's ``ann_ids`` with its ``"[CLS]"``/``"[SEP]"``/``"[PAD]"`` as None."""
-    return [[None if a in DD_SPECIAL_WORD_IDS else a for a in seq] for seq in ann_ids]
+    starts with ``##`` or is the tokenizer's CLS, SEP or PAD token (deepdoctection compares
+    ids; a fast tokenizer's token strings stand for their ids one to one)."""
+    flat_tokens = list(chain.from_iterable(tokens))
+    special = frozenset(special_tokens)
+    chosen = map(flat_tokens.__getitem__, rows.dd_token.tolist())
+    return np.array([not (t.startswith("##") or t in special) for t in chosen], bool)
 
 
 def dd_window_positions(n_windows: int, length: int, stride: int) -> Array | None:
@@ -271,13 +293,39 @@ def entity_distribution(dist: Distribution) -> Distribution:
 
 @dataclass(frozen=True)
 class TokenForward:
-    """What a token head's row mapper sees of one forward."""
+    """What a token head's row mapper sees of one forward.
 
-    probs: npt.NDArray[np.float32]  # (sequences, tokens, classes), on the host
-    logits: npt.NDArray[np.float32] | None  # the same shape, when the capture keeps logits
+    The output's logits stay on their device (a copy: the caller may change its own later):
+    the mapper asks for ``probs(n)`` (and ``logits(n)``) once, for the first ``n`` positions of
+    every sequence, so that padding past the last used position is never activated nor copied
+    to the host.
+    """
+
+    output: Any  # (sequences, tokens, classes) logits, a tensor or an array
+    activate: Callable[[Any], npt.NDArray[np.float32]]  # logits -> host float32 probabilities
+    keep: Callable[[Any], npt.NDArray[np.float32]] | None  # logits -> host float32, if kept
     kwargs: Mapping[str, Any]  # the forward's keyword arguments
     meta: Mapping[str, Any] | None  # the capture's metadata current in this context
     rule: str  # the capture's word_rule
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(sequences, tokens, classes)``."""
+        n_seq, length, n_cls = self.output.shape
+        return int(n_seq), int(length), int(n_cls)
+
+    def probs(self, length: int | None = None) -> npt.NDArray[np.float32]:
+        """The probabilities of the first ``length`` positions (all: None), on the host."""
+        return self.activate(self._first(length))
+
+    def logits(self, length: int | None = None) -> npt.NDArray[np.float32] | None:
+        """The logits of the first ``length`` positions on the host, if the capture keeps them."""
+        return None if self.keep is None else self.keep(self._first(length))
+
+    def _first(self, length: int | None) -> Any:
+        if length is None or length >= self.output.shape[1]:
+            return self.output
+        return self.output[:, :length]
 
 
 @dataclass(frozen=True)
@@ -290,7 +338,10 @@ class MappedRows:
     logits: npt.NDArray[np.float32] | None = None
 
 
-RowMapper = Callable[[TokenForward], "MappedRows | None"]
+RowMapper = Callable[[TokenForward], "Callable[[], MappedRows] | None"]
+"""A token head's mapper: called in the forward hook, it checks the forward (a mismatch raises
+there) and returns the function that makes its rows (None: not attributable), which runs
+later, staged (see ``probhook.recording``): it holds, not looks up, the forward's context."""
 TOKEN_WORDS = "probhook.token_words"
 """The metadata entry ``cap.tokens(encoding)`` sets: the encoding's word ids and positions."""
 HF_TOKEN_COLUMNS: dict[str, Any] = {"sequence": "int", "word_index": "int", "token_index": "int"}
@@ -303,20 +354,13 @@ def _gather(logits: Array | None, token: Array) -> Array | None:
     return np.ascontiguousarray(flat[token], np.float32)
 
 
-def hf_rows(forward: TokenForward) -> MappedRows:
+def hf_rows(forward: TokenForward) -> Callable[[], MappedRows]:
     """A Hugging Face ``*ForTokenClassification`` forward as rows: one per word of each sequence
     inside ``cap.tokens(encoding)``, else one per attended token keyed ``(sequence, token)``."""
-    n_seq, length, _ = forward.probs.shape
+    n_seq, length, _ = forward.shape
     words = (forward.meta or {}).get(TOKEN_WORDS)
     if words is None:
-        rows, index = token_rows(forward.probs, forward.kwargs.get("attention_mask"))
-        flat = index[:, 0] * length + index[:, 1]
-        return MappedRows(
-            rows,
-            [(int(s), int(t)) for s, t in index],
-            {"sequence": index[:, 0], "word_index": None, "token_index": index[:, 1]},
-            _gather(forward.logits, flat),
-        )
+        return functools.partial(_hf_token_rows, forward)
     word_ids, positions = words
     if len(word_ids) != n_seq or any(len(w) != length for w in word_ids):
         raise ValueError(
@@ -324,7 +368,24 @@ def hf_rows(forward: TokenForward) -> MappedRows:
             f"{sorted({len(w) for w in word_ids})} tokens, but the forward had {n_seq} of "
             f"{length}: pass the encoding the model is called with"
         )
-    out = word_rows(forward.probs, word_ids, forward.rule, positions=positions)
+    return functools.partial(_hf_word_rows, forward, word_ids, positions)
+
+
+def _hf_token_rows(forward: TokenForward) -> MappedRows:
+    length = forward.shape[1]
+    rows, index = token_rows(forward.probs(), forward.kwargs.get("attention_mask"))
+    flat = index[:, 0] * length + index[:, 1]
+    return MappedRows(
+        rows,
+        [(int(s), int(t)) for s, t in index],
+        {"sequence": index[:, 0], "word_index": None, "token_index": index[:, 1]},
+        _gather(forward.logits(), flat),
+    )
+
+
+def _hf_word_rows(forward: TokenForward, word_ids: Any, positions: Array | None) -> MappedRows:
+    length = forward.shape[1]
+    out = word_rows(forward.probs(), word_ids, forward.rule, positions=positions)
     keys = out.word_ids
     token_index = np.where(out.token >= 0, out.token % length, -1)
     return MappedRows(
@@ -335,5 +396,5 @@ def hf_rows(forward: TokenForward) -> MappedRows:
             "word_index": [k[1] for k in keys],  # type: ignore[index]
             "token_index": [None if t < 0 else int(t) for t in token_index],
         },
-        None if out.rule == "mean" else _gather(forward.logits, out.token),
+        None if out.rule == "mean" else _gather(forward.logits(), out.token),
     )

@@ -3,10 +3,12 @@ sequence numbers rows get.
 
 The buffers of one capture share one queue. A hook's row joins it by one ``list.extend`` of a
 five-item entry ``(owner, row bytes, key, head, meta)`` — a single C call, so rows from threads
-never mix and no lock is taken per row. Before any read or batch write,
-[`WriteQueue.locked`][WriteQueue.locked] takes the lock and drains the queue: the entries are
-unpacked here, grouped by owner, and each owner stores its rows as one block
-([`QueueOwner.store_queued`][QueueOwner.store_queued]).
+never mix and no lock is taken per row. A token head's forward, which becomes many rows, joins
+it as a *staged write* ([`WriteQueue.stage`][WriteQueue.stage]): a function that maps the
+forward to rows and stores them. Before any read or batch write,
+[`WriteQueue.locked`][WriteQueue.locked] takes the lock and drains the queue: staged writes run
+first, in the order they came, then single rows are unpacked here, grouped by owner, and each
+owner stores its rows as one block ([`QueueOwner.store_queued`][QueueOwner.store_queued]).
 
 Examples:
     >>> from probhook.write_queue import WriteQueue
@@ -19,11 +21,14 @@ Examples:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from probhook.sink import SinkError
 
 ENTRY = 5
 """Items per queued row: owner, row bytes, key, head, meta (extra column values, or None)."""
@@ -51,9 +56,12 @@ class QueueOwner(Protocol):
 class WriteQueue:
     """Consecutive sequence numbers, the lock all writes take, and the queue of single rows.
 
-    Sequence numbers follow append order across every buffer that shares the queue.
-    ``push(entry)`` appends one packed entry (see the module docstring); ``pending`` is the
-    list of queued items, whose length tells when to drain.
+    Sequence numbers follow append order across every buffer that shares the queue, except
+    that a staged write's rows are numbered when it runs, before the single rows queued
+    meanwhile. ``push(entry)`` appends one packed entry (see the module docstring); ``pending``
+    is the list of queued items, whose length tells when to drain. ``stage(write)`` adds a
+    staged write (``staged``: those waiting), which runs with the lock held and stores its rows
+    through the owner's lock-held path (``ProbBuffer.store_batch``).
     """
 
     def __init__(self, start: int = 0) -> None:
@@ -61,6 +69,8 @@ class WriteQueue:
         self.lock = threading.Lock()
         self.pending: list[Any] = []
         self.push = self.pending.extend
+        self.staged: list[Callable[[], None]] = []
+        self.stage = self.staged.append
         self.error: Exception | None = None  # the last failed drain, while rows wait
         # made once: a class-based context is cheaper per use than a generator-based one
         self._reading, self._writing = Drained(self, strict=False), Drained(self, strict=True)
@@ -76,7 +86,8 @@ class WriteQueue:
 
         Storing can fail (a sink that cannot write): ``strict`` (writes) raises; reads go on
         with the rows already stored, and the failure stays in ``error`` until a later drain
-        succeeds (the rows stay queued, nothing is lost).
+        succeeds (the rows stay queued, nothing is lost). Any other failure raises for reads
+        too.
         """
         return self._writing if strict else self._reading
 
@@ -90,7 +101,12 @@ class WriteQueue:
 
         Rows leave the queue only once stored, so a failing sink leaves them for the next try;
         rows queued meanwhile by other threads lie past ``end`` and wait for the next drain.
+        A staged write the sink refuses keeps its rows in its buffer (written again first at
+        the next write, as every refused batch is).
         """
+        staged = self.staged
+        while staged:  # each leaves the list before it runs: a failure is not run twice
+            staged.pop(0)()
         queue = self.pending
         end = len(queue)
         if not end:
@@ -146,7 +162,7 @@ class Drained:
         queue.lock.acquire()
         try:
             queue.drain()
-        except Exception as err:
+        except SinkError as err:  # the rows are kept: a read goes on with those stored
             if self.strict:
                 queue.lock.release()
                 raise

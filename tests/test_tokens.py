@@ -373,3 +373,39 @@ def test_a_swapped_token_model_is_followed(token_models, tmp_path):
         done += run_pipe(pipe, pages[2:])
     assert_exact(cap, done)
     assert not other._forward_hooks
+
+
+@pytest.mark.parametrize("stride", [0, 16])
+def test_kept_logits_are_the_logits_of_the_token_that_speaks(token_models, stride):
+    models, _ = token_models
+    pipe = make_token_pipe(models["layoutlm"], sliding_window_stride=stride)
+    module = pipe.pipe_component_list[0].language_model.model
+    forwards = []
+    handle = module.register_forward_hook(lambda m, a, out: forwards.append(out.logits.detach()))
+    try:
+        with capture_probs(pipe, keep_logits=True) as cap:  # short pages: windows mostly padding
+            pages = run_pipe(pipe, make_token_pages(4, words_per_page=(12, 90), seed=7))
+    finally:
+        handle.remove()
+    assert len(forwards) == len(pages)
+    for page, logits in zip(pages, forwards, strict=True):
+        rows = logits.reshape(-1, logits.shape[-1]).numpy()
+        for dist in cap.words(page):
+            assert any(np.array_equal(dist.logits, row) for row in rows)
+            from_logits = torch.softmax(torch.from_numpy(dist.logits), -1).numpy()
+            assert np.array_equal(from_logits, dist.probs)  # row by row: bit for bit
+
+
+def test_only_a_trailing_run_of_padding_is_left_out():
+    from probhook.integrations.deepdoctection.tokens import _unpadded_length
+
+    right = [
+        ["[CLS]", "a", "b", "[SEP]", "[PAD]", "[PAD]"],
+        ["[CLS]", "c", "[SEP]", "[PAD]", "[PAD]", "[PAD]"],
+    ]
+    assert _unpadded_length(right, 6) == 4  # the longer window decides
+    left = [["[PAD]", "[PAD]", "[CLS]", "a", "b", "[SEP]"]]
+    assert _unpadded_length(left, 6) == 6
+    inside = [["[CLS]", "a", "[PAD]", "b", "[SEP]", "[PAD]"]]
+    assert _unpadded_length(inside, 6) == 6
+    assert _unpadded_length([["[CLS]", "a", "[SEP]"]], 3) == 3

@@ -8,9 +8,9 @@ import torch
 
 from probhook import Distribution
 from probhook.words import (
+    DD_SPECIAL_WORD_IDS,
     dd_tagged,
     dd_window_positions,
-    dd_word_ids,
     entity_distribution,
     fold_entities,
     token_rows,
@@ -18,6 +18,7 @@ from probhook.words import (
 )
 
 SPECIAL_IDS = {101, 102, 0}
+SPECIAL_TOKENS = {"[CLS]", "[SEP]", "[PAD]"}
 
 
 def dd_reference(uuids, input_ids, logits, tokens):
@@ -56,9 +57,10 @@ def random_forward(seed, n_windows, length, n_classes=7, quant=None):
         words = rng.integers(0, 12, size=n)
         pad = length - n - 2
         uuids.append(["[CLS]", *[f"w{x}" for x in words], "[SEP]", *["[PAD]"] * pad])
-        pieces = ["##z" if rng.random() < 0.4 else "tok" for _ in words]
-        tokens.append(["[CLS]", *pieces, "[SEP]", *["[PAD]"] * pad])
         ids = [int(rng.integers(104, 200)) if rng.random() > 0.05 else 102 for _ in words]
+        # a fast tokenizer's token strings stand for their ids: id 102 is the string "[SEP]"
+        pieces = ["[SEP]" if i == 102 else "##z" if rng.random() < 0.4 else "tok" for i in ids]
+        tokens.append(["[CLS]", *pieces, "[SEP]", *["[PAD]"] * pad])
         input_ids.append([101, *ids, 102, *[0] * pad])
     return logits, uuids, tokens, torch.tensor(input_ids)
 
@@ -71,12 +73,12 @@ def test_dd_rule_is_deepdoctections_loop(seed):
     )
     expected = dd_reference(uuids, input_ids, logits, tokens)
     probs = torch.softmax(logits, -1).numpy()
-    rows = word_rows(probs, dd_word_ids(uuids), "dd")
+    rows = word_rows(probs, uuids, "dd", special_word_ids=DD_SPECIAL_WORD_IDS)
     assert rows.word_ids == [r[0] for r in expected]  # reading order: first appearance
     assert rows.dd_token.tolist() == [r[4] * logits.shape[1] + r[5] for r in expected]
     assert rows.probs.argmax(1).tolist() == [r[1] for r in expected]
     assert [float(p) for p in rows.probs.max(1)] == [r[2] for r in expected]  # bit for bit
-    tagged = dd_tagged(rows, tokens, input_ids, SPECIAL_IDS)
+    tagged = dd_tagged(rows, tokens, SPECIAL_TOKENS)
     assert tagged.tolist() == [r[3] for r in expected]
 
 
@@ -88,8 +90,8 @@ def test_first_and_mean_equal_a_hand_computation(seed):
     flat_ids = [a for window in uuids for a in window]
     flat = probs.reshape(-1, probs.shape[-1])
     first, mean = (
-        word_rows(probs, dd_word_ids(uuids), "first"),
-        word_rows(probs, dd_word_ids(uuids), "mean"),
+        word_rows(probs, uuids, "first", special_word_ids=DD_SPECIAL_WORD_IDS),
+        word_rows(probs, uuids, "mean", special_word_ids=DD_SPECIAL_WORD_IDS),
     )
     for i, word in enumerate(first.word_ids):
         occurrences = [k for k, a in enumerate(flat_ids) if a == word]
@@ -103,8 +105,9 @@ def test_first_and_mean_equal_a_hand_computation(seed):
     if positions is None:
         return
     flat_pos = positions.reshape(-1)
-    first_p = word_rows(probs, dd_word_ids(uuids), "first", positions=positions)
-    mean_p = word_rows(probs, dd_word_ids(uuids), "mean", positions=positions)
+    special = DD_SPECIAL_WORD_IDS
+    first_p = word_rows(probs, uuids, "first", special_word_ids=special, positions=positions)
+    mean_p = word_rows(probs, uuids, "mean", special_word_ids=special, positions=positions)
     for i, word in enumerate(mean_p.word_ids):
         occurrences = [k for k, a in enumerate(flat_ids) if a == word]
         copies = defaultdict(list)

@@ -27,7 +27,7 @@ equals the pipeline's per-token ``score`` and argmax its ``entity`` (``aggregati
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,14 +60,14 @@ def activation_of(pipe: Any, function_to_apply: Any = None) -> str:
     return "softmax"
 
 
-def token_rows(forward: TokenForward) -> MappedRows | None:
+def token_rows(forward: TokenForward) -> Callable[[], MappedRows] | None:
     """One forward of a token-classification pipeline: a row per token it scores, keyed
     ``(input position, token index)`` (None: the model was called outside the pipeline)."""
     meta = forward.meta or {}
     special = meta.get(_SPECIAL)
     if special is None:
         return None
-    n, length, _ = forward.probs.shape
+    n, length, _ = forward.shape
     keep = np.asarray(special.cpu() if hasattr(special, "cpu") else special).reshape(n, length)
     keep = keep == 0
     mask = forward.kwargs.get("attention_mask")
@@ -77,8 +77,13 @@ def token_rows(forward: TokenForward) -> MappedRows | None:
     first = meta.get("key")
     positions = first if isinstance(first, list) else [int(first or 0) + i for i in range(n)]
     keys = [(int(positions[s]), int(t)) for s, t in zip(seq, tok, strict=True)]
-    logits = None if forward.logits is None else forward.logits[seq, tok]
-    return MappedRows(forward.probs[seq, tok], keys, {"token_index": tok.astype(np.int64)}, logits)
+
+    def rows() -> MappedRows:
+        probs, raw = forward.probs(), forward.logits()
+        logits = None if raw is None else raw[seq, tok]
+        return MappedRows(probs[seq, tok], keys, {"token_index": tok.astype(np.int64)}, logits)
+
+    return rows
 
 
 def _batch_size(model_inputs: Any) -> int:

@@ -89,6 +89,9 @@ class _Component:
     ) -> None:
         self.name, self.component, self.model_of, self.labels = name, component, model_of, labels
         self.serves, self.group, self.token_wrapper = serves, group, token_wrapper
+        self._serving = (
+            tokens.service_serving(component) if token_wrapper is not None and serves else None
+        )
 
     def spec(self, module: Any = None) -> HeadSpec:
         module = self.model_of() if module is None else module
@@ -98,9 +101,9 @@ class _Component:
                         columns=tokens.TOKEN_COLUMNS)  # fmt: skip
 
     def serving(self, dp: Any) -> contextlib.AbstractContextManager[None]:
-        if self.token_wrapper is None:
+        if self._serving is None:
             return contextlib.nullcontext()
-        return tokens.serving(self.component, dp)
+        return self._serving(dp)
 
 
 def _token(name: str, component: Any, wrapper: Any) -> _Component:

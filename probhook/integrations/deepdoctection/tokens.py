@@ -3,11 +3,12 @@
 ``LMTokenClassifierService.serve(dp)`` turns a page into encodings and calls
 ``language_model.predict(**encodings)``, which runs the model once over all sliding windows. The
 encodings carry each token position's word (``ann_ids``, with ``"[CLS]"``/``"[SEP]"``/``"[PAD]"``
-placeholders), its token string and its id: everything the word rules of
+placeholders) and its token string: everything the word rules of
 [`probhook.words`][probhook.words] need. For the duration of a capture, ``predict`` is wrapped *on
 the wrapper instance* (and ``serve`` on the service instance, by the adapter) to make them current
-in a ``ContextVar``; the head's forward hook reads them. Classes are never touched; a forward
-outside ``predict`` (user code, training) gives no rows.
+in a ``ContextVar``; the head's forward hook takes them, with the page's word texts, into the
+forward's staged mapping. Classes are never touched; a forward outside ``predict`` (user code,
+training) gives no rows.
 
 Rows: the key and ``word_id`` are the word's ``annotation_id``; ``word`` its text; ``dd_tagged``
 is 1 when deepdoctection stores a ``token_tag`` for the word (it drops a word whose chosen token
@@ -18,16 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from probhook.words import (
+    DD_SPECIAL_WORD_IDS,
     MappedRows,
     TokenForward,
     dd_tagged,
     dd_window_positions,
-    dd_word_ids,
     word_rows,
 )
 
@@ -47,8 +49,12 @@ TOKEN_WRAPPERS = (
 
 @dataclass(frozen=True)
 class _Serving:
-    service: Any
-    page: Any
+    """The page a service serves now (its words' texts), and what of the service its rows
+    need."""
+
+    texts: dict[Any, str]  # annotation_id -> text, of every annotation that has characters
+    stride: int  # the service's sliding_window_stride
+    special_tokens: frozenset[str]  # its tokenizer's CLS, SEP and PAD tokens
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,6 @@ class _Call:
 
     ann_ids: list[list[str]]
     tokens: list[list[str]]
-    input_ids: Any
     image_ids: list[str]
     serving: _Serving | None
 
@@ -86,14 +91,24 @@ def check_mappable(wrapper: Any, where: str) -> None:
         )
 
 
-@contextlib.contextmanager
-def serving(service: Any, page: Any) -> Iterator[None]:
-    """While ``service`` serves ``page``: what its wrapper's ``predict`` attributes rows to."""
-    token = _SERVING.set(_Serving(service, page))
-    try:
-        yield
-    finally:
-        _SERVING.reset(token)
+def service_serving(service: Any) -> Callable[[Any], contextlib.AbstractContextManager[None]]:
+    """For ``service``: a context manager factory, ``serving(page)``, that makes ``page`` what
+    its wrapper's ``predict`` attributes rows to. The service's stride and special tokens are
+    read once here, not per page."""
+    tokenizer = getattr(service, "tokenizer", None)
+    names = (getattr(tokenizer, f"{n}_token", None) for n in ("cls", "sep", "pad"))
+    special = frozenset(str(t) for t in names if t is not None)
+    stride = getattr(service, "sliding_window_stride", 0) or 0
+
+    @contextlib.contextmanager
+    def serving(page: Any) -> Iterator[None]:
+        token = _SERVING.set(_Serving(page_texts(page), stride, special))
+        try:
+            yield
+        finally:
+            _SERVING.reset(token)
+
+    return serving
 
 
 def wrap_predict(wrapper: Any, stack: contextlib.ExitStack) -> None:
@@ -106,7 +121,6 @@ def wrap_predict(wrapper: Any, stack: contextlib.ExitStack) -> None:
         call = _Call(
             encodings.get("ann_ids") or [],
             encodings.get("tokens") or [],
-            encodings.get("input_ids"),
             list(encodings.get("image_ids") or []),
             _SERVING.get(),
         )
@@ -126,55 +140,90 @@ def wrap_predict(wrapper: Any, stack: contextlib.ExitStack) -> None:
     stack.callback(restore)
 
 
-def word_texts(page: Any, word_ids: list[Any]) -> list[str | None]:
-    """The text of each word (``WordKey.CHARACTERS``), None where it has none."""
-    if page is None:
-        return [None] * len(word_ids)
+def page_texts(page: Any) -> dict[Any, str]:
+    """The text (``WordKey.CHARACTERS``) of each annotation of ``page`` that has one, by
+    ``annotation_id``.
+
+    Read when a service starts serving the page, right before deepdoctection's own feature
+    mapper reads the same annotations: the memory traffic is paid once for both (measured: the
+    serve takes no longer with this read than without it), where the same loop after the
+    forward, on annotations long out of the cache, cost ~150 µs for a page of 200 words.
+    """
     from deepdoctection import WordKey
 
-    # one pass over the page's annotations (``get_annotation(annotation_ids=...)`` filters
-    # with several predicates per annotation: twice the time for the same dict)
-    found = {a.annotation_id: a for a in page.annotations}
-    texts: list[str | None] = []
-    for word_id in word_ids:
-        ann = found.get(word_id)
-        chars = None if ann is None else ann.sub_categories.get(WordKey.CHARACTERS)
-        texts.append(None if chars is None else chars.value)
+    chars_key = WordKey.CHARACTERS
+    annotations = page.annotations
+    texts: dict[Any, str] = {}
+    for ann_id, ann in zip(_annotation_ids(annotations), annotations, strict=True):
+        chars = ann.sub_categories.get(chars_key)
+        if chars is not None:
+            texts[ann_id] = chars.value
     return texts
 
 
-def rows_of(forward: TokenForward) -> MappedRows | None:
-    """The word rows of one forward of a deepdoctection token model (None: not from predict)."""
+def _annotation_ids(annotations: list[Any]) -> list[Any]:
+    """Each annotation's ``annotation_id``.
+
+    deepdoctection 1.x's pydantic ``annotation_id`` property costs ~2.5 µs a call, which made
+    this lookup half the cost of a token hook: its value is read from the private-attribute
+    dict directly where there is one (0.03 µs), through the property otherwise (0.x dataclasses).
+    """
+    try:
+        return [a.__pydantic_private__["_annotation_id"] for a in annotations]
+    except (AttributeError, KeyError, TypeError):
+        return [a.annotation_id for a in annotations]
+
+
+def rows_of(forward: TokenForward) -> Callable[[], MappedRows] | None:
+    """The word rows of one forward of a deepdoctection token model (None: not from predict);
+    the encodings are checked now, the rows made when the recorder asks."""
     call = _CALL.get()
     if call is None:
         return None
-    n_windows, length, _ = forward.probs.shape
+    n_windows, length, _ = forward.shape
     if len(call.ann_ids) != n_windows or any(len(a) != length for a in call.ann_ids):
         raise RuntimeError(
-            f"token logits {forward.probs.shape} do not match the {len(call.ann_ids)} windows "
+            f"token logits {forward.shape} do not match the {len(call.ann_ids)} windows "
             "of word ids deepdoctection passed to predict()"
         )
-    service = call.serving.service if call.serving is not None else None
-    stride = getattr(service, "sliding_window_stride", 0) or 0
-    rows = word_rows(
-        forward.probs,
-        dd_word_ids(call.ann_ids),
-        forward.rule,
-        positions=dd_window_positions(n_windows, length, stride),
-    )
-    tokenizer = getattr(service, "tokenizer", None)
-    special = [
-        getattr(tokenizer, f"{name}_token_id", None) for name in ("cls", "sep", "pad")
-    ]  # fmt: skip
-    tagged = dd_tagged(rows, call.tokens, call.input_ids, [i for i in special if i is not None])
+    return functools.partial(_word_rows, forward, call)
+
+
+def _word_rows(forward: TokenForward, call: _Call) -> MappedRows:
+    n_windows, length, _ = forward.shape
+    used = _unpadded_length(call.ann_ids, length)
+    ann_ids, tokens = call.ann_ids, call.tokens
+    if used < length:
+        ann_ids, tokens = [a[:used] for a in ann_ids], [t[:used] for t in tokens]
+    serving = call.serving
+    positions = None  # only the "first" and "mean" rules tell copies of a token apart
+    if forward.rule != "dd" and serving is not None and serving.stride:
+        positions = dd_window_positions(n_windows, used, serving.stride)
+    rows = word_rows(forward.probs(used), ann_ids, forward.rule, positions=positions,
+                     special_word_ids=DD_SPECIAL_WORD_IDS)  # fmt: skip
+    tagged = dd_tagged(rows, tokens, serving.special_tokens if serving else ())
     columns: dict[str, Any] = {
         "word_id": rows.word_ids,
-        "word": word_texts(call.serving.page if call.serving else None, rows.word_ids),
+        "word": list(map(serving.texts.get, rows.word_ids)) if serving else None,
         "dd_tagged": tagged.astype("int64"),
     }
     if forward.meta is None and call.image_ids:  # a bare wrapper: no page but its id
         columns["image_id"] = call.image_ids[0]
-    logits = None
-    if forward.logits is not None and rows.rule != "mean":
-        logits = forward.logits.reshape(-1, forward.logits.shape[-1])[rows.token]
+    raw = forward.logits(used) if rows.rule != "mean" else None
+    logits = None if raw is None else raw.reshape(-1, raw.shape[-1])[rows.token]
     return MappedRows(rows.probs, list(rows.word_ids), columns, logits)
+
+
+def _unpadded_length(ann_ids: list[list[str]], length: int) -> int:
+    """The positions before the trailing ``[PAD]`` run of the longest window: a page shorter
+    than the model's window is mostly padding, which is then never activated nor mapped
+    (softmax works row by row, so the rows that are kept come out bit for bit the same)."""
+    used = 0
+    for window in ann_ids:
+        if not window or window[-1] != "[PAD]":
+            return length
+        first = window.index("[PAD]")
+        if window.count("[PAD]") != length - first:  # not one trailing run: keep everything
+            return length
+        used = max(used, first)
+    return used
