@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from probhook.words import MappedRows
 
 Meta = contextvars.ContextVar[dict[str, Any] | None]
-STAGED_FORWARDS = 8
+STAGED_FORWARDS = 16
 """A token head's forwards mapped to rows together (at the latest): mapping one forward right
 after the model ran costs about twice as much per forward, its code paths pushed out of the
 CPU's caches by the pipeline's own work in between."""
