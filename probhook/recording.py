@@ -224,7 +224,8 @@ class Recorder:
         mapping in the write queue: ``STAGED_FORWARDS`` forwards are mapped together, at the
         latest at the next read, flush or stop, with the code paths warm (see the module
         docstring). The head's first forward is mapped at once, so that what only its rows
-        tell (their width against the labels, the memory they need) is refused in it.
+        tell (their width against the labels, the memory they need) is refused in it; with
+        ``on_overflow="error"`` every forward is, so that the one that overflows fails.
         """
         from probhook._torch import logits_of, make_activation, resolve_activation, to_host
         from probhook.words import TokenForward
@@ -244,6 +245,8 @@ class Recorder:
             return to_host(logits.float())
 
         kept = keep if options.keep_logits else None
+        # "error" refuses the rows of the forward that overflows, so that forward maps them
+        at_once = options.on_overflow == "error"
 
         def on_forward(module: Any, args: Any, kwargs: Any, output: Any) -> None:
             enter(None)
@@ -254,8 +257,8 @@ class Recorder:
                 make_rows = rows_of(TokenForward(logits, activate, kept, kwargs, meta, rule))
                 if make_rows is None:  # not attributable
                     return
-                if view.buffer is None:
-                    with queue.locked(strict=True):
+                if at_once or view.buffer is None:
+                    with queue.locked(keep=True):  # a sink refusing earlier rows: kept too
                         store(spec, view, meta, make_rows)
                     return
                 queue.stage(functools.partial(store, spec, view, meta, make_rows))
@@ -319,7 +322,9 @@ class Recorder:
                     )
                 keys = list(keys)
         columns = {k: v for k, v in meta.items() if k != "key" and k in buffer.schema}
-        buffer.append_batch(host, keys=keys, head=spec.name, logits=raw, **columns)
+        # not append_batch: a sink refusing the queued rows must not drop this forward's rows
+        with self.queue.locked(keep=True):
+            buffer.store_batch(host, keys=keys, head=spec.name, logits=raw, **columns)
 
     def _allocate(self, spec: HeadSpec, view: HeadView, n_classes: int) -> ProbBuffer:
         with self._lock:

@@ -74,6 +74,7 @@ class WriteQueue:
         self.error: Exception | None = None  # the last failed drain, while rows wait
         # made once: a class-based context is cheaper per use than a generator-based one
         self._reading, self._writing = Drained(self, strict=False), Drained(self, strict=True)
+        self._keeping = Drained(self, strict=True, keep=True)
 
     def take(self, n: int) -> int:
         """The first of ``n`` new numbers; call it with [`lock`][lock] held."""
@@ -81,14 +82,18 @@ class WriteQueue:
         self._next = first + n
         return first
 
-    def locked(self, *, strict: bool = False) -> Drained:
+    def locked(self, *, strict: bool = False, keep: bool = False) -> Drained:
         """Hold the lock with every queued row stored: reads and writes come after them.
 
         Storing can fail (a sink that cannot write): ``strict`` (writes) raises; reads go on
         with the rows already stored, and the failure stays in ``error`` until a later drain
         succeeds (the rows stay queued, nothing is lost). Any other failure raises for reads
-        too.
+        too. ``keep`` (a hook's write) goes on after such a failure, so that the caller's own
+        rows are kept (stored, or held by their buffer for the next write), and raises it when
+        the block ends: the forward that raises keeps its rows.
         """
+        if keep:
+            return self._keeping
         return self._writing if strict else self._reading
 
     def drain_now(self) -> None:
@@ -152,10 +157,11 @@ class WriteQueue:
 class Drained:
     """The context of [`WriteQueue.locked`][probhook.write_queue.WriteQueue.locked]."""
 
-    __slots__ = ("queue", "strict")
+    __slots__ = ("failed", "keep", "queue", "strict")
 
-    def __init__(self, queue: WriteQueue, *, strict: bool) -> None:
-        self.queue, self.strict = queue, strict
+    def __init__(self, queue: WriteQueue, *, strict: bool, keep: bool = False) -> None:
+        self.queue, self.strict, self.keep = queue, strict, keep
+        self.failed: SinkError | None = None  # a keeping write's failure, raised at its end
 
     def __enter__(self) -> None:
         queue = self.queue
@@ -163,7 +169,9 @@ class Drained:
         try:
             queue.drain()
         except SinkError as err:  # the rows are kept: a read goes on with those stored
-            if self.strict:
+            if self.keep:  # so does a hook's write, which raises it at its end
+                self.failed = err
+            elif self.strict:
                 queue.lock.release()
                 raise
             queue.error = err
@@ -171,8 +179,11 @@ class Drained:
             queue.lock.release()
             raise
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        failed, self.failed = self.failed, None  # set with the lock held, by this thread
         self.queue.lock.release()
+        if failed is not None and exc_type is None:
+            raise failed
 
 
 def _unpack(entries: list[Any], end: int, seq: npt.NDArray[np.int64]) -> QueuedRows:
