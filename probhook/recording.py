@@ -96,10 +96,11 @@ class Recorder:
     def _flush_loop(self) -> None:
         assert self._stop_flushing is not None
         while not self._stop_flushing.wait(self.options.flush_seconds):
-            try:
-                with self.queue.locked():  # stores queued rows: they reach the sink
-                    pass
-            except Exception as err:  # not the sink's (those wait): stop() raises it
+            try:  # queued rows, and batches the sink refused before, reach it now
+                self._write_all()
+            except SinkError:  # still refused: they wait for the next tick, write or close
+                pass
+            except Exception as err:  # not the sink's: stop() raises it
                 self._failed = err
                 return
 

@@ -1,5 +1,7 @@
-"""Edges of staged token rows found by an adversarial pass: rows written while queued rows
-cannot reach the sink, and on_overflow="error" on a token head."""
+"""Rows written while earlier rows cannot reach the sink, rows the flush thread writes once the
+sink recovers, and on_overflow="error" on a token head."""
+
+import time
 
 import numpy as np
 import pytest
@@ -32,7 +34,7 @@ class FailingSink(CollectingSink):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return build_token_model("layoutlm", tmp_path_factory.mktemp("adv") / "m")
+    return build_token_model("layoutlm", tmp_path_factory.mktemp("refused") / "m")
 
 
 def test_a_batch_forward_keeps_its_rows_when_queued_rows_cannot_be_written():
@@ -84,3 +86,19 @@ def test_on_overflow_error_refuses_the_token_forward_that_overflows(tiny):
     cap.close()
     assert len(cap) == 20
     np.testing.assert_array_equal(cap.probs.sum(axis=1).round(5), np.ones(20))
+
+
+def test_rows_a_sink_refused_reach_it_on_the_next_flush_without_another_forward():
+    sink = FailingSink()
+    model = torch.nn.Linear(4, 3)
+    cap = capture_probs(model, sink=sink, flush_seconds=0.1)
+    cap.start()
+    model(torch.randn(1, 4))  # written at once
+    sink.failing = True
+    with pytest.raises(SinkError):
+        model(torch.randn(5, 4))  # a batch: refused, held by its buffer
+    sink.failing = False
+    time.sleep(0.6)  # no forward, no read: the flush thread writes what was refused
+    assert sorted(sink.seq) == list(range(6))
+    cap.close()
+    assert sorted(sink.seq) == list(range(6))
