@@ -53,3 +53,30 @@ def test_rows_are_those_of_the_output_as_the_model_returned_it(tiny):
     rows = cap.probs.reshape(2, -1, expected.shape[-1])
     np.testing.assert_allclose(rows[1][1:-1], expected, atol=1e-7, rtol=0)
     np.testing.assert_array_equal(rows[0], rows[1])
+
+
+def test_token_service_clones_in_threads_are_one_head_exact_per_word(tiny):
+    import deepdoctection as dd
+
+    service = make_token_pipe(tiny, sliding_window_stride=16).pipe_component_list[0]
+    clones = [service, service.clone(), service.clone()]
+    multi = dd.MultiThreadPipelineComponent(pipeline_components=clones, pre_proc_func=None)
+    pages = make_token_pages(12, words_per_page=(40, 90), seed=5)
+    with capture_probs(multi) as cap:
+        multi.put_task(pages)
+        images = multi.start()
+    assert len(cap.heads) == 1
+    words = [(p, w) for p in images for w in p.get_annotation(category_names=dd.LayoutLabel.WORD)]
+    assert len(cap) == len(words)
+    n_tagged = 0
+    for page, word in words:
+        dist, tag = cap.get(word), word.sub_categories.get(dd.WordKey.TOKEN_TAG)
+        assert dist.meta["image_id"] == page.image_id  # whichever thread served the page
+        if tag is not None:
+            n_tagged += 1
+            assert dist.predicted == str(tag.category_name.value)
+            assert round(dist.confidence, 8) == tag.score
+    assert n_tagged > len(words) // 2
+    for clone in clones:  # every instance patch is gone
+        assert "serve" not in vars(clone)
+        assert "predict" not in vars(clone.language_model)

@@ -2,10 +2,10 @@
 one row per page, a token classifier's one row per word ([`.tokens`][.tokens]).
 
 ``capture_probs`` accepts a ``DoctectionPipe`` (also one from ``dd.get_dd_analyzer``), an
-``LMSequenceClassifierService``, a ``MultiThreadPipelineComponent`` of such services (its clones
-are one head: each clone's model is hooked, each clone's ``serve`` attributes its pages, from
-whichever thread serves them), an ``LMTokenClassifierService`` (one row per word), one of their
-``HF*`` wrappers, or a list of these:
+``LMSequenceClassifierService``, an ``LMTokenClassifierService`` (one row per word), a
+``MultiThreadPipelineComponent`` of either (its clones are one head: each clone's model is
+hooked, each clone's ``serve`` attributes its pages, from whichever thread serves them), one of
+their ``HF*`` wrappers, or a list of these:
 
     with capture_probs(analyzer) as cap:
         pages = list(analyzer.analyze(path="scans/"))
@@ -106,13 +106,13 @@ class _Component:
         return self._serving(dp)
 
 
-def _token(name: str, component: Any, wrapper: Any) -> _Component:
+def _token(name: str, component: Any, wrapper: Any, group: int | None = None) -> _Component:
     """A token classifier's head: its service (None for a bare wrapper) and its wrapper, whose
     ``predict`` tells which token belongs to which word."""
     tokens.check_mappable(wrapper, name)
     labels = category_labels(wrapper)
     return _Component(_short(name, labels), component, lambda: wrapper.model, labels,
-                      serves=component is not None, token_wrapper=wrapper)  # fmt: skip
+                      serves=component is not None, group=group, token_wrapper=wrapper)  # fmt: skip
 
 
 class DeepdoctectionAdapter:
@@ -167,10 +167,12 @@ class DeepdoctectionAdapter:
             name = _short(first.name, category_labels(first.language_model))
             group = id(comp)
             return [
-                _Component(name, c, lambda c=c: c.language_model.model,
-                           category_labels(c.language_model), group=group)
+                _token(c.name, c, c.language_model, group)
+                if isinstance(c, dd.LMTokenClassifierService)
+                else _Component(name, c, lambda c=c: c.language_model.model,
+                                category_labels(c.language_model), group=group)
                 for c in comp.pipe_components
-                if isinstance(c, dd.LMSequenceClassifierService)
+                if isinstance(c, (dd.LMSequenceClassifierService, dd.LMTokenClassifierService))
             ]  # fmt: skip
         if isinstance(comp, dd.LMSequenceClassifierService):
             lm = comp.language_model
