@@ -90,7 +90,8 @@ class WriteQueue:
         succeeds (the rows stay queued, nothing is lost). Any other failure raises for reads
         too. ``keep`` (a hook's write) goes on after such a failure, so that the caller's own
         rows are kept (stored, or held by their buffer for the next write), and raises it when
-        the block ends: the forward that raises keeps its rows.
+        the block ends: the forward that raises keeps its rows, numbered before the queued
+        rows that still wait.
         """
         if keep:
             return self._keeping
