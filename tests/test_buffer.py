@@ -248,14 +248,12 @@ def test_keys_no_row_holds_are_released():
 
 def test_a_failing_sink_loses_no_row_and_reads_go_on():
     class FlakySink(CollectingSink):
-        failing = True
-
         def write(self, rows):
             if self.failing:
                 raise OSError("disk full")
             super().write(rows)
 
-    sink = FlakySink()
+    sink = FlakySink(failing=True)
     buf = ProbBuffer(C, 4, on_overflow="spill", sink=sink, flush_rows=1)
     with pytest.raises(SinkError, match=r"1 rows \(seq 0\.\.0\).*disk full"):
         buf.append(rows(0, 1)[0])  # the row is queued, and storing it needs the sink

@@ -24,23 +24,6 @@ from probhook.testing import CollectingSink
 TEXTS = ["dear sir invoice total", "memo to team meeting"]
 
 
-class FailingSink(CollectingSink):
-    """Fails every write (and close, with ``close_fails``) while ``failing`` is set, as a full
-    disk does."""
-
-    failing, close_fails = True, False
-
-    def write(self, rows):
-        if self.failing:
-            raise OSError("No space left on device")
-        super().write(rows)
-
-    def close(self):
-        if self.failing and self.close_fails:
-            raise OSError("No space left on device")
-        super().close()
-
-
 # -- rows lost ---------------------------------------------------------------------------------
 
 
@@ -106,7 +89,7 @@ def test_parquet_sink_of_a_killed_run_loads_from_its_stream(tmp_path):
 
 
 def test_a_failed_close_loses_nothing_when_called_again():
-    sink = FailingSink()
+    sink = CollectingSink(failing=True)
     sink.failing, sink.close_fails = False, True
     model = torch.nn.Linear(4, 3)
     cap = capture_probs(model, sink=sink, flush_seconds=60)
@@ -128,7 +111,7 @@ def test_a_failed_close_loses_nothing_when_called_again():
 
 
 def test_a_sink_failing_on_some_writes_raises_and_writes_the_rows_later():
-    sink = FailingSink()
+    sink = CollectingSink(failing=True)
     model = torch.nn.Linear(4, 3)
     cap = capture_probs(model, sink=sink, flush_rows=5, flush_seconds=60)
     cap.start()
@@ -403,7 +386,7 @@ def test_unwritable_sink_fails_at_start_and_memory_stays_readable(tmp_path):
     (tmp_path / "dir.arrows").mkdir()
     with pytest.raises(IsADirectoryError):
         capture_probs(model, sink=tmp_path / "dir.arrows").start()
-    sink = FailingSink()
+    sink = CollectingSink(failing=True)
     sink.failing = False
     cap = capture_probs(model, sink=sink, flush_seconds=60)
     cap.start()

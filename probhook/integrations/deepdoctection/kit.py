@@ -346,18 +346,24 @@ def run_pipe(pipe: Any, pages: Sequence[Any]) -> list[Any]:
 
 class CollectingSink:
     """A [`probhook.sink.Sink`][probhook.sink.Sink] that keeps every block it receives in memory
-    (for tests)."""
+    (for tests). While ``failing`` is set it refuses every write (and, with ``close_fails``, the
+    close) with the ``OSError`` of a full disk."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, failing: bool = False, close_fails: bool = False) -> None:
         self.blocks: list[Any] = []
         self.closed = False
+        self.failing, self.close_fails = failing, close_fails
 
     def write(self, rows: Any) -> None:
         """Keep ``rows``."""
+        if self.failing:
+            raise OSError(28, "No space left on device")
         self.blocks.append(rows)
 
     def close(self) -> None:
         """Mark the sink closed."""
+        if self.failing and self.close_fails:
+            raise OSError(28, "No space left on device")
         self.closed = True
 
     @property
