@@ -105,6 +105,19 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def training_layers(module: Any) -> str | None:
+    """The layers that make a module in training mode give other outputs each call (dropout,
+    batch norm), named for a warning; None when there are none or the module is in eval
+    mode."""
+    kinds = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm)
+    found = sorted(
+        {type(m).__name__ for m in module.modules() if m.training and isinstance(m, kinds)}
+    )
+    if not found:
+        return None
+    return ", ".join(found[:3]) + (" ..." if len(found) > 3 else "")
+
+
 def known_width(module: Any, config: Any) -> int | None:
     """The head's number of outputs when it can be told before a forward."""
     labels = getattr(config, "num_labels", None)

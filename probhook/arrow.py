@@ -1,9 +1,26 @@
-"""The Arrow form of captured rows, both ways: what sinks write, exports build and ``load`` reads.
+"""Files of rows: Arrow IPC streams as a capture writes them, Parquet, and reading any of them
+back (the Arrow form of rows itself is [`probhook.arrow_rows`][probhook.arrow_rows]'s).
 
-One Arrow row per captured row: ``seq``, ``key``, ``head``, the extra columns, ``finite``,
-derived ``predicted`` / ``confidence`` / ``margin`` / ``entropy``, and one ``p_<label>`` column
-per class (``logit_<label>`` too when logits were kept). Labels, column kinds and the dtype travel
-in the schema metadata, so a file reads back into the same rows.
+A stream is one or more *segments*, each an Arrow IPC stream of its own (a schema message,
+record batches, the end-of-stream marker): a block whose values do not fit the segment's schema
+(int keys after text keys, say) ends it and starts the next with a widened schema
+([`StreamSchema`][StreamSchema]). A finished stream ends in the marker; one without it was cut
+short (a killed run, or one still writing). Reading unifies the segments (one encoding per
+column, JSON where they differ); converting to Parquet does so in bounded batches.
+
+Examples:
+    >>> import numpy as np, os, tempfile
+    >>> from probhook import ProbBuffer, load
+    >>> from probhook.sink import FileSink
+    >>> path = os.path.join(tempfile.mkdtemp(), "keys.arrows")
+    >>> sink = FileSink(path)
+    >>> buf = ProbBuffer(2, 10, sink=sink)
+    >>> buf.append_batch(np.float32([[0.9, 0.1]]))  # no key
+    >>> buf.append_batch(np.float32([[0.2, 0.8]]), keys=[7])  # an int: a new segment
+    >>> buf.append_batch(np.float32([[0.5, 0.5]]), keys=["x"])  # text after ints: JSON
+    >>> sink.close()
+    >>> load(path).keys
+    [None, 7, 'x']
 """
 
 from __future__ import annotations
@@ -11,15 +28,21 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
-from probhook import metrics
 from probhook._extras import require
-from probhook.block import INT_NA, ColumnKind, RowBlock
+from probhook.arrow_rows import (
+    TEXT,
+    conform,
+    derived_columns,
+    rows_to_arrow,
+    table_meta,
+    unified_encodings,
+    value_encoding,
+)
+from probhook.block import ColumnKind, RowBlock
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -27,143 +50,246 @@ if TYPE_CHECKING:
 STREAM_SUFFIXES = (".arrows", ".arrow", ".ipc")
 """Suffixes of Arrow IPC stream files (everything else is read as Parquet)."""
 PARTIAL = ".partial.arrows"
-"""Suffix of the stream a ``.parquet`` sink writes until it is closed."""
+"""Suffix of the stream a sink writes until it is closed."""
+END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+"""The Arrow stream format's end marker (a continuation token and a zero length)."""
+PARQUET_ROWS = 65_536
+"""Rows per Parquet row group when a stream is converted: memory stays bounded by it."""
 
 
 def stream_path(path: Path) -> Path:
     """Where rows bound for ``path`` are streamed while a capture runs."""
-    return path if path.suffix in STREAM_SUFFIXES else path.with_name(path.name + PARTIAL)
+    return path.with_name(path.name + PARTIAL)
 
 
-def rows_to_arrow(
-    rows: RowBlock, schema: dict[str, ColumnKind], *, derived: bool = True
-) -> pa.Table:
-    """An Arrow table of ``rows``; ``schema`` gives the kind of each metadata column."""
-    require("pyarrow", "parquet", "Arrow and Parquet export")
-    import pyarrow as pa
+class StreamSchema:
+    """The schema of the segment a stream is writing, and which value columns have held a
+    value anywhere in the file (those can only widen to JSON; the others may take any type)."""
 
-    data: dict[str, Any] = {"seq": pa.array(rows.seq, pa.int64())}
-    encodings: dict[str, str] = {}
-    for name, kind in schema.items():
-        values = rows.columns[name]
-        if kind == "int":
-            data[name] = pa.array(values, pa.int64(), mask=values == INT_NA)
-        else:
-            data[name], encoding = _encode(values)
-            if encoding:
-                encodings[name] = encoding
-    data["finite"] = pa.array(rows.finite)
-    probs = np.asarray(rows.probs)
-    if derived:
-        labels = np.array(rows.labels, dtype=object)
-        top = np.argmax(probs, axis=1) if len(probs) else np.zeros(0, int)
-        # a non-finite row has no prediction: an empty cell, never the first label
-        data["predicted"] = pa.array(labels[top], pa.string(), mask=~np.asarray(rows.finite))
-        data["confidence"] = metrics.max_prob(probs)
-        data["margin"] = metrics.margin(probs)
-        data["entropy"] = metrics.entropy(probs)
-    for i, label in enumerate(rows.labels):
-        data[f"p_{label}"] = probs[:, i]
-    if rows.logits is not None:
-        for i, label in enumerate(rows.labels):
-            data[f"logit_{label}"] = rows.logits[:, i]
-    meta = {
-        "probhook.labels": json.dumps(list(rows.labels)),
-        "probhook.columns": json.dumps(dict(schema)),
-        "probhook.encodings": json.dumps(encodings),
-        "probhook.dtype": str(probs.dtype),
-    }
-    return pa.table(data).replace_schema_metadata(meta)
+    def __init__(self) -> None:
+        self.schema: Any = None
+        self.encodings: dict[str, str] = {}  # value columns not stored as text
+        self.valued: set[str] = set()
+        self.segments = 0
 
-
-def _encode(values: Any) -> tuple[Any, str | None]:
-    """A value column as Arrow: strings as strings, ints as int64, anything else (a mix of
-    both, tuples) as JSON text, so that ``5`` and ``"5"`` stay apart and read back exactly."""
-    import pyarrow as pa
-
-    present = [v for v in values if v is not None]
-    if all(type(v) is str for v in present):
-        return pa.array(list(values), pa.string()), None
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present):
-        return pa.array([None if v is None else int(v) for v in values], pa.int64()), "int"
-    try:
-        text = [None if v is None else json.dumps(_plain(v)) for v in values]
-    except TypeError:
-        kinds = sorted({type(v).__name__ for v in present})
-        raise TypeError(
-            f"cannot write values of type {kinds} to a file: keys and column values must be "
-            "str, int, or tuples of them"
-        ) from None
-    return pa.array(text, pa.string()), "json"
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return {"tuple": [_plain(v) for v in value]}
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (str, int, float)) or value is None:
-        return value
-    raise TypeError(type(value).__name__)
-
-
-def _unplain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(_unplain(v) for v in value["tuple"])
-    return value
-
-
-def _decode(values: list[Any], encoding: str | None) -> npt.NDArray[np.object_]:
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):  # one by one: a tuple stays one value
-        out[i] = _unplain(json.loads(v)) if encoding == "json" and v is not None else v
-    return out
-
-
-def arrow_to_rows(table: pa.Table) -> tuple[RowBlock, dict[str, ColumnKind], str]:
-    """The rows of a table written by probhook, their column kinds and their dtype."""
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    if "probhook.labels" not in meta:
-        raise ValueError("this table was not written by probhook (no probhook.labels metadata)")
-    labels = tuple(json.loads(meta["probhook.labels"]))
-    schema: dict[str, ColumnKind] = json.loads(meta["probhook.columns"])
-    encodings: dict[str, str] = json.loads(meta.get("probhook.encodings", "{}"))
-    probs = np.column_stack(
-        [table.column(f"p_{label}").to_numpy() for label in labels]
-        or [np.zeros((len(table), 0), np.float32)]  # an empty head whose labels were unknown
-    )
-    logit_names = [f"logit_{label}" for label in labels]
-    logits = None
-    if logit_names and all(n in table.column_names for n in logit_names):
-        logits = np.column_stack([table.column(n).to_numpy() for n in logit_names]).astype(
-            np.float32
+    def encode(self, rows: RowBlock, *, first: bool) -> tuple[bytes, tuple[Any, ...]]:
+        """The bytes that append ``rows`` (a new segment's marker and schema first, when they
+        do not fit), and the state to [`commit`][commit] once those bytes are written."""
+        kinds = rows.kinds
+        needed = {n: value_encoding(rows.columns[n]) for n, k in kinds.items() if k == "str"}
+        enc = dict(self.encodings)
+        for name, want in needed.items():
+            have = enc.get(name, TEXT) if self.schema is not None else None
+            if want is None or want == have or have == "json":
+                continue
+            enc[name] = "json" if name in self.valued else want
+        enc = {n: e for n, e in enc.items() if e != TEXT}
+        table = rows_to_arrow(rows, kinds, derived=False,
+                              encodings={n: enc.get(n, TEXT) for n in needed})  # fmt: skip
+        new = (
+            self.schema is None
+            or enc != self.encodings
+            or not table.schema.equals(self.schema, check_metadata=False)
         )
-    columns = {}
-    for name, kind in schema.items():
-        col = table.column(name)
-        if kind == "int":
-            columns[name] = col.fill_null(INT_NA).to_numpy().astype(np.int64)
-        else:
-            columns[name] = _decode(col.to_pylist(), encodings.get(name))
-    rows = RowBlock(
-        probs.reshape(len(table), len(labels)),
-        table.column("seq").to_numpy().astype(np.int64),
-        table.column("finite").to_numpy(zero_copy_only=False).astype(bool),
-        columns,
-        labels,
-        logits,
-    )
-    return rows, schema, meta.get("probhook.dtype", "float32")
+        parts: list[Any] = []
+        if new:
+            parts += [] if first else [END_OF_STREAM]
+            parts.append(table.schema.serialize())
+        parts += [batch.serialize() for batch in table.to_batches()]
+        valued = self.valued | {n for n, e in needed.items() if e is not None}
+        state = (table.schema if new else self.schema, enc, valued, self.segments + new)
+        return b"".join(memoryview(p) for p in parts), state
+
+    def commit(self, state: tuple[Any, ...]) -> None:
+        """The bytes of [`encode`][encode] are in the file."""
+        self.schema, self.encodings, self.valued, self.segments = state
 
 
-def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Table:
-    """Read a ``.parquet`` file, a folder of them ([`read_folder`][probhook.arrow.read_folder])
-    or an Arrow IPC stream written by probhook.
+class StreamReader:
+    """Iterates ``(segment, record batch)`` over a stream file; afterwards ``schemas`` holds
+    each segment's schema, ``ended`` whether the last one ends in the marker, ``damage`` the
+    error of a torn last message."""
 
-    A stream cut short by a killed writer yields every block that was completely written,
-    with a warning saying how many rows were recovered (``strict=True`` raises instead). A
-    ``.parquet`` sink that was never closed is read from its partial stream. Anything else
-    unreadable raises a ``ValueError`` naming the file and what is wrong with it.
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.size = self.path.stat().st_size
+        self.schemas: list[Any] = []
+        self.ended = False
+        self.damage: Exception | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        import pyarrow as pa
+
+        with pa.OSFile(os.fspath(self.path), "rb") as f:
+            while f.tell() < self.size:
+                try:
+                    reader = pa.ipc.open_stream(f)
+                except (pa.ArrowInvalid, OSError) as err:
+                    if not self.schemas:
+                        raise ValueError(
+                            f"{self.path} is not an Arrow stream written by probhook ({err}); "
+                            "no rows recovered"
+                        ) from None
+                    self.damage = err
+                    return
+                self.schemas.append(reader.schema)
+                while True:
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        break
+                    except (pa.ArrowInvalid, OSError) as err:  # torn: the writer was killed
+                        self.damage = err
+                        return
+                    yield len(self.schemas) - 1, batch
+                end = f.tell()
+                f.seek(max(0, end - len(END_OF_STREAM)))
+                self.ended = f.read(len(END_OF_STREAM)) == END_OF_STREAM
+                f.seek(end)
+                if not self.ended:
+                    return
+
+
+def _schema_of(meta: Mapping[str, str]) -> dict[str, ColumnKind]:
+    columns: dict[str, ColumnKind] = json.loads(meta.get("probhook.columns", "{}"))
+    return columns
+
+
+def _segment_encodings(schema: Any) -> dict[str, str]:
+    encodings: dict[str, str] = json.loads(table_meta(schema).get("probhook.encodings", "{}"))
+    return encodings
+
+
+def read_stream(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Table | None:
+    """Every complete block of a stream as one table (None: an empty file). A stream cut short
+    warns with the number of rows recovered (``strict=True`` raises instead)."""
+    import pyarrow as pa
+
+    reader = StreamReader(path)
+    if not reader.size:
+        return None
+    batches: dict[int, list[Any]] = {}
+    for segment, batch in reader:
+        batches.setdefault(segment, []).append(batch)
+    tables = [pa.Table.from_batches(batches.get(i, []), schema=s)
+              for i, s in enumerate(reader.schemas)]  # fmt: skip
+    table = unify(tables)
+    blocks = sum(len(b) for b in batches.values())
+    if reader.damage is not None:
+        message = (f"{path} ends in an incomplete block ({reader.damage}): {table.num_rows} rows "
+                   f"in {blocks} complete blocks were recovered")  # fmt: skip
+    elif not reader.ended:
+        message = (f"{path} has no end-of-stream marker: {_unfinished(Path(path))}; its "
+                   f"{table.num_rows} rows in {blocks} complete blocks were read")  # fmt: skip
+    else:
+        return table
+    if strict:
+        raise ValueError(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return table
+
+
+def unify(tables: list[Any]) -> Any:
+    """The segments of one stream as one table: value columns in one encoding."""
+    import pyarrow as pa
+
+    if len(tables) == 1:
+        return tables[0]
+    meta = table_meta(tables[-1].schema)
+    schema = _schema_of(meta)
+    target = unified_encodings(schema, [(_segment_encodings(t.schema), _valued(t, schema))
+                                        for t in tables])  # fmt: skip
+    meta["probhook.encodings"] = json.dumps(target)
+    out = [conform(t, schema, _segment_encodings(t.schema), target).replace_schema_metadata(meta)
+           for t in tables]  # fmt: skip
+    return pa.concat_tables(out)
+
+
+def _valued(table: Any, schema: Mapping[str, ColumnKind]) -> set[str]:
+    return {n for n, k in schema.items() if k == "str" and table.column(n).null_count < len(table)}
+
+
+def _unfinished(stream: Path) -> str:
+    """Whether the capture writing ``stream`` is still running or was killed (a running one
+    holds its lock)."""
+    import fcntl
+
+    try:
+        fd = os.open(stream, os.O_RDONLY)
+    except OSError:
+        return "the run that wrote it was killed"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "a capture is still writing it"
+    finally:
+        os.close(fd)
+    return "the run that wrote it was killed"
+
+
+def write_parquet(
+    stream: str | os.PathLike[str], out: str | os.PathLike[str],
+    target: Mapping[str, str] | None = None,
+) -> None:  # fmt: skip
+    """Convert a finished stream to Parquet with the derived columns, ``PARQUET_ROWS`` at a
+    time; ``target``: the value columns' encodings (default: read from the stream first)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if target is None:
+        reader = StreamReader(stream)
+        valued: dict[int, set[str]] = {}
+        for segment, batch in reader:
+            schema = _schema_of(table_meta(reader.schemas[segment]))
+            valued.setdefault(segment, set()).update(_valued(batch, schema))
+        target = unified_encodings(
+            _schema_of(table_meta(reader.schemas[-1])),
+            [(_segment_encodings(s), valued.get(i, set())) for i, s in enumerate(reader.schemas)],
+        )
+    reader = StreamReader(stream)
+    writer, waiting = None, []
+    try:
+        for segment, batch in reader:
+            meta = table_meta(reader.schemas[segment])
+            labels = tuple(json.loads(meta["probhook.labels"]))
+            schema = _schema_of(meta)
+            table = conform(pa.Table.from_batches([batch]), schema,
+                            _segment_encodings(reader.schemas[segment]), target)  # fmt: skip
+            probs = np.column_stack([table.column(f"p_{x}").to_numpy() for x in labels]
+                                    or [np.zeros((len(table), 0))])  # fmt: skip
+            finite = table.column("finite").to_numpy(zero_copy_only=False)
+            at = table.schema.get_field_index("finite") + 1
+            derived = derived_columns(probs, finite, labels)
+            for offset, (name, values) in enumerate(derived.items()):
+                array = values if isinstance(values, pa.Array) else pa.array(values)
+                table = table.add_column(at + offset, name, array)
+            meta["probhook.encodings"] = json.dumps(dict(target))
+            table = table.replace_schema_metadata(meta)
+            if writer is None:
+                writer = pq.ParquetWriter(os.fspath(out), table.schema)
+            waiting.append(table)
+            if sum(len(t) for t in waiting) >= PARQUET_ROWS:
+                writer.write_table(pa.concat_tables(waiting), row_group_size=PARQUET_ROWS)
+                waiting = []
+        if reader.damage is not None or not reader.ended:
+            raise ValueError(f"{stream} is not a finished stream: it cannot become {out}")
+        if waiting:
+            assert writer is not None
+            writer.write_table(pa.concat_tables(waiting), row_group_size=PARQUET_ROWS)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Table | None:
+    """Read a ``.parquet`` file, a folder of them ([`read_folder`][read_folder]) or a stream
+    (None: an empty stream, with no row yet).
+
+    A file whose capture did not finish is read from its partial stream with a warning saying
+    whether that run was killed or is still writing; a finished file beside a later run's
+    partial stream is read with a warning naming the stream. ``strict=True`` raises instead of
+    each of these warnings. Anything unreadable raises a ``ValueError`` naming the file.
     """
     require("pyarrow", "parquet", "reading a Parquet or Arrow file (probhook.load)")
     import pyarrow as pa
@@ -172,73 +298,65 @@ def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Tabl
     path = Path(path)
     if path.is_dir():
         return read_folder(path)
-    if not path.exists():
-        partial = stream_path(path)
-        if path.suffix == ".parquet" and partial.exists():
-            warnings.warn(
-                f"{path} was never finished (the run was killed or not closed); reading the rows "
-                f"it streamed to {partial.name}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return read_table(partial, strict=strict)
-        raise FileNotFoundError(f"no such file: {path}")
-    if path.suffix not in STREAM_SUFFIXES and not path.name.endswith(PARTIAL):
-        try:
-            return pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise ValueError(
-                f"{path} is not a readable Parquet file ({err}); no rows recovered. A run "
-                "killed while writing Parquet leaves its rows in the .partial.arrows file"
-            ) from None
-    batches: list[pa.RecordBatch] = []
-    with pa.OSFile(os.fspath(path), "rb") as f:
-        try:
-            reader = pa.ipc.open_stream(f)
-        except (pa.ArrowInvalid, OSError) as err:
-            if path.stat().st_size == 0:
-                raise ValueError(f"{path} is empty: no row was written to it") from None
-            raise ValueError(
-                f"{path} is not an Arrow stream written by probhook ({err}); no rows recovered"
-            ) from None
-        damage = None
-        while True:
-            try:
-                batches.append(reader.read_next_batch())
-            except StopIteration:
-                break
-            except (pa.ArrowInvalid, OSError) as err:  # torn last message: the writer was killed
-                damage = err
-                break
-        table = pa.Table.from_batches(batches, schema=reader.schema)
-    if damage is not None:
-        message = (
-            f"{path} ends in an incomplete block ({damage}): {table.num_rows} rows in "
-            f"{len(batches)} complete blocks were recovered"
-        )
+    partial = stream_path(path)
+    if not path.name.endswith(PARTIAL) and partial.exists():
+        if path.exists():
+            message = (f"{path} was written by an earlier run: a later run left its rows in "
+                       f"{partial.name} ({_unfinished(partial)}); load that file to read "
+                       "them")  # fmt: skip
+        else:
+            message = (f"{path} was never finished ({_unfinished(partial)}); reading the rows "
+                       f"it streamed to {partial.name}")  # fmt: skip
+            path = partial
         if strict:
             raise ValueError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-    return table
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.suffix in STREAM_SUFFIXES or path.name.endswith(PARTIAL):
+        return read_stream(path, strict=strict)
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(
+            f"{path} is not a readable Parquet file ({err}); no rows recovered. A run killed "
+            f"while writing Parquet leaves its rows in the {PARTIAL} file beside it"
+        ) from None
 
 
 def read_folder(path: str | os.PathLike[str]) -> pa.Table:
     """The rows of a folder of Parquet files written by several writers (Ray workers, say): one
     label space across files, only rows whose ``status`` (where there is one) is ``"ok"``, and
-    sequence numbers renumbered in reading order (each writer numbered its own rows)."""
+    sequence numbers renumbered in reading order (each writer numbered its own rows). Files
+    that are not ``.parquet`` are skipped with a warning (hidden ones and those starting with
+    ``_`` silently)."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pds
 
-    folder = pds.dataset(os.fspath(path), format="parquet")
-    if not folder.files:
+    folder = Path(path)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    visible = [p for p in files if not p.name.startswith((".", "_"))]
+    stray = [p for p in visible if p.suffix != ".parquet"]
+    if stray:
+        warnings.warn(f"{folder} holds {len(stray)} files that are not .parquet (e.g. "
+                      f"{stray[0].name}): skipped", RuntimeWarning, stacklevel=3)  # fmt: skip
+    parquet = [os.fspath(p) for p in visible if p.suffix == ".parquet"]
+    if not parquet:
         raise ValueError(f"{os.fspath(path)} holds no Parquet file")
-    metadata = [f.physical_schema.metadata or {} for f in folder.get_fragments()]
+    try:
+        dataset = pds.dataset(parquet, format="parquet")
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(
+            f"{os.fspath(path)} holds a file that is not readable Parquet: {err}"
+        ) from None
+    metadata = [f.physical_schema.metadata or {} for f in dataset.get_fragments()]
     labels = {m.get(b"probhook.labels") for m in metadata}
     if len(labels) != 1:
         raise ValueError(f"the files in {os.fspath(path)} hold different label spaces: "
                          f"{sorted(str(x) for x in labels)}; load them one by one")  # fmt: skip
-    table = folder.to_table()
+    table = dataset.to_table()
     if "status" in table.column_names:
         table = table.filter(pc.equal(table.column("status"), "ok"))
     seq = pa.array(np.arange(len(table), dtype=np.int64))

@@ -34,7 +34,8 @@ class RowBlock:
     """Rows in chronological order, column by column.
 
     ``columns`` holds ``key``, ``head`` and every extra column (strings as ``object`` arrays,
-    ``None`` where missing; integers as ``int64`` with [`INT_NA`][INT_NA] where missing).
+    ``None`` where missing; integers as ``int64`` with [`INT_NA`][INT_NA] where missing);
+    ``schema`` the kind of each (blocks a buffer gives out always carry it).
     """
 
     probs: npt.NDArray[np.floating[Any]]
@@ -43,16 +44,25 @@ class RowBlock:
     columns: dict[str, npt.NDArray[Any]]
     labels: tuple[str, ...]
     logits: npt.NDArray[np.float32] | None = None
+    schema: Mapping[str, ColumnKind] | None = None
 
     def __len__(self) -> int:
         return len(self.seq)
+
+    @property
+    def kinds(self) -> dict[str, ColumnKind]:
+        """The kind of each column: ``schema``, or for a block made by hand, read from the
+        arrays (int64 arrays are ``int`` columns)."""
+        if self.schema is not None:
+            return dict(self.schema)
+        return {n: "int" if v.dtype.kind == "i" else "str" for n, v in self.columns.items()}
 
     @classmethod
     def empty(cls, labels: tuple[str, ...], schema: Mapping[str, ColumnKind]) -> RowBlock:
         """No rows, with ``labels`` and the columns of ``schema`` (what an empty head reads)."""
         columns = {n: np.zeros(0, np.int64 if k == "int" else object) for n, k in schema.items()}
         probs = np.zeros((0, len(labels)), np.float32)
-        return cls(probs, np.zeros(0, np.int64), np.zeros(0, bool), columns, labels)
+        return cls(probs, np.zeros(0, np.int64), np.zeros(0, bool), columns, labels, None, schema)
 
     @classmethod
     def concat(cls, blocks: Sequence[RowBlock]) -> RowBlock:
@@ -68,6 +78,7 @@ class RowBlock:
             {n: np.concatenate([b.columns[n] for b in blocks])[order] for n in blocks[0].columns},
             blocks[0].labels,
             np.concatenate(logits)[order] if logits else None,
+            blocks[0].schema,
         )
 
     def __iter__(self) -> Iterator[Distribution]:

@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 from probhook.distribution import Distribution
 from probhook.head_view import HeadView
 from probhook.heads import HeadSpec
-from probhook.integrations import Adapter, MetaToken, adapter_for
-from probhook.options import CaptureOptions
-from probhook.recording import KeyList, Recorder, sharing_check
+from probhook.hooks import KeyList, sharing_check
+from probhook.integrations import Adapter, MetaToken, adapter_for, token_words
+from probhook.options import CaptureOptions, check_value
+from probhook.recording import Recorder
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,7 +89,8 @@ class Capture:
 
     @property
     def sink(self) -> Any:
-        """The sink rows are written to (opened at the first row), or None."""
+        """The sink every row is written to (opened, its path locked, when the capture
+        starts), or None."""
         return self._recorder.sink
 
     def start(self, target: Any = None) -> None:
@@ -112,7 +114,7 @@ class Capture:
         adapter = adapter_for(target)
         specs = adapter.heads(self.options.heads)
         known = set(self.heads)
-        self._recorder.begin(adapter.columns)
+        opened = self._recorder.begin(adapter.columns)
         try:
             with contextlib.ExitStack() as stack:
                 self._adapter = adapter
@@ -124,6 +126,7 @@ class Capture:
             self._adapter = None
             for name in set(self.heads) - known:  # no empty head left by a failed start
                 del self.heads[name]
+            self._recorder.undo_begin(opened)  # no flush thread, no file left open
             raise
         # rows appended so far, per head: a head whose count does not move saw no forward
         self._appended_at_start = {s.name: self.heads[s.name].appended for s in specs}
@@ -136,7 +139,7 @@ class Capture:
         try:
             stack.close()
         finally:
-            self._recorder.end(self.heads)  # rows of every finished forward reach the sink
+            self._recorder.end()  # rows of every finished forward reach the sink
         if warn:
             # an adapter may know why a head saw nothing (pages served but skipped, say)
             explain = getattr(self._adapter, "explain_empty", None)
@@ -156,6 +159,12 @@ class Capture:
         (a full disk, say), calling it again writes what was left and closes."""
         self.stop(warn=False)
         self._recorder.close_sink()
+
+    def flush(self) -> None:
+        """Store every row captured so far and write it to the sink now (rows reach it within
+        ``flush_rows`` / ``flush_seconds`` anyway); a sink that cannot write raises a
+        [`SinkError`][probhook.sink.SinkError], with the rows kept for the next try."""
+        self._recorder.writer.drain()
 
     def __enter__(self) -> Capture:
         self.start()
@@ -178,11 +187,14 @@ class Capture:
     def key(self, key: Hashable, **meta: Any) -> Iterator[None]:
         """Rows captured inside the block carry ``key`` and one column per ``meta`` value.
 
-        Keys are ``str``, ``int`` or tuples of them (they keep their type in files); columns
-        must be given from the first ``key(...)`` on, before the head's first row.
+        Keys are ``str``, ``int`` or tuples of them (they keep their type in files); so are
+        column values, and a column keeps the kind of its first value (an ``int`` column takes
+        ints only). Columns must be given from the first ``key(...)`` on, before the head's
+        first row, and may not take a name of probhook's own (``confidence``, ``p_<label>``,
+        ...). Every value is checked here, never first when its row is written.
         """
         for value in key if isinstance(key, list) else [key]:
-            _check_key(value)
+            check_value("key", value)
         self._recorder.declare(meta, self.heads)
         token = self._meta.set({"key": key, **meta})
         try:
@@ -200,10 +212,7 @@ class Capture:
         """Token heads map the next forwards' tokens to the words of ``encoding`` (a fast
         tokenizer's ``BatchEncoding``): one row per word of each sequence, keyed
         ``(sequence, word index)``. Without it, a token head keeps one row per attended token."""
-        from probhook.words import TOKEN_WORDS, hf_positions, hf_word_ids
-
-        words = (hf_word_ids(encoding), hf_positions(encoding))  # a slow tokenizer fails here
-        token = self._meta.set({**(self._meta.get() or {}), TOKEN_WORDS: words})
+        token = self.add_meta(token_words(encoding))  # a slow tokenizer's encoding fails here
         try:
             yield
         finally:
@@ -212,6 +221,10 @@ class Capture:
     def set_meta(self, meta: dict[str, Any] | None) -> MetaToken[dict[str, Any] | None]:
         """For integrations: make ``meta`` current in this thread/context; returns a reset token."""
         return self._meta.set(meta)
+
+    def add_meta(self, entries: Mapping[str, Any]) -> MetaToken[dict[str, Any] | None]:
+        """For integrations: the current metadata plus ``entries``; returns a reset token."""
+        return self._meta.set({**(self._meta.get() or {}), **entries})
 
     def reset_meta(self, token: MetaToken[dict[str, Any] | None]) -> None:
         """For integrations: undo [`set_meta`][set_meta]."""
@@ -234,10 +247,10 @@ class Capture:
                 labels=self._labels_for(spec),
                 columns={**self._recorder.columns, **spec.columns},
                 key_of=self._key_of,
+                kind=spec.kind,
+                group=spec.group,
             )
-        hook = self._recorder.forward_hook(spec, view)
-        handle = spec.module.register_forward_hook(hook, with_kwargs=spec.rows_of is not None)
-        stack.callback(handle.remove)
+        self._recorder.hook(spec, view).register(stack)
         stack.enter_context(sharing_check(spec))
 
     def _labels_for(self, spec: HeadSpec) -> tuple[str, ...] | None:
@@ -276,7 +289,7 @@ class Capture:
         found = {n: d for n, v in self.heads.items() if (d := v.get(key)) is not None}
         if len(found) == 1:
             return next(iter(found.values()))
-        if not found and any("word_id" in v.schema for v in self.heads.values()):
+        if not found and any(v.kind != "page" for v in self.heads.values()):
             return None
         return self.head.get(key)  # the error naming the heads
 
@@ -284,7 +297,7 @@ class Capture:
         """The word distributions of ``page`` (a page or its ``image_id``) in reading order,
         from the token head (name it with ``head=`` when there are several)."""
         if head is None:
-            token_heads = [n for n, v in self.heads.items() if "word_id" in v.schema]
+            token_heads = [n for n, v in self.heads.items() if v.kind == "word"]
             if len(token_heads) != 1:
                 raise ValueError(
                     f"words() reads a token head; this capture has {len(token_heads)} "
@@ -372,16 +385,3 @@ def capture_probs(target: Any = None, **options: Any) -> Capture:
     ``word_rule`` (see [`CaptureOptions`][probhook.options.CaptureOptions]).
     """
     return Capture(target, **options)
-
-
-def _check_key(key: Any) -> None:
-    ok = (
-        key is None
-        or type(key) in (str, int)
-        or (type(key) is tuple and all(type(k) in (str, int) for k in key))
-    )
-    if not ok:
-        raise TypeError(
-            f"keys must be str, int or tuples of them (they are written to files as such), "
-            f"got {type(key).__name__}: {key!r}"
-        )

@@ -8,7 +8,6 @@ them at once); progress and the summary of a JSON run go to stderr, so stdout st
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -261,18 +260,9 @@ def print_lines(lines: list[str], out: TextIO | None = None) -> None:
 
 
 def finish_rows_file(path: Path, rows: int) -> Path | None:
-    """The rows file, or None when no row was written. A Parquet file gets the derived columns
-    (``predicted``, ``confidence``, ``margin``, ``entropy``) as ``to_parquet`` writes them:
-    rewritten beside it and moved into place, so the file is whole at every moment."""
-    if not rows or not path.exists():
-        return None
-    if path.suffix == ".parquet" and path.is_file():
-        from probhook import load
-
-        tmp = path.with_name(f".{path.name}.tmp")
-        load(path).to_parquet(tmp)
-        os.replace(tmp, path)
-    return path
+    """The rows file, or None when this run wrote no row to it (a file there is an earlier
+    run's). The sink wrote it complete, with the derived columns, when the capture closed."""
+    return path if rows and path.exists() else None
 
 
 def save_plot(cap: Any, path: Path) -> None:

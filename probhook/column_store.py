@@ -125,12 +125,14 @@ class ColumnStore:
         return Broadcast(values)
 
     def store(self, values: dict[str, Any], parts: Parts, survivors: Callable[[], Index]) -> None:
-        """Write prepared ``values``; ``survivors``: where the rows that stay are, whose values
-        a full table keeps (asked for only then)."""
+        """Write prepared ``values`` (left as they are: the same store may be done again);
+        ``survivors``: where the rows that stay are, whose values a full table keeps (asked
+        for only then)."""
+        stored = dict(values)
         for name, table in self._tables.items():
-            value = values[name]
+            value = stored[name]
             if value is _NO_VALUE:
-                values[name] = _NO_CODE
+                stored[name] = _NO_CODE
                 continue
 
             def live(name: str = name) -> Codes:
@@ -141,9 +143,9 @@ class ColumnStore:
                 if type(value) is Broadcast
                 else table.encode(value, live)
             )
-            values[name] = Broadcast(codes) if type(codes) is int else codes
+            stored[name] = Broadcast(codes) if type(codes) is int else codes
         uniform = self._uniform
-        for name, value in values.items():
+        for name, value in stored.items():
             # a column whose kept rows all hold one value (the head of a capture's buffer, no
             # key given) is not written at all until another value comes
             if type(value) is Broadcast and (
@@ -173,15 +175,15 @@ class ColumnStore:
     def read_all(self, idx: Index) -> dict[str, npt.NDArray[Any]]:
         return {name: self.read(name, idx) for name in self.schema}
 
-    def block(self, values: Mapping[str, Any], sl: slice, n: int) -> dict[str, npt.NDArray[Any]]:
-        """Prepared values of rows ``sl`` of a block (``n`` rows) as [`read`][read] gives them."""
+    def block(self, values: Mapping[str, Any], n: int) -> dict[str, npt.NDArray[Any]]:
+        """Prepared values of a block of ``n`` rows as [`read`][read] gives them."""
         out = {}
         for name, value in values.items():
             kind = object if name in self._tables else np.int64
             if type(value) is Broadcast:
                 out[name] = value.expand(n, kind)
             else:
-                out[name] = np.fromiter(value[sl], kind, n) if kind is object else value[sl]
+                out[name] = np.fromiter(value, kind, n) if kind is object else value
         return out
 
     @staticmethod

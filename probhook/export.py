@@ -21,7 +21,7 @@ import os
 from typing import TYPE_CHECKING
 
 from probhook._extras import require
-from probhook.arrow import rows_to_arrow
+from probhook.arrow_rows import rows_to_arrow
 from probhook.block import RowSource
 
 if TYPE_CHECKING:

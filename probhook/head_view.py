@@ -15,6 +15,7 @@ Examples:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,10 @@ class HeadView:
         columns: the head's extra metadata columns (name -> ``"int"`` or ``"str"``).
         key_of: maps what a user passes to [`get`][get] (a page, say) to a stored key.
         buffer: the rows; a capture attaches one at the head's first forward.
+        kind: ``"page"``, ``"word"`` or ``"element"`` (default: told by the columns, as for a
+            loaded file: ``word_id`` or ``word_index`` make word rows).
+        group: the column that groups word or element rows by page (default: told by the
+            columns).
     """
 
     def __init__(
@@ -57,12 +62,31 @@ class HeadView:
         columns: Mapping[str, ColumnKind] | None = None,
         key_of: Callable[[Any], Any] = _same,
         buffer: ProbBuffer | None = None,
+        kind: str | None = None,
+        group: str | None = None,
     ) -> None:
         self.name = name
         self._labels = None if labels is None else tuple(labels)
         self._schema: dict[str, ColumnKind] = {"key": "str", "head": "str", **(columns or {})}
         self._normalize_key = key_of
         self._buffer = buffer
+        self._kind, self._group = kind, group
+
+    @property
+    def kind(self) -> str:
+        """What a row is: ``"page"`` (one per input), ``"word"`` or ``"element"``."""
+        if self._kind is not None:
+            return self._kind
+        schema = self.schema
+        return "word" if "word_id" in schema or "word_index" in schema else "page"
+
+    @property
+    def group(self) -> str | None:
+        """The column whose value tells a word or element row's page (``image_id``;
+        ``sequence`` for a Hugging Face model's words), or None for page rows."""
+        if self._group is not None or self.kind == "page":
+            return self._group
+        return "image_id" if "image_id" in self.schema else "sequence"
 
     @property
     def buffer(self) -> ProbBuffer | None:
@@ -154,17 +178,24 @@ class HeadView:
                 yield self._named(dist)  # type: ignore[misc]
 
     def words(self, page: Any) -> list[Distribution]:
-        """The word rows of ``page`` (a page or its ``image_id``), newest per word, in the order
-        of the page's newest forward: reading order for deepdoctection's token classifiers."""
-        if "word_id" not in self.schema or "image_id" not in self.schema:
-            raise ValueError(f"head {self.name!r} holds no word rows of pages (no word_id column)")
+        """The word rows of ``page`` (a page or its ``image_id``; for a Hugging Face model, the
+        sequence's index), newest per word, in the order of the page's newest forward: reading
+        order for deepdoctection's token classifiers."""
+        return self._members("word", page)
+
+    def _members(self, kind: str, page: Any) -> list[Distribution]:
+        """The ``kind`` rows of one page (see [`words`][words]), newest per key."""
+        group = self.group
+        if self.kind != kind or group is None or group not in self.schema:
+            raise ValueError(f"head {self.name!r} holds {self.kind} rows, not {kind} rows of pages")
         if self._buffer is None:
             return []
         block = self._buffer.rows()
-        image_id = self._normalize_key(page)
+        target = np.empty((), object)
+        target[()] = self._normalize_key(page)
         newest: dict[Any, int] = {}
-        for i in np.flatnonzero(block.columns["image_id"] == image_id):
-            newest.pop(block.columns["key"][i], None)  # a word seen again moves to the end
+        for i in np.flatnonzero(block.columns[group] == target):
+            newest.pop(block.columns["key"][i], None)  # seen again: moves to the end
             newest[block.columns["key"][i]] = int(i)
         return [self._named(block.distribution(i)) for i in newest.values()]  # type: ignore[misc]
 
@@ -314,10 +345,18 @@ def load(path: str | os.PathLike[str], *, strict: bool = False) -> HeadView:
     classified rows (see [`read_folder`][probhook.arrow.read_folder]).
     """
     from probhook._extras import require
-    from probhook.arrow import arrow_to_rows, read_table
+    from probhook.arrow import read_table
+    from probhook.arrow_rows import arrow_to_rows
 
     require("pyarrow", "parquet", "probhook.load()")
-    rows, schema, dtype = arrow_to_rows(read_table(path, strict=strict))
+    table = read_table(path, strict=strict)
+    if table is None:  # a stream with no row yet: its labels are not known either
+        message = f"{path} holds no row yet (its capture wrote none before it ended or so far)"
+        if strict:
+            raise ValueError(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return HeadView(Path(path).stem)
+    rows, schema, dtype = arrow_to_rows(table)
     if not len(rows):  # an empty export reads back as an empty head with its columns
         return HeadView(Path(path).stem, labels=rows.labels, columns=schema)
     return HeadView(Path(path).stem, buffer=ProbBuffer.from_rows(rows, schema, dtype=dtype))

@@ -2,9 +2,11 @@
 
 The vocabulary shared by every target (plain modules, Hugging Face models, integrations):
 
-* a *head* is a module whose forward output is a ``(batch, classes)`` tensor or has ``.logits``;
-  a *token head* outputs ``(batch, tokens, classes)`` and carries a row mapper that turns each
-  forward into one row per word (see [`probhook.words`][probhook.words]);
+* a *head* is a module whose forward output is a ``(batch, classes)`` tensor or has ``.logits``:
+  one row per input (a page);
+* a *mapped head* (a word head: ``(batch, tokens, classes)``; an element head: a detector's
+  queries) carries a [`RowMapper`][RowMapper] that turns each [`Forward`][Forward] into its
+  rows ([`MappedRows`][MappedRows]: one per word or element), grouped by a page column;
 * a *selector* (``heads=``) picks heads by dotted name, glob, module type or predicate
   ([`matches`][matches] decides one entry, for every integration alike).
 
@@ -23,9 +25,12 @@ Examples:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from probhook.options import Selector
 
@@ -33,16 +38,74 @@ if TYPE_CHECKING:
     import torch
 
     from probhook.block import ColumnKind
-    from probhook.words import RowMapper
+
+Kind = Literal["page", "word", "element"]
+
+
+@dataclass(frozen=True)
+class Forward:
+    """What a mapped head's row mapper sees of one forward: its logits, how to activate them,
+    the forward's keyword arguments and the capture's metadata current in its context (page
+    columns, and what an integration put there for this forward).
+
+    The logits stay on their device (a copy: the caller may change its own output later): the
+    mapper asks for ``probs(n)`` (and ``logits(n)``) once, for the first ``n`` positions of
+    every sequence, so that padding past the last used position is never activated nor copied
+    to the host.
+    """
+
+    output: Any  # (sequences, positions, classes) logits, a tensor or an array
+    activate: Callable[[Any], npt.NDArray[np.float32]]  # logits -> host float32 probabilities
+    keep: Callable[[Any], npt.NDArray[np.float32]] | None  # logits -> host float32, if kept
+    kwargs: Mapping[str, Any]  # the forward's keyword arguments
+    meta: Mapping[str, Any] | None  # the capture's metadata current in this context
+    rule: str  # the capture's word_rule
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(sequences, positions, classes)``."""
+        n_seq, length, n_cls = self.output.shape
+        return int(n_seq), int(length), int(n_cls)
+
+    def probs(self, length: int | None = None) -> npt.NDArray[np.float32]:
+        """The probabilities of the first ``length`` positions (all: None), on the host."""
+        return self.activate(self._first(length))
+
+    def logits(self, length: int | None = None) -> npt.NDArray[np.float32] | None:
+        """The logits of the first ``length`` positions on the host, if the capture keeps them."""
+        return None if self.keep is None else self.keep(self._first(length))
+
+    def _first(self, length: int | None) -> Any:
+        if length is None or length >= self.output.shape[1]:
+            return self.output
+        return self.output[:, :length]
+
+
+@dataclass(frozen=True)
+class MappedRows:
+    """The rows a mapped head's forward becomes: probabilities, keys and column values."""
+
+    probs: npt.NDArray[np.float32]
+    keys: list[Any]
+    columns: dict[str, Any]
+    logits: npt.NDArray[np.float32] | None = None
+
+
+RowMapper = Callable[[Forward], "Callable[[], MappedRows] | None"]
+"""A mapped head's mapper: called in the forward hook, it checks the forward (a mismatch raises
+there) and returns the function that makes its rows (None: not attributable), which the writer
+runs later, with the next drain (see ``probhook.writer``): it holds, not looks up, what it
+needs of the forward's context."""
 
 
 @dataclass
 class HeadSpec:
-    """One head to hook: its display name, its module, its labels (None: from the output) and
+    r"""One head to hook: its display name, its module, its labels (None: from the output) and
     the activation an integration knows its framework applies (None: the ``auto`` rule).
 
-    A token head also has ``rows_of``, which maps each forward's ``(batch, tokens, classes)``
-    probabilities to rows (one per word), and the extra ``columns`` those rows carry.
+    A mapped head also has ``rows_of`` (see [`RowMapper`][RowMapper]), its ``kind`` (``"word"``
+    or ``"element"``), the extra ``columns`` its rows carry, and the column that ``group``\ s
+    its rows (their page: ``cap.words(page)`` reads one group).
     """
 
     name: str
@@ -52,6 +115,8 @@ class HeadSpec:
     activation: str | None = None
     rows_of: RowMapper | None = None
     columns: Mapping[str, ColumnKind] = field(default_factory=dict)
+    kind: Kind = "page"
+    group: str | None = None
 
 
 def config_labels(module: Any) -> tuple[str, ...] | None:
@@ -74,13 +139,10 @@ def _is_token_classifier(module: Any) -> bool:
 
 def _spec(name: str, module: Any, labels: tuple[str, ...] | None, owner: Any) -> HeadSpec:
     """A head found in a module tree (``owner``: the model whose config it uses); a
-    ``*ForTokenClassification`` model is a token head."""
-    config = getattr(owner, "config", None)
-    if not _is_token_classifier(owner):
-        return HeadSpec(name, module, labels, config)
-    from probhook.words import HF_TOKEN_COLUMNS, hf_rows
-
-    return HeadSpec(name, module, labels, config, rows_of=hf_rows, columns=dict(HF_TOKEN_COLUMNS))
+    ``*ForTokenClassification`` model is a word head, whose mapper its framework's integration
+    gives (``probhook.integrations``)."""
+    kind: Kind = "word" if _is_token_classifier(owner) else "page"
+    return HeadSpec(name, module, labels, getattr(owner, "config", None), kind=kind)
 
 
 def _refuse_inside_token_classifier(named: list[tuple[str, Any]], found: list[str]) -> None:

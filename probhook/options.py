@@ -21,8 +21,8 @@ from typing import Any, Literal, Union
 
 Activation = Literal["auto", "softmax", "sigmoid", "none"]
 ACTIVATIONS: tuple[str, ...] = ("auto", "softmax", "sigmoid", "none")
-OverflowPolicy = Literal["overwrite", "error", "spill"]
-OVERFLOW_POLICIES: tuple[str, ...] = ("overwrite", "error", "spill")
+OverflowPolicy = Literal["overwrite", "error"]
+OVERFLOW_POLICIES: tuple[str, ...] = ("overwrite", "error")
 DTYPES: tuple[str, ...] = ("float16", "float32", "float64")
 WordRule = Literal["dd", "first", "mean"]
 WORD_RULES: tuple[str, ...] = ("dd", "first", "mean")
@@ -119,8 +119,36 @@ def capacity_for(
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     """``value`` is one of ``choices``."""
+    if name == "on_overflow" and value == "spill":
+        raise ValueError(
+            "on_overflow='spill' is gone: writing every row to a file needs sink= alone (a path "
+            "or a Sink), whatever on_overflow says; on_overflow is 'overwrite' or 'error'"
+        )
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_value(name: str, value: Any, kind: str = "str") -> None:
+    """A key or column value a file can hold as it is: ``str``, ``int`` or tuples of them (an
+    ``int`` column: an int), or None."""
+    if value is None:
+        return
+    if kind == "int":
+        if type(value) is not int:
+            raise TypeError(
+                f"column {name!r} holds ints (its first value was one), got "
+                f"{type(value).__name__}: {value!r}"
+            )
+        return
+    ok = type(value) in (str, int) or (
+        type(value) is tuple and all(type(v) in (str, int) for v in value)
+    )
+    if not ok:
+        what = "keys" if name == "key" else f"values of column {name!r}"
+        raise TypeError(
+            f"{what} must be str, int or tuples of them (they are written to files as such), "
+            f"got {type(value).__name__}: {value!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -138,9 +166,10 @@ class CaptureOptions:
         labels: class names in column order (or ``{head: names}``); default: the HF config's
             ``id2label``, else ``"0" .. "C-1"``.
         dtype: storage dtype of the probabilities: ``float32``, ``float16`` or ``float64``.
-        on_overflow: ``"overwrite"``, ``"error"`` or ``"spill"`` (see [`ProbBuffer`][ProbBuffer]).
+        on_overflow: ``"overwrite"`` (the oldest rows go, counted in ``evicted``) or ``"error"``
+            (a forward whose rows do not fit raises [`BufferFullError`][BufferFullError]).
         sink: a [`Sink`][probhook.sink.Sink] or a file path (``.parquet`` or ``.arrows``) that
-            receives every row; implies ``on_overflow="spill"``.
+            receives every row, written before it is stored in the buffer.
         keep_logits: also keep raw logits (for temperature fitting); 4 bytes per class per row.
         flush_rows: with a sink, every row is in the file (written and flushed to the
             operating system) at most this many rows after its forward ...
@@ -186,17 +215,9 @@ class CaptureOptions:
         check_positive("temperature", self.temperature)
         object.__setattr__(self, "temperature", float(self.temperature))
         if self.sink is not None:
-            if self.on_overflow == "error":
-                raise ValueError(
-                    "sink= spills rows the buffer cannot keep; it cannot go with "
-                    "on_overflow='error'"
-                )
-            object.__setattr__(self, "on_overflow", "spill")
             from probhook.sink import check_sink_target
 
             check_sink_target(self.sink)
-        elif self.on_overflow == "spill":
-            raise ValueError("on_overflow='spill' needs sink= (a path or a Sink) to spill to")
         if not isinstance(self.keep_logits, bool):
             raise TypeError(f"keep_logits must be True or False, got {self.keep_logits!r}")
         check_choice("word_rule", self.word_rule, WORD_RULES)

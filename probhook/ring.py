@@ -1,13 +1,14 @@
 """The storage of a buffer: ``capacity`` rows in preallocated arrays, one per column, whose
-positions wrap around the end. What to keep, drop or spill is the buffer's decision.
+positions wrap around the end; the oldest rows are overwritten (counted in ``evicted``) or, with
+``refuse_overflow``, a block that does not fit is refused.
 
 Examples:
     >>> import numpy as np
     >>> from probhook.ring import Ring
-    >>> ring = Ring(2, 3, np.dtype("float32"), {"key": "str"}, keep_logits=False)
+    >>> ring = Ring(2, 3, np.dtype("float32"), {"key": "str"}, labels=("x", "y"))
     >>> values = ring.cols.prepare({"key": ["a", "b"]}, 2)
-    >>> ring.store(np.eye(2, dtype=np.float32), None, 0, values, 2, overflow=0)
-    >>> ring.read(ring.index(), ("x", "y")).columns["key"].tolist()
+    >>> ring.store(np.eye(2, dtype=np.float32), None, np.arange(2), values)
+    >>> ring.read(ring.index()).columns["key"].tolist()
     ['a', 'b']
 """
 
@@ -23,8 +24,16 @@ from probhook.block import ColumnKind, RowBlock
 from probhook.column_store import ColumnStore
 
 
+class BufferFullError(RuntimeError):
+    """Raised by ``on_overflow="error"`` when an append would exceed the capacity."""
+
+
 class Ring:
-    """Rows ``start .. start + size`` (modulo ``capacity``) of preallocated arrays are kept."""
+    """Rows ``start .. start + size`` (modulo ``capacity``) of preallocated arrays are kept.
+
+    Stores are idempotent by sequence number: a block whose last number is not above the
+    newest stored one is already here (a write interrupted after the store, tried again).
+    """
 
     def __init__(
         self,
@@ -32,14 +41,19 @@ class Ring:
         capacity: int,
         dtype: np.dtype[Any],
         schema: Mapping[str, ColumnKind],
-        keep_logits: bool,
+        *,
+        labels: tuple[str, ...],
+        keep_logits: bool = False,
+        refuse_overflow: bool = False,
     ) -> None:
-        self.capacity = capacity
+        self.capacity, self.n_classes, self.dtype, self.labels = capacity, n_classes, dtype, labels
+        self.refuse_overflow = refuse_overflow
         self.probs = np.zeros((capacity, n_classes), dtype=dtype)
         self.logits = np.zeros((capacity, n_classes), np.float32) if keep_logits else None
         self.seq = np.zeros(capacity, dtype=np.int64)
         self.cols = ColumnStore(schema, capacity)
-        self.start = self.size = 0
+        self.start = self.size = self.evicted = 0
+        self.last_seq = -1  # the newest stored row's number
 
     @property
     def nbytes(self) -> int:
@@ -52,12 +66,13 @@ class Ring:
         hi = self.size if hi is None else hi
         return (self.start + np.arange(lo, hi)) % self.capacity
 
-    def read(self, idx: npt.NDArray[np.intp], labels: tuple[str, ...]) -> RowBlock:
+    def read(self, idx: npt.NDArray[np.intp]) -> RowBlock:
         """The rows at ``idx`` (copies)."""
         probs = self.probs[idx]
         logits = None if self.logits is None else self.logits[idx]
         columns = self.cols.read_all(idx)
-        return RowBlock(probs, self.seq[idx], finite(probs, logits), columns, labels, logits)
+        return RowBlock(probs, self.seq[idx], finite(probs, logits), columns, self.labels, logits,
+                        self.cols.schema)  # fmt: skip
 
     def block(
         self,
@@ -65,44 +80,64 @@ class Ring:
         logits: npt.NDArray[Any] | None,
         seq: npt.NDArray[np.int64],
         values: dict[str, Any],
-        sl: slice,
-        labels: tuple[str, ...],
     ) -> RowBlock:
-        """Rows ``sl`` of a block that is being written, as [`read`][read] would return them."""
-        probs, seq = probs[sl].astype(self.probs.dtype), seq[sl]
-        lg = None if logits is None else logits[sl]
-        columns = self.cols.block(values, sl, len(seq))
-        return RowBlock(probs, seq, finite(probs, lg), columns, labels, lg)
+        """A block that is being written, as [`read`][read] would return it once stored."""
+        probs = probs.astype(self.probs.dtype, copy=False)
+        columns = self.cols.block(values, len(seq))
+        return RowBlock(probs, seq, finite(probs, logits), columns, self.labels, logits,
+                        self.cols.schema)  # fmt: skip
+
+    def check_room(self, n: int, waiting: int = 0) -> None:
+        """With ``refuse_overflow``: refuse ``n`` more rows (``waiting`` not stored yet) that
+        would not fit."""
+        if self.refuse_overflow and self.size + waiting + n > self.capacity:
+            raise BufferFullError(
+                f"appending {n} rows to a buffer holding {self.size + waiting} of "
+                f"capacity={self.capacity} would overflow; raise capacity=, or use "
+                "on_overflow='overwrite' (with sink= every row is in the file)"
+            )
 
     def store(
         self,
         probs: npt.NDArray[Any],
         logits: npt.NDArray[Any] | None,
-        numbers: int | npt.NDArray[np.int64],
+        seq: npt.NDArray[np.int64],
         values: dict[str, Any],
-        n: int,
-        overflow: int,
     ) -> None:
-        """Write ``n`` rows after the kept ones, wrapping around the end; the ``overflow``
-        oldest rows are overwritten. ``numbers``: the rows' sequence numbers, or the first of
-        consecutive ones."""
-        pos = (self.start + self.size) % self.capacity
-        first = min(n, self.capacity - pos)
+        """Keep a numbered block after the kept rows, overwriting the oldest ones; only the
+        newest ``capacity`` rows of a larger block stay.
+
+        The rows are copied into their slots first and made visible last (``start`` and
+        ``size``, with no call in between): an interruption leaves the kept rows as they were,
+        and the same store done again fills the same slots.
+        """
+        n = len(seq)
+        if not n or seq[-1] <= self.last_seq:
+            return
+        cap, evicted = self.capacity, 0
+        start, size = self.start, self.size
+        if n > cap:  # only the newest ``cap`` rows can stay
+            evicted, start, size = size + n - cap, 0, 0
+            keep = slice(n - cap, n)
+            probs, seq, values = probs[keep], seq[keep], ColumnStore.slice(values, keep)
+            logits, n = (None if logits is None else logits[keep]), cap
+        overflow = max(0, size + n - cap)
+        pos = (start + size) % cap
+        first = min(n, cap - pos)
         parts = [(slice(pos, pos + first), slice(0, first))]
         if first < n:
             parts.append((slice(0, n - first), slice(first, n)))
-        counting = _counting(n) if type(numbers) is int else None
         for dst, src in parts:
             self.probs[dst] = probs[src]
-            if counting is None:
-                self.seq[dst] = numbers[src]  # type: ignore[index]
-            else:
-                np.add(counting[src], numbers, out=self.seq[dst])
+            self.seq[dst] = seq[src]
             if self.logits is not None:
                 self.logits[dst] = logits[src]  # type: ignore[index]
-        self.cols.store(values, parts, survivors=lambda: self.index(overflow))
-        self.start = (self.start + overflow) % self.capacity
-        self.size += n - overflow
+        self.cols.store(
+            values, parts, survivors=lambda: (start + overflow + np.arange(size - overflow)) % cap
+        )
+        last = int(seq[-1])
+        self.start, self.size = (start + overflow) % cap, size + n - overflow
+        self.evicted, self.last_seq = self.evicted + evicted + overflow, last
 
 
 def finite(probs: npt.NDArray[Any], logits: npt.NDArray[Any] | None) -> npt.NDArray[np.bool_]:
@@ -112,18 +147,6 @@ def finite(probs: npt.NDArray[Any], logits: npt.NDArray[Any] | None) -> npt.NDAr
     if logits is not None:
         ok &= ~(np.isnan(logits) | np.isposinf(logits)).any(axis=1)
     return ok
-
-
-_COUNTING: list[npt.NDArray[np.int64]] = [np.arange(4096, dtype=np.int64)]
-
-
-def _counting(n: int) -> npt.NDArray[np.int64]:
-    """``0 .. n-1``, from one array shared by all buffers and grown for larger blocks (a
-    block's sequence numbers are written as first + counting, with no temporary array)."""
-    counting = _COUNTING[0]
-    if len(counting) < n:
-        counting = _COUNTING[0] = np.arange(n, dtype=np.int64)
-    return counting
 
 
 def check_rows(

@@ -6,9 +6,9 @@ Examples:
     >>> from probhook.sink import FileSink
     >>> path = os.path.join(tempfile.mkdtemp(), "rows.arrows")
     >>> sink = FileSink(path)
-    >>> buf = ProbBuffer(2, 1, labels=["no", "yes"], on_overflow="spill", sink=sink)
+    >>> buf = ProbBuffer(2, 1, labels=["no", "yes"], sink=sink)
     >>> buf.append_batch(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32), keys=["a", "b"])
-    >>> buf.flush(); sink.close()
+    >>> sink.close()
     >>> load(path).keys
     ['a', 'b']
 """
@@ -16,19 +16,27 @@ Examples:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from probhook.arrow import STREAM_SUFFIXES, rows_to_arrow, stream_path
-from probhook.block import ColumnKind, RowBlock
+from probhook.arrow import (
+    END_OF_STREAM,
+    STREAM_SUFFIXES,
+    StreamSchema,
+    stream_path,
+    write_parquet,
+)
+from probhook.block import RowBlock
 
 
 @runtime_checkable
 class Sink(Protocol):
-    """Where rows go before the ring buffer overwrites them (``on_overflow="spill"``).
+    """Where every row goes, written before it is stored in the ring buffer.
 
-    ``write`` receives blocks in sequence order, each row exactly once; ``close`` is called once
-    by the owner when no more rows will come.
+    ``write`` receives blocks in sequence order; ``close`` is called once by the owner when no
+    more rows will come. A block interrupted while it was written (Ctrl-C) may be offered again:
+    a sink skips rows whose sequence number it already has (``FileSink`` does).
     """
 
     def write(self, rows: RowBlock) -> None:
@@ -43,11 +51,18 @@ class SinkError(RuntimeError):
     written again at the next write, flush or close."""
 
 
+class SinkLostError(SinkError):
+    """The sink's file is gone (its folder was removed, say): what was written to it is lost,
+    and rows from now on are kept in memory only. Not tried again."""
+
+
 def write_to_sink(sink: Sink, rows: RowBlock) -> None:
     """``sink.write(rows)``, with a failure turned into a [`SinkError`][SinkError] naming the
     rows."""
     try:
         sink.write(rows)
+    except SinkError:
+        raise
     except Exception as err:
         seq = rows.seq
         span = f" (seq {int(seq[0])}..{int(seq[-1])})" if len(seq) else ""
@@ -61,15 +76,17 @@ def write_to_sink(sink: Sink, rows: RowBlock) -> None:
 class FileSink:
     """A [`Sink`][Sink] writing rows to an ``.arrows`` Arrow IPC stream, or to ``.parquet``.
 
-    Every block is appended to an Arrow stream and flushed to the operating system at once, so
-    a killed process leaves a file whose complete blocks all read back. For ``.parquet`` the
-    stream is ``<name>.parquet.partial.arrows`` beside it while the capture runs; [`close`][close]
-    converts it into the Parquet file and removes it (``probhook.load("x.parquet")`` reads the
-    partial stream of a run that was killed). Rows of a second head (another label space) go
-    to ``<stem>.<head><suffix>`` beside the first.
+    While the capture runs, rows bound for ``x.parquet`` (or ``x.arrows``) are appended to the
+    stream ``x.parquet.partial.arrows`` beside it, each block flushed to the operating system
+    whole or not at all, so a killed process leaves a stream whose complete blocks all read
+    back. [`close`][close] ends the stream and puts the finished file in place in one rename
+    (Parquet converted in bounded batches, with the derived columns): an earlier file at the
+    path stays as it was until then, and stays if the run wrote no row. Rows of a second head
+    (another label space) go to ``<stem>.<head><suffix>`` beside the first.
 
-    The path is checked when the sink is made: its folder is created and the file opened, so
-    an unwritable place fails before any row is captured.
+    The path is checked when the sink is made: its folder is created and the stream opened and
+    locked, so an unwritable place, a second writer of the same path (in this process or
+    another) and the unfinished stream of a killed run are refused before any row is captured.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -77,99 +94,153 @@ class FileSink:
         check_sink_target(path)  # suffix, and pyarrow (naming its extra): fail now, not at close
         if self.path.is_dir():
             raise IsADirectoryError(f"sink path {os.fspath(path)!r} is a folder, not a file")
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._streams: dict[str, tuple[Any, Path]] = {}  # head -> handle, stream
-        self.paths: dict[str, Path] = {}
+        self._files: dict[str, _StreamFile] = {"": _StreamFile(self.path)}
         self.closed = False
-        self._open("", self.path)  # checked now; the schema comes with the first block
 
-    def _open(self, head: str, path: Path) -> None:
-        stream = stream_path(path)
-        # unbuffered: a failed write leaves no bytes behind in a buffer to reach the file later
-        handle = open(stream, "wb", buffering=0)  # noqa: SIM115  (closed in close())
-        self._streams[head] = (handle, stream)
-        self.paths[head] = path
+    @property
+    def paths(self) -> dict[str, Path]:
+        """The file of each head (the first head's is ``path``)."""
+        return {head: f.path for head, f in self._files.items()}
 
     def write(self, rows: RowBlock) -> None:
-        """Append ``rows`` to the stream of their head, flushed to the operating system.
-
-        A block reaches the file whole or not at all: a failed write (a full disk) is cut
-        off the file again, so the stream stays readable and the retry adds the rows once.
-        """
+        """Append ``rows`` to the stream of their head, flushed to the operating system."""
         if self.closed:  # reopening would overwrite the finished file
             raise RuntimeError(f"the sink writing {self.path} is closed; start a new capture")
         heads = rows.columns["head"]
         head = str(heads[0]) if len(heads) else ""
-        kinds: dict[str, ColumnKind] = {
-            n: "int" if v.dtype.kind == "i" else "str" for n, v in rows.columns.items()
-        }
-        table = rows_to_arrow(rows, kinds, derived=False)
-        if head not in self._streams:
-            if "" in self._streams:  # the first head takes the file opened at start
-                self._streams[head] = self._streams.pop("")
-                self.paths[head] = self.paths.pop("")
+        if head not in self._files:
+            if "" in self._files:  # the first head takes the file opened at start
+                self._files[head] = self._files.pop("")
             else:
-                self._open(head, self._sibling(head))
-        handle, _ = self._streams[head]
-        # the Arrow stream format: the schema message once, then one message per batch
-        parts = [table.schema.serialize()] if handle.tell() == 0 else []
-        parts += [batch.serialize() for batch in table.to_batches()]
-        _append(handle, b"".join(memoryview(p) for p in parts))
+                self._files[head] = _StreamFile(self._sibling(head))
+        self._files[head].append(rows)
 
     def _sibling(self, head: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in head)
         return self.path.with_name(f"{self.path.stem}.{safe}{self.path.suffix}")
 
     def close(self) -> None:
-        """Finish every file (Parquet is written here). Safe to call again after a failure:
-        what was not finished is finished then."""
-        import pyarrow.parquet as pq
-
-        from probhook.arrow import read_table
-
-        for head in list(self._streams):
-            handle, stream = self._streams[head]
-            if not handle.closed:
-                if handle.tell():
-                    _append(handle, END_OF_STREAM)
-                handle.close()
-            path = self.paths[head]
-            if stream != path:
-                if stream.stat().st_size:
-                    # written beside and renamed: a kill or a full disk here leaves no torn
-                    # Parquet file, and the stream stays until the Parquet file is complete
-                    part = path.with_name(path.name + ".tmp")
-                    try:
-                        pq.write_table(read_table(stream), part)
-                    except BaseException:
-                        part.unlink(missing_ok=True)
-                        raise
-                    os.replace(part, path)
-                stream.unlink()
-            del self._streams[head]
+        """Finish every file. After a failure (a full disk while Parquet is written), calling
+        it again finishes what was not finished; a lost file is reported once."""
+        lost = None
+        for file in self._files.values():
+            try:
+                file.finish()
+            except SinkLostError as err:
+                lost = lost or err
         self.closed = True
+        if lost is not None:
+            raise lost
 
     def __repr__(self) -> str:
         return f"FileSink({os.fspath(self.path)!r})"
 
 
-END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
-"""The Arrow stream format's end marker (a continuation token and a zero length)."""
+class _StreamFile:
+    """One head's file: its locked stream while rows come, the finished file after."""
 
+    def __init__(self, path: Path) -> None:
+        import fcntl  # POSIX: only a file sink needs it, not ``import probhook``
 
-def _append(handle: Any, data: bytes) -> None:
-    """Write all of ``data`` at the end of the unbuffered ``handle``, or none of it: on a
-    failure the file is cut back to where it ended, and the error raised."""
-    end = handle.tell()
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[handle.write(view) :]
-    except BaseException:
-        handle.truncate(end)
-        handle.seek(end)
-        raise
+        self.path, self.stream = path, stream_path(path)
+        fd = os.open(self.stream, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(
+                f"{os.fspath(path)} is being written by another capture or probhook run (its "
+                f"stream {self.stream.name} is locked): give each run its own path"
+            ) from None
+        if os.fstat(fd).st_size:
+            os.close(fd)
+            raise FileExistsError(
+                f"{os.fspath(self.stream)} holds the rows of an earlier run of {path.name} that "
+                "did not finish (killed): read it with probhook.load, then move or remove it "
+                "before writing this path again"
+            )
+        # unbuffered: a failed write leaves no bytes behind in a buffer to reach the file later
+        self.handle = os.fdopen(fd, "r+b", buffering=0)
+        self.size, self.rows, self.last_seq = 0, 0, -1
+        self.schema = StreamSchema()
+        self.ended = self.done = False
+        self.lost: SinkLostError | None = None
+
+    def append(self, rows: RowBlock) -> None:
+        """Append ``rows`` unless the file has them already (a write offered again after an
+        interruption): whole, or cut off again."""
+        if not len(rows) or rows.seq[-1] <= self.last_seq:
+            return
+        if self.lost is not None:
+            raise self.lost
+        if os.fstat(self.handle.fileno()).st_nlink == 0:
+            self.lost = SinkLostError(
+                f"{os.fspath(self.stream)} was removed while rows were written to it (its "
+                f"folder deleted?): the {self.rows} rows written so far are gone from disk and "
+                f"{os.fspath(self.path)} will not be written; rows from now on are kept in "
+                "memory only (the newest `capacity` per head: export them with to_parquet)"
+            )
+            raise self.lost
+        data, segment = self.schema.encode(rows, first=self.size == 0)
+        end, prev = self.size, self.last_seq
+        try:
+            self.last_seq = int(rows.seq[-1])  # first: a kept block is never written twice
+            view = memoryview(data)
+            while view:
+                view = view[self.handle.write(view) :]
+            self.size = end + len(data)
+        except BaseException:
+            self.last_seq = prev
+            self.handle.truncate(end)
+            self.handle.seek(end)
+            raise
+        self.schema.commit(segment)
+        self.rows += len(rows)
+
+    def finish(self) -> None:
+        """End the stream and put the finished file in place (nothing when no row came)."""
+        if self.done:
+            return
+        if self.lost is not None:
+            self.done = True
+            self.handle.close()
+            raise self.lost
+        if not self.size:
+            self.done = True
+            self.stream.unlink(missing_ok=True)
+            self.handle.close()
+            if self.path.exists():
+                warnings.warn(
+                    f"no row was written, so {os.fspath(self.path)} was not written: the file "
+                    "there is an earlier run's",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return
+        if not self.ended:
+            self.handle.seek(self.size)
+            self.handle.write(END_OF_STREAM)
+            self.ended = True
+        if self.path.suffix in STREAM_SUFFIXES:
+            os.replace(self.stream, self.path)
+        else:
+            # written beside and renamed: a kill or a full disk here leaves no torn Parquet
+            # file, and the stream stays until the Parquet file is complete
+            part = self.path.with_name(self.path.name + ".tmp")
+            try:
+                write_parquet(self.stream, part, self.schema.encodings)
+            except BaseException as err:
+                part.unlink(missing_ok=True)
+                raise SinkError(
+                    f"{os.fspath(self.path)} could not be finished ({type(err).__name__}: "
+                    f"{err}); all {self.rows} rows are in {os.fspath(self.stream)}: call "
+                    "close() again to finish it"
+                ) from err
+            os.replace(part, self.path)
+            self.stream.unlink()
+        self.done = True
+        self.handle.close()
 
 
 def open_sink(sink: Any) -> Sink:

@@ -1,9 +1,12 @@
-"""Token rows to word rows: the sub-token rules, the Hugging Face word ids, entity folding.
+"""Token rows to word rows: the sub-token rules, one row per attended token, entity folding.
 
 A token-classification head outputs ``(sequences, tokens, classes)``; a person reviews words.
 The functions here are pure numpy (no framework): they take the probabilities of one forward,
 already on the host, and the word of each token position (``None`` for special and padding
-tokens), and return one row per word, in the order in which words first appear.
+tokens), and return one row per word, in the order in which words first appear. What a
+framework tells about its words (which positions are special, which windows overlap) is its
+integration's: ``probhook.integrations.deepdoctection.tokens`` and
+``probhook.integrations.hf_models``.
 
 Which sub-token speaks for a word (``word_rule=`` of a capture):
 
@@ -33,8 +36,7 @@ Examples:
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -46,8 +48,6 @@ from probhook.distribution import Distribution
 from probhook.options import WORD_RULES
 
 Array = npt.NDArray[Any]
-DD_SPECIAL_WORD_IDS: frozenset[str] = frozenset({"[CLS]", "[SEP]", "[PAD]"})
-"""The placeholders deepdoctection puts in ``ann_ids`` at special and padding positions."""
 ENTITY_PREFIXES: tuple[str, ...] = ("B-", "I-", "E-", "S-")
 _ONE_BITS = np.uint32(0x3F800000)  # 1.0 as float32 bits; every probability's are at most this
 
@@ -133,7 +133,8 @@ def word_rows(
         rule: ``"dd"``, ``"first"`` or ``"mean"``.
         positions: per sequence and position, the token's index in the un-windowed text; lets
             ``"first"`` and ``"mean"`` recognise the copies of one token in overlapping windows.
-        special_word_ids: ids treated as None (deepdoctection's ``"[CLS]"`` placeholders).
+        special_word_ids: ids treated as None (deepdoctection's placeholders at special and
+            padding positions: the tokenizer's own CLS, SEP and PAD tokens).
     """
     if rule not in WORD_RULES:
         raise ValueError(f"word_rule must be one of {WORD_RULES}, got {rule!r}")
@@ -189,72 +190,6 @@ def _mean_rows(p: Array, vcodes: Array, pos: Array | None, n_words: int) -> Arra
     return sums / np.maximum(np.bincount(vcodes, minlength=n_words), 1)[:, None]
 
 
-def dd_tagged(
-    rows: WordRows, tokens: Sequence[Sequence[str]], special_tokens: Iterable[str] = ()
-) -> npt.NDArray[np.bool_]:
-    """Whether deepdoctection stores a tag for each word: it drops a word whose chosen token
-    starts with ``##`` or is the tokenizer's CLS, SEP or PAD token (deepdoctection compares
-    ids; a fast tokenizer's token strings stand for their ids one to one)."""
-    flat_tokens = list(chain.from_iterable(tokens))
-    special = frozenset(special_tokens)
-    chosen = map(flat_tokens.__getitem__, rows.dd_token.tolist())
-    return np.array([not (t.startswith("##") or t in special) for t in chosen], bool)
-
-
-def dd_window_positions(n_windows: int, length: int, stride: int) -> Array | None:
-    """The un-windowed token index of every position of dd-core's sliding windows (window k
-    starts at token ``max(k * stride, 1)`` after its own [CLS]); None for a single window."""
-    if n_windows == 1 or not stride:
-        return None
-    starts = np.maximum(np.arange(n_windows) * stride, 1)
-    out: Array = starts[:, None] + np.arange(length)[None, :] - 1
-    return out
-
-
-# -- Hugging Face ----------------------------------------------------------------------------
-
-
-def hf_word_ids(encoding: Any) -> list[list[tuple[int, int] | None]]:
-    """Per sequence of a fast tokenizer's ``BatchEncoding``, each position's word as
-    ``(sequence, word index)``; with ``return_overflowing_tokens=True`` as ``(sample, word
-    index)``, so that the windows of one sample share their words."""
-    word_ids = getattr(encoding, "word_ids", None)
-    if word_ids is None or not getattr(encoding, "encodings", None):
-        raise TypeError(
-            f"cap.tokens() needs a fast tokenizer's BatchEncoding (with word_ids()), got "
-            f"{type(encoding).__name__}; tokenize with a *TokenizerFast"
-        )
-    mapping = encoding.get("overflow_to_sample_mapping")
-    out: list[list[tuple[int, int] | None]] = []
-    for i in range(len(encoding.encodings)):
-        sample = i if mapping is None else int(mapping[i])
-        out.append([None if w is None else (sample, int(w)) for w in word_ids(i)])
-    return out
-
-
-def hf_positions(encoding: Any) -> Array | None:
-    """For overlapping windows (``overflow_to_sample_mapping``), each position's character
-    offset, which tells copies of one sub-token of a word apart from its other pieces."""
-    if encoding.get("overflow_to_sample_mapping") is None:
-        return None
-    return np.array([[start for start, _ in e.offsets] for e in encoding.encodings])
-
-
-def token_rows(probs: Array, attention_mask: Any = None) -> tuple[Array, Array]:
-    """One row per attended token (every token without a mask): rows and their
-    ``(sequence, position)`` index."""
-    probs = np.asarray(probs)
-    if attention_mask is None:
-        mask = np.ones(probs.shape[:2], bool)
-    else:
-        m = attention_mask.detach().cpu() if hasattr(attention_mask, "detach") else attention_mask
-        mask = np.asarray(m).astype(bool)
-        if mask.shape != probs.shape[:2]:
-            raise ValueError(f"attention mask {mask.shape} does not match {probs.shape[:2]}")
-    index = np.argwhere(mask)
-    return np.ascontiguousarray(probs[mask], np.float32), index
-
-
 # -- entities ---------------------------------------------------------------------------------
 
 
@@ -286,115 +221,3 @@ def entity_distribution(dist: Distribution) -> Distribution:
     [`fold_entities`][fold_entities])."""
     probs, names = fold_entities(dist.probs, dist.labels)
     return Distribution(probs, names, dist.key, dist.head, dist.seq, dict(dist.meta))
-
-
-# -- the recording side of token heads ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenForward:
-    """What a token head's row mapper sees of one forward.
-
-    The output's logits stay on their device (a copy: the caller may change its own later):
-    the mapper asks for ``probs(n)`` (and ``logits(n)``) once, for the first ``n`` positions of
-    every sequence, so that padding past the last used position is never activated nor copied
-    to the host.
-    """
-
-    output: Any  # (sequences, tokens, classes) logits, a tensor or an array
-    activate: Callable[[Any], npt.NDArray[np.float32]]  # logits -> host float32 probabilities
-    keep: Callable[[Any], npt.NDArray[np.float32]] | None  # logits -> host float32, if kept
-    kwargs: Mapping[str, Any]  # the forward's keyword arguments
-    meta: Mapping[str, Any] | None  # the capture's metadata current in this context
-    rule: str  # the capture's word_rule
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """``(sequences, tokens, classes)``."""
-        n_seq, length, n_cls = self.output.shape
-        return int(n_seq), int(length), int(n_cls)
-
-    def probs(self, length: int | None = None) -> npt.NDArray[np.float32]:
-        """The probabilities of the first ``length`` positions (all: None), on the host."""
-        return self.activate(self._first(length))
-
-    def logits(self, length: int | None = None) -> npt.NDArray[np.float32] | None:
-        """The logits of the first ``length`` positions on the host, if the capture keeps them."""
-        return None if self.keep is None else self.keep(self._first(length))
-
-    def _first(self, length: int | None) -> Any:
-        if length is None or length >= self.output.shape[1]:
-            return self.output
-        return self.output[:, :length]
-
-
-@dataclass(frozen=True)
-class MappedRows:
-    """The rows a token head's forward becomes: probabilities, keys and column values per row."""
-
-    probs: npt.NDArray[np.float32]
-    keys: list[Any]
-    columns: dict[str, Any]
-    logits: npt.NDArray[np.float32] | None = None
-
-
-RowMapper = Callable[[TokenForward], "Callable[[], MappedRows] | None"]
-"""A token head's mapper: called in the forward hook, it checks the forward (a mismatch raises
-there) and returns the function that makes its rows (None: not attributable), which runs
-later, staged (see ``probhook.recording``): it holds, not looks up, the forward's context."""
-TOKEN_WORDS = "probhook.token_words"
-"""The metadata entry ``cap.tokens(encoding)`` sets: the encoding's word ids and positions."""
-HF_TOKEN_COLUMNS: dict[str, Any] = {"sequence": "int", "word_index": "int", "token_index": "int"}
-
-
-def _gather(logits: Array | None, token: Array) -> Array | None:
-    if logits is None:
-        return None
-    flat = logits.reshape(-1, logits.shape[-1])
-    return np.ascontiguousarray(flat[token], np.float32)
-
-
-def hf_rows(forward: TokenForward) -> Callable[[], MappedRows]:
-    """A Hugging Face ``*ForTokenClassification`` forward as rows: one per word of each sequence
-    inside ``cap.tokens(encoding)``, else one per attended token keyed ``(sequence, token)``."""
-    n_seq, length, _ = forward.shape
-    words = (forward.meta or {}).get(TOKEN_WORDS)
-    if words is None:
-        return functools.partial(_hf_token_rows, forward)
-    word_ids, positions = words
-    if len(word_ids) != n_seq or any(len(w) != length for w in word_ids):
-        raise ValueError(
-            f"cap.tokens(encoding) holds {len(word_ids)} sequences of "
-            f"{sorted({len(w) for w in word_ids})} tokens, but the forward had {n_seq} of "
-            f"{length}: pass the encoding the model is called with"
-        )
-    return functools.partial(_hf_word_rows, forward, word_ids, positions)
-
-
-def _hf_token_rows(forward: TokenForward) -> MappedRows:
-    length = forward.shape[1]
-    rows, index = token_rows(forward.probs(), forward.kwargs.get("attention_mask"))
-    flat = index[:, 0] * length + index[:, 1]
-    return MappedRows(
-        rows,
-        [(int(s), int(t)) for s, t in index],
-        {"sequence": index[:, 0], "word_index": None, "token_index": index[:, 1]},
-        _gather(forward.logits(), flat),
-    )
-
-
-def _hf_word_rows(forward: TokenForward, word_ids: Any, positions: Array | None) -> MappedRows:
-    length = forward.shape[1]
-    out = word_rows(forward.probs(), word_ids, forward.rule, positions=positions)
-    keys = out.word_ids
-    token_index = np.where(out.token >= 0, out.token % length, -1)
-    return MappedRows(
-        out.probs,
-        keys,
-        {
-            "sequence": [k[0] for k in keys],  # type: ignore[index]
-            "word_index": [k[1] for k in keys],  # type: ignore[index]
-            "token_index": [None if t < 0 else int(t) for t in token_index],
-        },
-        None if out.rule == "mean" else _gather(forward.logits(), out.token),
-    )

@@ -12,7 +12,7 @@ from probhook.block import INT_NA
 from probhook.buffer import BufferFullError, ProbBuffer
 from probhook.sink import SinkError
 from probhook.testing import CollectingSink
-from probhook.write_queue import WriteQueue
+from probhook.writer import Writer
 
 C = 3
 
@@ -67,9 +67,9 @@ def test_wraparound_matches_reference(capacity, ops):
     sizes=st.lists(st.integers(0, 30), max_size=20),
     chunk=st.integers(1, 8),
 )
-def test_spill_writes_every_row_once_in_order(capacity, sizes, chunk):
+def test_a_sink_gets_every_row_once_in_order(capacity, sizes, chunk):
     sink = CollectingSink()
-    buf = ProbBuffer(C, capacity, on_overflow="spill", sink=sink, flush_rows=chunk)
+    buf = ProbBuffer(C, capacity, sink=sink, flush_rows=chunk)
     total = 0
     for n in sizes:
         buf.append_batch(rows(total, n), keys=[str(i) for i in range(total, total + n)])
@@ -87,9 +87,9 @@ def test_spill_writes_every_row_once_in_order(capacity, sizes, chunk):
     assert buf.seq.tolist() == list(range(total))[-capacity:]
 
 
-def test_spill_batches_rows_into_chunks():
+def test_a_sink_gets_single_rows_in_chunks():
     sink = CollectingSink()
-    buf = ProbBuffer(C, 100, on_overflow="spill", sink=sink)
+    buf = ProbBuffer(C, 100, sink=sink)
     for i in range(1000):
         buf.append(rows(i, 1)[0])
     buf.flush()
@@ -106,8 +106,8 @@ def test_error_policy_names_capacity_and_keeps_state():
     assert buf.seq.tolist() == [0, 1, 2]
 
 
-def test_spill_requires_sink_and_capacity_is_validated():
-    with pytest.raises(ValueError, match="needs a sink"):
+def test_removed_spill_policy_and_capacity_are_validated():
+    with pytest.raises(ValueError, match=r"'spill' is gone.*needs sink= alone"):
         ProbBuffer(C, 4, on_overflow="spill")
     with pytest.raises(ValueError, match="exactly one of capacity"):
         ProbBuffer(C)
@@ -254,7 +254,7 @@ def test_a_failing_sink_loses_no_row_and_reads_go_on():
             super().write(rows)
 
     sink = FlakySink(failing=True)
-    buf = ProbBuffer(C, 4, on_overflow="spill", sink=sink, flush_rows=1)
+    buf = ProbBuffer(C, 4, sink=sink, flush_rows=1)
     with pytest.raises(SinkError, match=r"1 rows \(seq 0\.\.0\).*disk full"):
         buf.append(rows(0, 1)[0])  # the row is queued, and storing it needs the sink
     assert len(buf) == 0  # reads go on, with the rows already stored
@@ -270,9 +270,9 @@ def test_a_failing_sink_loses_no_row_and_reads_go_on():
 
 
 def test_single_rows_are_stored_in_call_order_across_heads_and_paths():
-    counter = WriteQueue()
-    a = ProbBuffer(C, 10, queue=counter)
-    b = ProbBuffer(C, 10, queue=counter)
+    counter = Writer()
+    a = ProbBuffer(C, 10, writer=counter)
+    b = ProbBuffer(C, 10, writer=counter)
     a.append(rows(0, 1)[0], key="a0")  # queued
     b.append(rows(1, 1)[0].astype(np.float64), key="b1")  # converted, written at once
     a.append(rows(2, 1)[0], key="a2", head="h")  # queued
@@ -297,9 +297,9 @@ def test_pickle_round_trip():
 
 
 def test_merge_orders_by_sequence_number():
-    counter = WriteQueue()  # as the heads of one capture share one
-    a = ProbBuffer(C, 10, labels="xyz", queue=counter)
-    b = ProbBuffer(C, 10, labels="xyz", queue=counter)
+    counter = Writer()  # as the heads of one capture share one
+    a = ProbBuffer(C, 10, labels="xyz", writer=counter)
+    b = ProbBuffer(C, 10, labels="xyz", writer=counter)
     a.append(rows(0, 1)[0], key="a0")
     b.append(rows(1, 1)[0], key="b1")
     a.append(rows(2, 1)[0], key="a2")

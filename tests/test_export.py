@@ -148,8 +148,16 @@ def test_bad_sink_is_a_clear_error(tmp_path):
         capture_probs(model, sink=tmp_path / "x.csv"),
     ):
         model(torch.randn(1, 4))
-    with pytest.raises(ValueError, match="on_overflow='error'"):
-        capture_probs(model, sink=tmp_path / "x.parquet", on_overflow="error")
+
+def test_a_sink_with_the_error_policy_writes_only_the_rows_kept(tmp_path):
+    model = torch.nn.Linear(4, 3)
+    with capture_probs(model, sink=tmp_path / "x.parquet", on_overflow="error", capacity=3) as cap:
+        model(torch.randn(2, 4))
+        with pytest.raises(probhook.BufferFullError):
+            model(torch.randn(2, 4))  # refused whole: neither kept nor written
+        model(torch.randn(1, 4))
+    assert len(cap) == 3
+    assert probhook.load(tmp_path / "x.parquet").buffer.seq.tolist() == cap.buffer.seq.tolist()
 
 
 def test_temperature_fitted_on_captured_logits_applies_live():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from probhook import capture_probs, load
-from probhook.recording import STAGED_FORWARDS
+from probhook.hooks import STAGED_FORWARDS
 from probhook.testing import build_token_model, make_token_pages, make_token_pipe, run_pipe
 
 pytest.importorskip("deepdoctection")

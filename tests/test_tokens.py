@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from probhook import capture_probs, load
+from probhook.integrations.deepdoctection.tokens import dd_window_positions
 from probhook.testing import (
     MODEL_KINDS,
     build_model,
@@ -16,7 +17,6 @@ from probhook.testing import (
     make_token_pipe,
     run_pipe,
 )
-from probhook.words import dd_window_positions
 
 dd = pytest.importorskip("deepdoctection")
 SPECIAL = {0, 101, 102}
@@ -403,9 +403,12 @@ def test_only_a_trailing_run_of_padding_is_left_out():
         ["[CLS]", "a", "b", "[SEP]", "[PAD]", "[PAD]"],
         ["[CLS]", "c", "[SEP]", "[PAD]", "[PAD]", "[PAD]"],
     ]
-    assert _unpadded_length(right, 6) == 4  # the longer window decides
+    assert _unpadded_length(right, 6, "[PAD]") == 4  # the longer window decides
     left = [["[PAD]", "[PAD]", "[CLS]", "a", "b", "[SEP]"]]
-    assert _unpadded_length(left, 6) == 6
+    assert _unpadded_length(left, 6, "[PAD]") == 6
     inside = [["[CLS]", "a", "[PAD]", "b", "[SEP]", "[PAD]"]]
-    assert _unpadded_length(inside, 6) == 6
-    assert _unpadded_length([["[CLS]", "a", "[SEP]"]], 3) == 3
+    assert _unpadded_length(inside, 6, "[PAD]") == 6
+    assert _unpadded_length([["[CLS]", "a", "[SEP]"]], 3, "[PAD]") == 3
+    roberta = [["<s>", "a", "</s>", "<pad>", "<pad>"]]  # the tokenizer's own pad token
+    assert _unpadded_length(roberta, 5, "<pad>") == 3
+    assert _unpadded_length(roberta, 5, None) == 5  # pad unknown (a bare wrapper): keep all

@@ -7,18 +7,12 @@ import pytest
 import torch
 
 from probhook import Distribution
-from probhook.words import (
-    DD_SPECIAL_WORD_IDS,
-    dd_tagged,
-    dd_window_positions,
-    entity_distribution,
-    fold_entities,
-    token_rows,
-    word_rows,
-)
+from probhook.integrations.deepdoctection.tokens import dd_tagged, dd_window_positions
+from probhook.integrations.hf_models import token_rows
+from probhook.words import entity_distribution, fold_entities, word_rows
 
 SPECIAL_IDS = {101, 102, 0}
-SPECIAL_TOKENS = {"[CLS]", "[SEP]", "[PAD]"}
+SPECIAL_TOKENS = {"[CLS]", "[SEP]", "[PAD]"}  # a BERT tokenizer's: deepdoctection's placeholders
 
 
 def dd_reference(uuids, input_ids, logits, tokens):
@@ -73,7 +67,7 @@ def test_dd_rule_is_deepdoctections_loop(seed):
     )
     expected = dd_reference(uuids, input_ids, logits, tokens)
     probs = torch.softmax(logits, -1).numpy()
-    rows = word_rows(probs, uuids, "dd", special_word_ids=DD_SPECIAL_WORD_IDS)
+    rows = word_rows(probs, uuids, "dd", special_word_ids=SPECIAL_TOKENS)
     assert rows.word_ids == [r[0] for r in expected]  # reading order: first appearance
     assert rows.dd_token.tolist() == [r[4] * logits.shape[1] + r[5] for r in expected]
     assert rows.probs.argmax(1).tolist() == [r[1] for r in expected]
@@ -90,8 +84,8 @@ def test_first_and_mean_equal_a_hand_computation(seed):
     flat_ids = [a for window in uuids for a in window]
     flat = probs.reshape(-1, probs.shape[-1])
     first, mean = (
-        word_rows(probs, uuids, "first", special_word_ids=DD_SPECIAL_WORD_IDS),
-        word_rows(probs, uuids, "mean", special_word_ids=DD_SPECIAL_WORD_IDS),
+        word_rows(probs, uuids, "first", special_word_ids=SPECIAL_TOKENS),
+        word_rows(probs, uuids, "mean", special_word_ids=SPECIAL_TOKENS),
     )
     for i, word in enumerate(first.word_ids):
         occurrences = [k for k, a in enumerate(flat_ids) if a == word]
@@ -105,7 +99,7 @@ def test_first_and_mean_equal_a_hand_computation(seed):
     if positions is None:
         return
     flat_pos = positions.reshape(-1)
-    special = DD_SPECIAL_WORD_IDS
+    special = SPECIAL_TOKENS
     first_p = word_rows(probs, uuids, "first", special_word_ids=special, positions=positions)
     mean_p = word_rows(probs, uuids, "mean", special_word_ids=special, positions=positions)
     for i, word in enumerate(mean_p.word_ids):

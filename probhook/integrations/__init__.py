@@ -17,7 +17,8 @@ An adapter provides (see [`Adapter`][Adapter]):
   end-of-block warning says it instead of its generic "lazy iterator" guess).
 
 It talks to the capture only through [`CaptureHost`][CaptureHost]: register a head's hook (to follow
-a module swapped in mid-run) and set or reset the metadata of the rows captured in this context.
+a module swapped in mid-run) and set, extend or reset the metadata of the rows captured in this
+context (one ``ContextVar``: everything a forward's rows need of its context is in it).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class CaptureHost(Protocol):
     def set_meta(self, meta: dict[str, Any] | None) -> MetaToken[dict[str, Any] | None]:
         """Make ``meta`` (``key`` and column values) current for rows captured in this context."""
 
+    def add_meta(self, entries: Mapping[str, Any]) -> MetaToken[dict[str, Any] | None]:
+        """Make the current metadata plus ``entries`` current (a forward's own details)."""
+
     def reset_meta(self, token: MetaToken[dict[str, Any] | None]) -> None:
         """Undo [`set_meta`][set_meta]."""
 
@@ -64,7 +68,9 @@ class Adapter(Protocol):
 
 
 class ModuleAdapter:
-    """Plain modules and Hugging Face models: heads by discovery, keys as given."""
+    """Plain modules and Hugging Face models: heads by discovery, keys as given; a
+    ``*ForTokenClassification`` found among them maps its rows to words
+    ([`hf_models`][probhook.integrations.hf_models])."""
 
     columns: Mapping[str, ColumnKind] = {}
 
@@ -73,7 +79,14 @@ class ModuleAdapter:
 
     def heads(self, selector: Selector | None) -> list[HeadSpec]:
         """Heads found by [`probhook.heads.find_heads`][probhook.heads.find_heads]."""
-        return find_heads(self.target, selector)
+        specs = find_heads(self.target, selector)
+        for spec in specs:
+            if spec.kind == "word" and spec.rows_of is None:
+                from probhook.integrations import hf_models
+
+                spec.rows_of, spec.group = hf_models.rows_of, hf_models.GROUP
+                spec.columns = dict(hf_models.COLUMNS)
+        return specs
 
     def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
         """Nothing to patch: forward hooks alone see every row."""
@@ -81,6 +94,30 @@ class ModuleAdapter:
     def key_of(self, key: Any) -> Any:
         """Keys are stored as given."""
         return key
+
+
+def wrap_on_instance(obj: Any, name: str, around: Any, stack: contextlib.ExitStack) -> None:
+    """Replace method ``name`` on the instance ``obj`` (never its class) by
+    ``around(original)`` for the capture's duration; ``stack`` restores it exactly."""
+    had_own = name in vars(obj)
+    original = getattr(obj, name)
+
+    def restore() -> None:
+        if had_own:
+            setattr(obj, name, original)
+        else:
+            delattr(obj, name)
+
+    setattr(obj, name, around(original))
+    stack.callback(restore)
+
+
+def token_words(encoding: Any) -> dict[str, Any]:
+    """What ``cap.tokens(encoding)`` makes current for word heads: the words of a Hugging Face
+    fast tokenizer's ``BatchEncoding``."""
+    from probhook.integrations import hf_models
+
+    return hf_models.token_words(encoding)
 
 
 _REGISTRY: list[tuple[tuple[str, ...], str]] = []

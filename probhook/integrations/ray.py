@@ -4,8 +4,7 @@
 Each Ray worker builds the analyzer once (by default the one ``probhook run`` builds) and runs its
 batches of documents inside a capture; every batch leaves as an Arrow table with one row per page,
 in the columns of the local Parquet output
-([`probhook.arrow.rows_to_arrow`][probhook.arrow.rows_to_arrow] with the derived columns) plus
-``status``:
+([`rows_to_arrow`][probhook.arrow_rows.rows_to_arrow] with the derived columns) plus ``status``:
 
     import ray
     from probhook.integrations.ray import classify, documents_dataset
@@ -188,7 +187,7 @@ class PageClassifier:
     def _to_arrow(self, rows: RowBlock) -> pa.Table:
         import pyarrow as pa
 
-        from probhook.arrow import rows_to_arrow
+        from probhook.arrow_rows import rows_to_arrow
 
         table = rows_to_arrow(rows, self.columns, derived=True)
         status = pa.array([OK] * len(table), pa.string())

@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from probhook.block import ColumnKind
-from probhook.heads import HeadSpec, config_labels, matches
+from probhook.heads import Forward, HeadSpec, MappedRows, config_labels, matches
 from probhook.options import Selector
-from probhook.words import MappedRows, TokenForward
 
 if TYPE_CHECKING:
     from probhook.integrations import CaptureHost
@@ -60,7 +59,7 @@ def activation_of(pipe: Any, function_to_apply: Any = None) -> str:
     return "softmax"
 
 
-def token_rows(forward: TokenForward) -> Callable[[], MappedRows] | None:
+def token_rows(forward: Forward) -> Callable[[], MappedRows] | None:
     """One forward of a token-classification pipeline: a row per token it scores, keyed
     ``(input position, token index)`` (None: the model was called outside the pipeline)."""
     meta = forward.meta or {}

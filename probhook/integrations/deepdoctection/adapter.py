@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from probhook.block import ColumnKind
 from probhook.heads import HeadSpec, matches
+from probhook.integrations import wrap_on_instance
 from probhook.integrations.deepdoctection import tokens
 from probhook.options import Selector
 
@@ -90,7 +91,7 @@ class _Component:
         self.name, self.component, self.model_of, self.labels = name, component, model_of, labels
         self.serves, self.group, self.token_wrapper = serves, group, token_wrapper
         self._serving = (
-            tokens.service_serving(component) if token_wrapper is not None and serves else None
+            tokens.serving_meta(component) if token_wrapper is not None and serves else None
         )
 
     def spec(self, module: Any = None) -> HeadSpec:
@@ -98,12 +99,14 @@ class _Component:
         if self.token_wrapper is None:
             return HeadSpec(self.name, module, labels=self.labels)
         return HeadSpec(self.name, module, labels=self.labels, rows_of=tokens.rows_of,
-                        columns=tokens.TOKEN_COLUMNS)  # fmt: skip
+                        columns=tokens.TOKEN_COLUMNS, kind="word", group="image_id")  # fmt: skip
 
-    def serving(self, dp: Any) -> contextlib.AbstractContextManager[None]:
-        if self._serving is None:
-            return contextlib.nullcontext()
-        return self._serving(dp)
+    def meta(self, dp: Any, offset: int) -> dict[str, Any]:
+        """The metadata of rows captured while this component serves ``dp``."""
+        meta = page_meta(dp, offset)
+        if self._serving is not None:
+            meta.update(self._serving(dp))
+        return meta
 
 
 def _token(name: str, component: Any, wrapper: Any, group: int | None = None) -> _Component:
@@ -223,7 +226,7 @@ class DeepdoctectionAdapter:
             wrapper = comp.token_wrapper
             if wrapper is not None and id(wrapper) not in wrapped:  # shared: wrapped once
                 wrapped.add(id(wrapper))
-                tokens.wrap_predict(wrapper, stack)
+                tokens.wrap_predict(wrapper, host, stack)
             if comp.serves:
                 _wrap_serve(comp, host, stack, self)
             elif wrapper is None:  # a sequence wrapper alone: the page comes with its input
@@ -293,22 +296,6 @@ def _dedupe(found: list[_Component]) -> list[_Component]:
     return found
 
 
-def wrap_on_instance(obj: Any, name: str, around: Any, stack: contextlib.ExitStack) -> None:
-    """Replace method ``name`` on the instance ``obj`` (never its class) by
-    ``around(original)`` for the capture's duration; ``stack`` restores it exactly."""
-    had_own = name in vars(obj)
-    original = getattr(obj, name)
-
-    def restore() -> None:
-        if had_own:
-            setattr(obj, name, original)
-        else:
-            delattr(obj, name)
-
-    setattr(obj, name, around(original))
-    stack.callback(restore)
-
-
 def _wrap_serve(
     comp: _Component, host: CaptureHost, stack: contextlib.ExitStack, adapter: Any
 ) -> None:
@@ -322,10 +309,9 @@ def _wrap_serve(
                 hooked.add(module)
                 host.hook(comp.spec(module))
             adapter.count_served(comp.name)
-            token = host.set_meta(page_meta(dp, offset))
+            token = host.set_meta(comp.meta(dp, offset))
             try:
-                with comp.serving(dp):
-                    return original(dp)
+                return original(dp)
             finally:
                 host.reset_meta(token)
 

@@ -2,13 +2,15 @@
 
 ``LMTokenClassifierService.serve(dp)`` turns a page into encodings and calls
 ``language_model.predict(**encodings)``, which runs the model once over all sliding windows. The
-encodings carry each token position's word (``ann_ids``, with ``"[CLS]"``/``"[SEP]"``/``"[PAD]"``
-placeholders) and its token string: everything the word rules of
-[`probhook.words`][probhook.words] need. For the duration of a capture, ``predict`` is wrapped *on
-the wrapper instance* (and ``serve`` on the service instance, by the adapter) to make them current
-in a ``ContextVar``; the head's forward hook takes them, with the page's word texts, into the
-forward's staged mapping. Classes are never touched; a forward outside ``predict`` (user code,
-training) gives no rows.
+encodings carry each token position's word (``ann_ids``; at special and padding positions the
+tokenizer's own CLS, SEP and PAD token: ``[CLS]`` for BERT, ``<s>`` for RoBERTa-style
+tokenizers) and its token string: everything the word rules of [`probhook.words`][probhook.words]
+need. For the duration of a capture, ``serve`` (by the adapter, on the service instance) and
+``predict`` (on the wrapper instance) add what they know to the capture's metadata: the page's
+word texts and the tokenizer's special tokens ([`serving_meta`][serving_meta]), then the
+forward's encodings ([`wrap_predict`][wrap_predict]); the head's forward hook hands that
+metadata, with the logits, to [`rows_of`][rows_of]. Classes are never touched; a forward outside
+``predict`` (user code, training) gives no rows.
 
 Rows: the key and ``word_id`` are the word's ``annotation_id``; ``word`` its text; ``dd_tagged``
 is 1 when deepdoctection stores a ``token_tag`` for the word (it drops a word whose chosen token
@@ -18,23 +20,22 @@ is a ``##`` continuation or a special token; such a word still has a row, with 0
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
-from probhook.words import (
-    DD_SPECIAL_WORD_IDS,
-    MappedRows,
-    TokenForward,
-    dd_tagged,
-    dd_window_positions,
-    word_rows,
-)
+import numpy as np
+import numpy.typing as npt
+
+from probhook.heads import Forward, MappedRows
+from probhook.integrations import wrap_on_instance
+from probhook.words import WordRows, word_rows
 
 if TYPE_CHECKING:
     from probhook.block import ColumnKind
+    from probhook.integrations import CaptureHost
 
 TOKEN_COLUMNS: Mapping[str, ColumnKind] = {"word_id": "str", "word": "str", "dd_tagged": "int"}
 TOKEN_WRAPPERS = (
@@ -47,6 +48,12 @@ TOKEN_WRAPPERS = (
 """Wrappers whose ``predict`` receives the encodings with ``ann_ids`` (deepdoctection 1.x)."""
 
 
+SERVING = "probhook.dd.serving"
+"""The metadata entry of the page a token service serves now (a [`_Serving`][_Serving])."""
+CALL = "probhook.dd.call"
+"""The metadata entry of the encodings of the forward about to run (a [`_Call`][_Call])."""
+
+
 @dataclass(frozen=True)
 class _Serving:
     """The page a service serves now (its words' texts), and what of the service its rows
@@ -55,24 +62,16 @@ class _Serving:
     texts: dict[Any, str]  # annotation_id -> text, of every annotation that has characters
     stride: int  # the service's sliding_window_stride
     special_tokens: frozenset[str]  # its tokenizer's CLS, SEP and PAD tokens
+    pad_token: str | None
 
 
 @dataclass(frozen=True)
 class _Call:
-    """The encodings of the one forward about to run, and where they come from."""
+    """The encodings of the one forward about to run."""
 
     ann_ids: list[list[str]]
     tokens: list[list[str]]
     image_ids: list[str]
-    serving: _Serving | None
-
-
-_SERVING: contextvars.ContextVar[_Serving | None] = contextvars.ContextVar(
-    "probhook_dd_token_serving", default=None
-)
-_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
-    "probhook_dd_token_call", default=None
-)
 
 
 def is_token_wrapper(dd: Any, obj: Any) -> bool:
@@ -91,53 +90,42 @@ def check_mappable(wrapper: Any, where: str) -> None:
         )
 
 
-def service_serving(service: Any) -> Callable[[Any], contextlib.AbstractContextManager[None]]:
-    """For ``service``: a context manager factory, ``serving(page)``, that makes ``page`` what
-    its wrapper's ``predict`` attributes rows to. The service's stride and special tokens are
-    read once here, not per page."""
+def serving_meta(service: Any) -> Callable[[Any], dict[str, Any]]:
+    """For ``service``: ``meta(page)``, the metadata entry that makes ``page`` what its
+    wrapper's ``predict`` attributes rows to. The service's stride and special tokens are read
+    once here, not per page."""
     tokenizer = getattr(service, "tokenizer", None)
-    names = (getattr(tokenizer, f"{n}_token", None) for n in ("cls", "sep", "pad"))
-    special = frozenset(str(t) for t in names if t is not None)
+    names = {n: getattr(tokenizer, f"{n}_token", None) for n in ("cls", "sep", "pad")}
+    special = frozenset(str(t) for t in names.values() if t is not None)
+    pad = None if names["pad"] is None else str(names["pad"])
     stride = getattr(service, "sliding_window_stride", 0) or 0
 
-    @contextlib.contextmanager
-    def serving(page: Any) -> Iterator[None]:
-        token = _SERVING.set(_Serving(page_texts(page), stride, special))
-        try:
-            yield
-        finally:
-            _SERVING.reset(token)
+    def meta(page: Any) -> dict[str, Any]:
+        return {SERVING: _Serving(page_texts(page), stride, special, pad)}
 
-    return serving
+    return meta
 
 
-def wrap_predict(wrapper: Any, stack: contextlib.ExitStack) -> None:
-    """Wrap ``wrapper.predict`` on the instance (undone by ``stack``): its encodings become
-    current for the forward it runs."""
-    had_own = "predict" in vars(wrapper)
-    original = wrapper.predict
+def wrap_predict(wrapper: Any, host: CaptureHost, stack: contextlib.ExitStack) -> None:
+    """Wrap ``wrapper.predict`` on the instance (undone by ``stack``): its encodings join the
+    capture's metadata for the forward it runs."""
 
-    def predict(**encodings: Any) -> Any:
-        call = _Call(
-            encodings.get("ann_ids") or [],
-            encodings.get("tokens") or [],
-            list(encodings.get("image_ids") or []),
-            _SERVING.get(),
-        )
-        token = _CALL.set(call)
-        try:
-            return original(**encodings)
-        finally:
-            _CALL.reset(token)
+    def around(original: Any) -> Any:
+        def predict(**encodings: Any) -> Any:
+            call = _Call(
+                encodings.get("ann_ids") or [],
+                encodings.get("tokens") or [],
+                list(encodings.get("image_ids") or []),
+            )
+            token = host.add_meta({CALL: call})
+            try:
+                return original(**encodings)
+            finally:
+                host.reset_meta(token)
 
-    def restore() -> None:
-        if had_own:
-            wrapper.predict = original
-        else:
-            del wrapper.predict
+        return predict
 
-    wrapper.predict = predict
-    stack.callback(restore)
+    wrap_on_instance(wrapper, "predict", around, stack)
 
 
 def page_texts(page: Any) -> dict[Any, str]:
@@ -174,10 +162,11 @@ def _annotation_ids(annotations: list[Any]) -> list[Any]:
         return [a.annotation_id for a in annotations]
 
 
-def rows_of(forward: TokenForward) -> Callable[[], MappedRows] | None:
+def rows_of(forward: Forward) -> Callable[[], MappedRows] | None:
     """The word rows of one forward of a deepdoctection token model (None: not from predict);
-    the encodings are checked now, the rows made when the recorder asks."""
-    call = _CALL.get()
+    the encodings are checked now, the rows made when the writer asks."""
+    meta = forward.meta or {}
+    call = meta.get(CALL)
     if call is None:
         return None
     n_windows, length, _ = forward.shape
@@ -186,44 +175,76 @@ def rows_of(forward: TokenForward) -> Callable[[], MappedRows] | None:
             f"token logits {forward.shape} do not match the {len(call.ann_ids)} windows "
             "of word ids deepdoctection passed to predict()"
         )
-    return functools.partial(_word_rows, forward, call)
+    return functools.partial(_word_rows, forward, call, meta.get(SERVING))
 
 
-def _word_rows(forward: TokenForward, call: _Call) -> MappedRows:
+def _word_rows(forward: Forward, call: _Call, serving: _Serving | None) -> MappedRows:
     n_windows, length, _ = forward.shape
-    used = _unpadded_length(call.ann_ids, length)
+    # a bare wrapper's tokenizer is unknown: dd puts a special token itself as its word id
+    special = serving.special_tokens if serving else _specials(call)
+    used = _unpadded_length(call.ann_ids, length, serving.pad_token if serving else None)
     ann_ids, tokens = call.ann_ids, call.tokens
     if used < length:
         ann_ids, tokens = [a[:used] for a in ann_ids], [t[:used] for t in tokens]
-    serving = call.serving
     positions = None  # only the "first" and "mean" rules tell copies of a token apart
     if forward.rule != "dd" and serving is not None and serving.stride:
         positions = dd_window_positions(n_windows, used, serving.stride)
     rows = word_rows(forward.probs(used), ann_ids, forward.rule, positions=positions,
-                     special_word_ids=DD_SPECIAL_WORD_IDS)  # fmt: skip
-    tagged = dd_tagged(rows, tokens, serving.special_tokens if serving else ())
+                     special_word_ids=special)  # fmt: skip
+    tagged = dd_tagged(rows, tokens, special)
     columns: dict[str, Any] = {
         "word_id": rows.word_ids,
         "word": list(map(serving.texts.get, rows.word_ids)) if serving else None,
         "dd_tagged": tagged.astype("int64"),
     }
-    if forward.meta is None and call.image_ids:  # a bare wrapper: no page but its id
+    if SERVING not in (forward.meta or {}) and call.image_ids:  # a bare wrapper: the page id
         columns["image_id"] = call.image_ids[0]
     raw = forward.logits(used) if rows.rule != "mean" else None
     logits = None if raw is None else raw.reshape(-1, raw.shape[-1])[rows.token]
     return MappedRows(rows.probs, list(rows.word_ids), columns, logits)
 
 
-def _unpadded_length(ann_ids: list[list[str]], length: int) -> int:
-    """The positions before the trailing ``[PAD]`` run of the longest window: a page shorter
+def _specials(call: _Call) -> frozenset[str]:
+    """The special tokens of a forward: the positions whose word id is their token."""
+    ids, toks = chain.from_iterable(call.ann_ids), chain.from_iterable(call.tokens)
+    return frozenset(a for a, t in zip(ids, toks, strict=True) if a == t)
+
+
+def _unpadded_length(ann_ids: list[list[str]], length: int, pad: str | None) -> int:
+    """The positions before the trailing ``pad`` run of the longest window: a page shorter
     than the model's window is mostly padding, which is then never activated nor mapped
     (softmax works row by row, so the rows that are kept come out bit for bit the same)."""
+    if pad is None:
+        return length
     used = 0
     for window in ann_ids:
-        if not window or window[-1] != "[PAD]":
+        if not window or window[-1] != pad:
             return length
-        first = window.index("[PAD]")
-        if window.count("[PAD]") != length - first:  # not one trailing run: keep everything
+        first = window.index(pad)
+        if window.count(pad) != length - first:  # not one trailing run: keep everything
             return length
         used = max(used, first)
     return used
+
+
+def dd_tagged(
+    rows: WordRows, tokens: Sequence[Sequence[str]], special_tokens: Iterable[str] = ()
+) -> npt.NDArray[np.bool_]:
+    """Whether deepdoctection stores a tag for each word: it drops a word whose chosen token
+    starts with ``##`` or is the tokenizer's CLS, SEP or PAD token (deepdoctection compares
+    ids; a fast tokenizer's token strings stand for their ids one to one)."""
+    flat_tokens = list(chain.from_iterable(tokens))
+    special = frozenset(special_tokens)
+    chosen = map(flat_tokens.__getitem__, rows.dd_token.tolist())
+    return np.array([not (t.startswith("##") or t in special) for t in chosen], bool)
+
+
+def dd_window_positions(n_windows: int, length: int, stride: int) -> npt.NDArray[Any] | None:
+    """The un-windowed token index of every position of dd-core's sliding windows (window k
+    starts at token ``max(k * stride, 1)`` after its own CLS token); None for a single
+    window."""
+    if n_windows == 1 or not stride:
+        return None
+    starts = np.maximum(np.arange(n_windows) * stride, 1)
+    out: npt.NDArray[Any] = starts[:, None] + np.arange(length)[None, :] - 1
+    return out
