@@ -1,4 +1,5 @@
-"""This checkout against an earlier commit, in one process: the write path and the hook.
+"""This checkout against an earlier commit, in one process: the write path, the hook, and a
+token head's capture (a tiny BERT token classifier, one row per word, 64 forwards then a read).
 
 The earlier commit's package is unpacked with ``git archive`` into a temporary folder under
 another name (``probhook_base``), so both versions run side by side and every repeat times them
@@ -74,9 +75,34 @@ for name, package in (("new", probhook), ("base", probhook_base)):
         "batch append (4096 x 16)": (lambda b=batched: b.append_batch(batch), 200),
         "hook row write": (hook_row(hooked), 20_000),
     }
+from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast  # noqa: E402
+
+vocab = Path(workdir.name) / "vocab.txt"
+vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *(f"w{i}" for i in range(60))]))
+tokenizer = BertTokenizerFast(vocab=str(vocab), model_max_length=128)
+token_model = BertForTokenClassification(
+    BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=32, num_labels=7, max_position_embeddings=128)
+).eval()  # fmt: skip
+encoding = tokenizer([" ".join(f"w{i % 60}" for i in range(100))], return_tensors="pt")
+
+
+def token_block(cap=None):
+    with torch.no_grad():
+        for _ in range(64):
+            if cap is None:
+                token_model(**encoding)
+            else:
+                with cap.tokens(encoding):
+                    token_model(**encoding)
+    if cap is not None:
+        len(cap)  # the staged forwards are mapped inside the timing
+
+
 repeats = 7 if args.quick else 21
 times = {side: {measure: [] for measure in cases["new"]} for side in ("new", "base")}
 hook = {"new": [], "base": [], "none": []}
+tokens = {"new": [], "base": [], "none": []}
 captures = {"new": probhook.capture_probs(model), "base": probhook_base.capture_probs(model)}
 for r in range(repeats):
     for side in ("new", "base") if r % 2 == 0 else ("base", "new"):
@@ -84,7 +110,11 @@ for r in range(repeats):
             times[side][measure].append(best(fn, number))
         with captures[side]:
             hook[side].append(best(lambda: model(x), 300))
+        package = probhook if side == "new" else probhook_base
+        with package.capture_probs(token_model, capacity=100_000) as cap:
+            tokens[side].append(best(lambda cap=cap: token_block(cap), 1))
     hook["none"].append(best(lambda: model(x), 300))
+    tokens["none"].append(best(token_block, 1))
 rows = []
 for measure in cases["new"]:
     ratio = ratio_stats(times["new"][measure], times["base"][measure])
@@ -94,4 +124,8 @@ cost = {side: [t - n for t, n in zip(hook[side], hook["none"], strict=True)] for
 ratio = ratio_stats(cost["new"], cost["base"])
 rows.append({"measure": f"hook cost per forward: this / {args.base}", "median": ratio["median"],
              "q1": ratio["q1"], "q3": ratio["q3"]})  # fmt: skip
+cost = {side: [t - n for t, n in zip(tokens[side], tokens["none"], strict=True)] for side in tokens}
+ratio = ratio_stats(cost["new"], cost["base"])
+rows.append({"measure": f"token capture cost per 64 forwards: this / {args.base}",
+             "median": ratio["median"], "q1": ratio["q1"], "q3": ratio["q3"]})  # fmt: skip
 report("versions", rows, {"base": args.base})

@@ -96,6 +96,7 @@ class ProbBuffer:
         self.n_classes, self.dtype, self.labels = n_classes, np.dtype(dtype), names
         self.schema, self.keep_logits, self.on_overflow = schema, keep_logits, on_overflow
         self._extra = [n for n in schema if n not in ("key", "head")]
+        self._row_shape = (n_classes,)
         fixed = ColumnStore.fixed_nbytes(schema)
         self.capacity = capacity_for(capacity, max_bytes, self.row_nbytes, fixed)
         check_capacity(flush_rows)
@@ -166,7 +167,7 @@ class ProbBuffer:
         try:  # a row already in the buffer's dtype and shape is queued as its bytes
             if (
                 row.dtype is self._queued_dtype  # type: ignore[union-attr]
-                and row.shape == self.ring.probs.shape[1:]  # type: ignore[union-attr]
+                and row.shape == self._row_shape  # type: ignore[union-attr]
                 and logits is None
             ):
                 self._push((self.ring, row.tobytes(), key, head, meta))  # type: ignore[union-attr]

@@ -46,7 +46,7 @@ from probhook.integrations.deepdoctection.analyzer import (
     reason,
 )
 from probhook.integrations.deepdoctection.word_table import WordTable
-from probhook.sink import SinkError
+from probhook.sink import SinkBusyError, SinkError
 
 DESCRIPTION = """\
 Classify document pages with deepdoctection and keep every page's full probability distribution.
@@ -110,10 +110,13 @@ def _run(args: argparse.Namespace, inputs: Inputs, folder: ModelFolder, ocr: boo
     progress = Progress(pages, len(inputs.documents), err, enabled=not args.quiet)
     run = Run(args, analyzer, capture_probs(analyzer, sink=args.out), writer, progress, inputs,
               out, err, stop=stop, words=words)  # fmt: skip
+    try:  # the rows file is opened and locked now, before any document
+        run.cap.start()
+    except (SinkBusyError, FileExistsError) as error:
+        raise UsageError(str(error)) from None
     if words is None:
         print_lines(writer.header(), out)
     failed: SinkError | None = None  # the rows file could not be written (a full disk)
-    run.cap.start()
     try:
         for document in inputs.documents:
             if stop.signal is not None:

@@ -101,25 +101,28 @@ class Ring:
         self,
         probs: npt.NDArray[Any],
         logits: npt.NDArray[Any] | None,
-        seq: npt.NDArray[np.int64],
+        seq: int | npt.NDArray[np.int64],
         values: dict[str, Any],
     ) -> None:
-        """Keep a numbered block after the kept rows, overwriting the oldest ones; only the
-        newest ``capacity`` rows of a larger block stay.
+        """Keep a numbered block (``seq``: each row's number, or the first of consecutive
+        ones) after the kept rows, overwriting the oldest ones; only the newest ``capacity``
+        rows of a larger block stay.
 
         The rows are copied into their slots first and made visible last (``start`` and
         ``size``, with no call in between): an interruption leaves the kept rows as they were,
         and the same store done again fills the same slots.
         """
-        n = len(seq)
-        if not n or seq[-1] <= self.last_seq:
+        n = len(probs)
+        last = seq + n - 1 if isinstance(seq, int) else int(seq[-1]) if n else -1
+        if not n or last <= self.last_seq:
             return
         cap, evicted = self.capacity, 0
         start, size = self.start, self.size
         if n > cap:  # only the newest ``cap`` rows can stay
             evicted, start, size = size + n - cap, 0, 0
             keep = slice(n - cap, n)
-            probs, seq, values = probs[keep], seq[keep], ColumnStore.slice(values, keep)
+            seq = seq + n - cap if isinstance(seq, int) else seq[keep]
+            probs, values = probs[keep], ColumnStore.slice(values, keep)
             logits, n = (None if logits is None else logits[keep]), cap
         overflow = max(0, size + n - cap)
         pos = (start + size) % cap
@@ -129,15 +132,28 @@ class Ring:
             parts.append((slice(0, n - first), slice(first, n)))
         for dst, src in parts:
             self.probs[dst] = probs[src]
-            self.seq[dst] = seq[src]
+            if isinstance(seq, int):  # consecutive: first + 0 .. n-1, with no temporary array
+                np.add(_counting(n)[src], seq, out=self.seq[dst])
+            else:
+                self.seq[dst] = seq[src]
             if self.logits is not None:
                 self.logits[dst] = logits[src]  # type: ignore[index]
         self.cols.store(
             values, parts, survivors=lambda: (start + overflow + np.arange(size - overflow)) % cap
         )
-        last = int(seq[-1])
         self.start, self.size = (start + overflow) % cap, size + n - overflow
         self.evicted, self.last_seq = self.evicted + evicted + overflow, last
+
+
+_COUNTING: list[npt.NDArray[np.int64]] = [np.arange(4096, dtype=np.int64)]
+
+
+def _counting(n: int) -> npt.NDArray[np.int64]:
+    """``0 .. n-1``, from one array shared by all rings and grown for larger blocks."""
+    counting = _COUNTING[0]
+    if len(counting) < n:
+        counting = _COUNTING[0] = np.arange(n, dtype=np.int64)
+    return counting
 
 
 def finite(probs: npt.NDArray[Any], logits: npt.NDArray[Any] | None) -> npt.NDArray[np.bool_]:

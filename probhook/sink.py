@@ -51,6 +51,10 @@ class SinkError(RuntimeError):
     written again at the next write, flush or close."""
 
 
+class SinkBusyError(RuntimeError):
+    """Another capture or ``probhook run`` is writing the path (its stream is locked)."""
+
+
 class SinkLostError(SinkError):
     """The sink's file is gone (its folder was removed, say): what was written to it is lost,
     and rows from now on are kept in memory only. Not tried again."""
@@ -149,7 +153,7 @@ class _StreamFile:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RuntimeError(
+            raise SinkBusyError(
                 f"{os.fspath(path)} is being written by another capture or probhook run (its "
                 f"stream {self.stream.name} is locked): give each run its own path"
             ) from None

@@ -65,12 +65,14 @@ class Rows:
 
 @dataclass
 class _Block:
-    """Numbered rows waiting for the sink, then their ring."""
+    """Numbered rows waiting for the sink, then their ring: ``n`` rows numbered from
+    ``first``."""
 
     ring: Ring
     probs: npt.NDArray[Any]
     logits: npt.NDArray[Any] | None
-    seq: npt.NDArray[np.int64]
+    first: int
+    n: int
     values: dict[str, Any]
 
 
@@ -153,69 +155,79 @@ class Writer:
 
     def waiting(self, ring: Ring) -> int:
         """Rows of ``ring`` numbered but not stored yet (lock held)."""
-        return sum(len(b.seq) for b in self._log if b.ring is ring)
+        return sum(b.n for b in self._log if b.ring is ring)
 
     def _take_pending(self) -> Exception | None:
         """Turn the queue into numbered blocks in the log (lock held). Rows that cannot be
         stored (a staged forward whose mapping fails, a value a column cannot hold) are
         dropped, and the error returned, to be raised once the lock is free: they never keep
-        the rows behind them from being written."""
+        the rows behind them from being written.
+
+        Entries leave the queue together with the blocks they become (two statements with no
+        call between, where no interruption lands); other threads may append meanwhile."""
         queue = self.pending
         end = len(queue)
         if not end:
             return None
-        taken = queue[:end]
-        del queue[:end]
         first, failed = self._next, None
         blocks: list[_Block] = []
         try:
-            starts = [i for i in range(0, end, ENTRY) if taken[i] is STAGED]
+            owners = queue[0:end:ENTRY]
+            starts: list[int] = []  # of staged entries; one owner throughout (a C-level count,
+            if owners.count(owners[0]) == len(owners):  # identity first) is the common case
+                if owners[0] is STAGED:
+                    starts = list(range(0, end, ENTRY))
+            else:
+                starts = [i * ENTRY for i, owner in enumerate(owners) if owner is STAGED]
             bounds = [0, *[b for s in starts for b in (s, s + ENTRY)], end]
             for lo, hi in zip(bounds[::2], bounds[1::2], strict=True):
-                failed = self._single_rows(taken[lo:hi], blocks) or failed
+                failed = self._single_rows(queue, lo, hi, blocks) or failed
                 if hi < end:  # the staged entry at hi
                     try:
-                        made = taken[hi + 1]()
+                        made = queue[hi + 1]()
                         if made is not None and len(made.probs):
                             blocks.append(self._number(made))
                     except Exception as err:  # this forward only: the rest are written
                         failed = err
-            n_staged = len(starts)
-            self._log += blocks
-            self.staged -= n_staged
-        except BaseException:  # interrupted: the entries wait again, numbered again later
-            if blocks and self._log and self._log[-1] is blocks[-1]:
-                del self._log[-len(blocks) :]
+        except BaseException:  # interrupted: the entries wait, numbered again later
             self._next = first
-            queue[0:0] = taken
             raise
+        n_staged = len(starts)
+        self._log += blocks
+        del queue[:end]
+        self.staged -= n_staged
         return failed
 
-    def _single_rows(self, entries: list[Any], blocks: list[_Block]) -> Exception | None:
-        """Numbered blocks of queued single rows, one per run of rows of one ring."""
-        end, failed = len(entries), None
-        if not end:
+    def _single_rows(
+        self, queue: list[Any], lo: int, hi: int, blocks: list[_Block]
+    ) -> Exception | None:
+        """Numbered blocks of the queued single rows in ``queue[lo:hi]``, one per run of rows
+        of one ring."""
+        if lo == hi:
             return None
-        rings = entries[0:end:ENTRY]
-        runs = [0, *[i for i in range(1, len(rings)) if rings[i] is not rings[i - 1]], len(rings)]
-        for lo, hi in itertools.pairwise(runs):
-            ring, part = rings[lo], entries[lo * ENTRY : hi * ENTRY]
+        failed = None
+        rings = queue[lo:hi:ENTRY]
+        runs = [0, len(rings)]  # one ring: the common case, told by one C-level count
+        if rings.count(rings[0]) != len(rings):
+            runs[1:1] = [i for i in range(1, len(rings)) if rings[i] is not rings[i - 1]]
+        for a, b in itertools.pairwise(runs):
+            ring, part = rings[a], (lo + a * ENTRY, lo + b * ENTRY)
             try:
-                values = _values(ring, part)
+                values = _values(ring, queue, *part)
+                data = b"".join(queue[part[0] + 1 : part[1] : ENTRY])
             except (TypeError, ValueError) as err:  # one row's value: the others are kept
                 failed, good = err, []
-                for i in range(0, len(part), ENTRY):
+                for i in range(*part, ENTRY):
                     try:
-                        _values(ring, part[i : i + ENTRY])
-                        good += part[i : i + ENTRY]
+                        _values(ring, queue, i, i + ENTRY)
+                        good += queue[i : i + ENTRY]
                     except (TypeError, ValueError):
                         pass
-                part, values = good, _values(ring, good)
-            n = len(part) // ENTRY
-            if not n:
-                continue
-            probs = np.frombuffer(b"".join(part[1::ENTRY]), ring.dtype).reshape(n, ring.n_classes)
-            blocks.append(_Block(ring, probs, None, self._numbers(n), values))
+                values, data = _values(ring, good, 0, len(good)), b"".join(good[1::ENTRY])
+            n = len(data) // (ring.dtype.itemsize * ring.n_classes)
+            if n:
+                probs = np.frombuffer(data, ring.dtype).reshape(n, ring.n_classes)
+                blocks.append(_Block(ring, probs, None, self._numbers(n), n, values))
         return failed
 
     def _number(self, rows: Rows) -> _Block:
@@ -223,12 +235,13 @@ class Writer:
         values = ring.cols.prepare(rows.columns, n)
         if ring.refuse_overflow:
             ring.check_room(n, self.waiting(ring))
-        return _Block(rows.ring, rows.probs, rows.logits, self._numbers(n), values)
+        return _Block(rows.ring, rows.probs, rows.logits, self._numbers(n), n, values)
 
-    def _numbers(self, n: int) -> npt.NDArray[np.int64]:
+    def _numbers(self, n: int) -> int:
+        """The first of ``n`` new sequence numbers."""
         first = self._next
         self._next = first + n
-        return np.arange(first, first + n, dtype=np.int64)
+        return first
 
     def _write_log(self) -> None:
         """Write, then store, the numbered blocks in order (lock held); the first the sink
@@ -238,7 +251,8 @@ class Writer:
         while log:
             block = log[0]
             if sink is not None and self.lost is None:
-                rows = block.ring.block(block.probs, block.logits, block.seq, block.values)
+                seq = np.arange(block.first, block.first + block.n, dtype=np.int64)
+                rows = block.ring.block(block.probs, block.logits, seq, block.values)
                 try:
                     write_to_sink(sink, rows)
                 except SinkLostError as err:
@@ -246,7 +260,7 @@ class Writer:
                 except SinkError as err:
                     self.error = err
                     raise
-            block.ring.store(block.probs, block.logits, block.seq, block.values)
+            block.ring.store(block.probs, block.logits, block.first, block.values)
             del log[0]
         self.error = None
         if lost is not None:
@@ -295,11 +309,14 @@ class Writer:
         self.__init__(start=state["next"])  # type: ignore[misc]
 
 
-def _values(ring: Ring, entries: list[Any]) -> dict[str, Any]:
-    """The prepared column values of queued single rows of ``ring``."""
-    columns: dict[str, Any] = {"key": entries[2::ENTRY], "head": entries[3::ENTRY]}
-    metas = entries[4::ENTRY]
+def _values(ring: Ring, queue: list[Any], lo: int, hi: int) -> dict[str, Any]:
+    """The prepared column values of the queued single rows of ``ring`` in ``queue[lo:hi]``."""
+    columns: dict[str, Any] = {
+        "key": queue[lo + 2 : hi : ENTRY],
+        "head": queue[lo + 3 : hi : ENTRY],
+    }
+    metas = queue[lo + 4 : hi : ENTRY]
     for name in ring.cols.schema:
         if name not in columns:
             columns[name] = [None if m is None else m.get(name) for m in metas]
-    return ring.cols.prepare(columns, len(entries) // ENTRY)
+    return ring.cols.prepare(columns, (hi - lo) // ENTRY)

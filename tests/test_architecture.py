@@ -80,3 +80,27 @@ def test_the_core_names_no_framework():
 def test_no_module_is_over_400_lines():
     sizes = {name: len(p.read_text(encoding="utf-8").splitlines()) for name, p in MODULES.items()}
     assert {n: s for n, s in sizes.items() if s > 400} == {}
+
+
+WRITE_PATH = [  # lowest first: a room imports only rooms before it
+    "probhook.block",
+    "probhook.column_store",
+    "probhook.ring",
+    "probhook.arrow_rows",
+    "probhook.arrow",
+    "probhook.sink",
+    "probhook.writer",
+    "probhook.buffer",
+    "probhook.head_view",
+    "probhook.hooks",
+    "probhook.recording",
+    "probhook.capture",
+]
+
+
+def test_the_write_path_imports_only_downward():
+    upward = {
+        name: sorted(m for m in runtime_imports(MODULES[name]) if m in WRITE_PATH[i:] and m != name)
+        for i, name in enumerate(WRITE_PATH)
+    }
+    assert {n: ups for n, ups in upward.items() if ups} == {}

@@ -149,6 +149,7 @@ def test_bad_sink_is_a_clear_error(tmp_path):
     ):
         model(torch.randn(1, 4))
 
+
 def test_a_sink_with_the_error_policy_writes_only_the_rows_kept(tmp_path):
     model = torch.nn.Linear(4, 3)
     with capture_probs(model, sink=tmp_path / "x.parquet", on_overflow="error", capacity=3) as cap:

@@ -20,7 +20,7 @@ import torch
 
 import probhook
 from probhook import capture_probs
-from probhook.sink import SinkLostError
+from probhook.sink import SinkBusyError, SinkLostError
 
 
 def _forwards(cap, model, keys):
@@ -120,14 +120,14 @@ def test_one_writer_per_path_in_this_process_and_across_processes(tmp_path):
     with capture_probs(model, sink=path) as first:
         model(torch.randn(1, 4))
         second = capture_probs(torch.nn.Linear(4, 3), sink=path)
-        with pytest.raises(RuntimeError, match=r"run\.parquet is being written by another"):
+        with pytest.raises(SinkBusyError, match=r"run\.parquet is being written by another"):
             second.start()
         assert not second.active
     assert len(probhook.load(path)) == len(first) == 1
     other = tmp_path / "other.arrows"
     proc, _ = _child(other, "model(x)\n")
     assert proc.stdout.readline().strip() == "paused"
-    with pytest.raises(RuntimeError, match=r"other\.arrows is being written by another"):
+    with pytest.raises(SinkBusyError, match=r"other\.arrows is being written by another"):
         capture_probs(model, sink=other).start()
     proc.terminate()
     proc.wait()
@@ -178,13 +178,12 @@ def test_ctrl_c_while_blocks_are_written_leaves_every_row_once(tmp_path):
     path = tmp_path / "run.arrows"
     model = torch.nn.Linear(4, 64)
     rng = random.Random(0)
-    stop, handled = threading.Event(), threading.Event()
+    stop, armed = threading.Event(), threading.Event()
 
-    def interrupt():  # one interrupt at a time: the next once the last was handled
-        while not stop.wait(rng.uniform(0.0002, 0.003)):
+    def interrupt():  # one at a time, each only once the loop is back inside its ``try``
+        while armed.wait() and not stop.wait(rng.uniform(0.0002, 0.003)):
+            armed.clear()
             _thread.interrupt_main()
-            handled.wait()
-            handled.clear()
 
     cap = capture_probs(model, sink=path, flush_rows=3, capacity=100_000)
     cap.start()
@@ -193,6 +192,7 @@ def test_ctrl_c_while_blocks_are_written_leaves_every_row_once(tmp_path):
     interrupted = i = 0
     while True:
         try:
+            armed.set()
             while i < 3000:
                 with cap.key(i):
                     model(torch.randn(8, 4) if i % 5 == 0 else torch.randn(1, 4))
@@ -201,12 +201,10 @@ def test_ctrl_c_while_blocks_are_written_leaves_every_row_once(tmp_path):
                 i += 1
             stop.set()
             thread.join()
-            time.sleep(0.01)  # an interrupt fired before the thread stopped lands here
             break
         except KeyboardInterrupt:
             interrupted += 1
             i += 1
-            handled.set()
     cap.close()
     assert interrupted > 50
     loaded = probhook.load(path, strict=True)
