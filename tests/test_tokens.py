@@ -412,3 +412,31 @@ def test_only_a_trailing_run_of_padding_is_left_out():
     roberta = [["<s>", "a", "</s>", "<pad>", "<pad>"]]  # the tokenizer's own pad token
     assert _unpadded_length(roberta, 5, "<pad>") == 3
     assert _unpadded_length(roberta, 5, None) == 5  # pad unknown (a bare wrapper): keep all
+
+
+@pytest.mark.parametrize("stride", [0, 16])
+@pytest.mark.parametrize("kind", ["lilt", "layoutlmv3"])
+def test_roberta_style_special_tokens_are_never_words(tmp_path, kind, stride):
+    """A byte-level BPE tokenizer's <s>, </s> and <pad> stand where deepdoctection's word ids
+    are: they are special positions, not words, for a service and for a bare wrapper."""
+    from probhook.testing import BPE_SPECIAL
+
+    tiny = build_token_model(kind, tmp_path / kind, tokenizer="bpe")
+    pipe = make_token_pipe(tiny, sliding_window_stride=stride)
+    wrapper = pipe.pipe_component_list[0].language_model
+    with capture_probs(pipe) as cap, capture_probs(wrapper) as bare:
+        pages = run_pipe(pipe, pages_for(kind, seed=3))
+    for capture in (cap, bare):
+        assert not set(capture.keys) & set(BPE_SPECIAL)
+    for page in pages:
+        words = [w.annotation_id for w in words_of(page)]
+        rows = [d.key for d in cap.words(page)]
+        assert rows == [w for w in words if w in rows]  # only the page's words, in order
+        if stride:
+            assert rows == words  # every word has its row
+        for word in words_of(page):
+            tag = word.sub_categories.get(dd.WordKey.TOKEN_TAG)
+            if tag is not None:
+                assert cap.get(word).predicted == str(tag.category_name.value)
+                assert round(cap.get(word).confidence, 8) == tag.score
+    assert sorted(bare.keys) == sorted(cap.keys)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 require_extra("deepdoctection", "probhook.testing")  # fail at import, not inside a test
 
 __all__ = [
+    "BPE_SPECIAL",
     "DOC_LABELS",
     "MODEL_KINDS",
     "WORDS",
@@ -61,6 +62,9 @@ __all__ = [
 
 ModelKind = Literal["layoutlm", "layoutlmv3", "lilt", "bert"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("layoutlm", "layoutlmv3", "lilt", "bert")
+TokenizerKind = Literal["wordpiece", "bpe"]
+BPE_SPECIAL = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+"""A byte-level BPE tokenizer's special tokens (RoBERTa, XLM-R, LiLT, LayoutLMv3), in id order."""
 DOC_LABELS: tuple[str, ...] = ("letter", "form", "invoice", "memo")
 
 WORDS: tuple[str, ...] = (
@@ -109,6 +113,7 @@ class TinyModel:
     labels: tuple[str, ...]
     max_length: int
     task: Literal["sequence", "token"] = "sequence"
+    tokenizer: TokenizerKind = "wordpiece"
 
     @property
     def config_path(self) -> Path:
@@ -116,7 +121,12 @@ class TinyModel:
         return self.path / "config.json"
 
     def load_tokenizer(self) -> Any:
-        """The model's WordPiece tokenizer (``BertTokenizerFast``)."""
+        """The model's tokenizer: WordPiece (``BertTokenizerFast``: ``[CLS]``, ``[SEP]``,
+        ``[PAD]``) or byte-level BPE (RoBERTa's: ``<s>``, ``</s>``, ``<pad>``)."""
+        if self.tokenizer == "bpe":
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(self.path, add_prefix_space=True)
         from transformers import BertTokenizerFast
 
         # transformers 5 ignores ``vocab_file=`` in this constructor and honours ``vocab=``;
@@ -130,22 +140,49 @@ class TinyModel:
         return model.eval()
 
 
+def _bpe_tokenizer(max_length: int) -> Any:
+    """A byte-level BPE tokenizer trained on [`WORDS`][WORDS] (deterministic, offline)."""
+    from tokenizers import ByteLevelBPETokenizer, processors
+    from transformers import RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer(add_prefix_space=True)
+    corpus = [" ".join(WORDS)] * 3 + list(WORDS)
+    bpe.train_from_iterator(corpus, vocab_size=300, min_frequency=1,
+                            special_tokens=list(BPE_SPECIAL), show_progress=False)  # fmt: skip
+    bpe.post_processor = processors.RobertaProcessing(
+        ("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>"))
+    )
+    names = {f"{k}_token": v for k, v in zip(("bos", "pad", "eos", "unk", "mask"), BPE_SPECIAL,
+                                               strict=True)}  # fmt: skip
+    return RobertaTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        add_prefix_space=True,
+        model_max_length=max_length,
+        cls_token=names["bos_token"],
+        sep_token=names["eos_token"],
+        **names,
+    )
+
+
 def _auto_class(task: str) -> Any:
     import transformers
 
     return getattr(transformers, f"AutoModelFor{task.capitalize()}Classification")
 
 
-def _config(kind: ModelKind, n_labels: int, vocab_size: int, max_length: int) -> Any:
+def _config(
+    kind: ModelKind, n_labels: int, vocab_size: int, max_length: int, pad_token_id: int = 0
+) -> Any:
     import transformers as tf
 
     common: dict[str, Any] = {
         "vocab_size": vocab_size,
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
-        "max_position_embeddings": max_length + 2,
+        # RoBERTa-style models count positions from pad_token_id + 1
+        "max_position_embeddings": max_length + 2 + pad_token_id,
         "num_labels": n_labels,
-        "pad_token_id": 0,
+        "pad_token_id": pad_token_id,
     }
     if kind == "layoutlm":
         return tf.LayoutLMConfig(hidden_size=32, intermediate_size=64, **common)
@@ -175,6 +212,7 @@ def build_model(
     num_layers: int | None = None,
     task: Literal["sequence", "token"] = "sequence",
     head_scale: float = 50.0,
+    tokenizer: TokenizerKind = "wordpiece",
 ) -> TinyModel:
     """Build a seeded, randomly initialised ``*ForSequenceClassification`` and save it to ``path``.
 
@@ -182,15 +220,21 @@ def build_model(
     (``DocumentLabel`` values such as ``"letter"`` or ``"invoice"``). ``hidden_size`` and
     ``num_layers`` override the tiny defaults (benchmarks build base-size models this way).
     ``task="token"`` builds a ``*ForTokenClassification`` (see
-    [`token_kit`][probhook.integrations.deepdoctection.token_kit]).
+    [`token_kit`][probhook.integrations.deepdoctection.token_kit]); ``tokenizer="bpe"`` gives it
+    a RoBERTa-style byte-level BPE tokenizer (``<s>``, ``</s>``, ``<pad>``) instead of WordPiece.
     """
     import torch
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    vocab = write_vocab(out / "vocab.txt")
-    vocab_size = len(vocab.read_text(encoding="utf-8").splitlines())
-    config = _config(kind, len(labels), vocab_size, max_length)
+    if tokenizer == "bpe":
+        bpe = _bpe_tokenizer(max_length)
+        bpe.save_pretrained(out)
+        vocab_size, pad = len(bpe), int(bpe.pad_token_id)
+    else:
+        vocab = write_vocab(out / "vocab.txt")
+        vocab_size, pad = len(vocab.read_text(encoding="utf-8").splitlines()), 0
+    config = _config(kind, len(labels), vocab_size, max_length, pad)
     if hidden_size is not None:
         config.hidden_size, config.intermediate_size = hidden_size, 4 * hidden_size
         config.num_attention_heads = 12 if hidden_size % 12 == 0 else 2
@@ -207,8 +251,9 @@ def build_model(
         last = [m for m in model.classifier.modules() if isinstance(m, torch.nn.Linear)][-1]
         last.weight.mul_(head_scale)
     model.save_pretrained(out)
-    tiny = TinyModel(kind, out, tuple(labels), max_length, task)
-    tiny.load_tokenizer().save_pretrained(out)
+    tiny = TinyModel(kind, out, tuple(labels), max_length, task, tokenizer)
+    if tokenizer == "wordpiece":
+        tiny.load_tokenizer().save_pretrained(out)
     return tiny
 
 

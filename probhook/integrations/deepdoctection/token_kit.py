@@ -22,6 +22,7 @@ from probhook.integrations.deepdoctection.kit import (
     WORDS,
     ModelKind,
     TinyModel,
+    TokenizerKind,
     build_model,
     make_page,
     make_service,
@@ -54,11 +55,13 @@ def build_token_model(
     labels: Sequence[str] = BIO_LABELS,
     seed: int = 0,
     max_length: int = 64,
+    tokenizer: TokenizerKind = "wordpiece",
 ) -> TinyModel:
     """A seeded random ``*ForTokenClassification`` with ``labels`` (BIO tags), saved to ``path``;
-    64 tokens per window, so that pages of [`make_token_pages`][make_token_pages] need several."""
+    64 tokens per window, so that pages of [`make_token_pages`][make_token_pages] need several;
+    ``tokenizer="bpe"``: RoBERTa-style special tokens."""
     return build_model(kind, path, labels=labels, seed=seed, max_length=max_length,
-                       task="token", head_scale=20.0)  # fmt: skip
+                       task="token", head_scale=20.0, tokenizer=tokenizer)  # fmt: skip
 
 
 def token_wrapper_for(tiny: TinyModel, device: str = "cpu") -> Any:
