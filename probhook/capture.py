@@ -222,6 +222,11 @@ class Capture:
         """For integrations: make ``meta`` current in this thread/context; returns a reset token."""
         return self._meta.set(meta)
 
+    def release(self, held: list[tuple[Callable[[Any], None], Any]]) -> None:
+        """For integrations: hand the rows that waited in a ``HOLD`` list to the writer (their
+        page is done, its outcome in their metadata)."""
+        self._recorder.release(held)
+
     def add_meta(self, entries: Mapping[str, Any]) -> MetaToken[dict[str, Any] | None]:
         """For integrations: the current metadata plus ``entries``; returns a reset token."""
         return self._meta.set({**(self._meta.get() or {}), **entries})

@@ -35,11 +35,25 @@ def to_arrow(source: RowSource) -> pa.Table:
 
 
 def to_pandas(source: RowSource) -> pd.DataFrame:
-    """One DataFrame row per kept row of ``source``."""
+    """One DataFrame row per kept row of ``source``; an int column with missing values keeps
+    its ints (pandas' nullable ``Int64``), instead of becoming floats."""
     require("pandas", "pandas", "to_pandas()")
     require("pyarrow", "pandas", "to_pandas()")
-    df: pd.DataFrame = to_arrow(source).to_pandas()
+    import pyarrow as pa
+
+    table = to_arrow(source)
+    df: pd.DataFrame = table.to_pandas()
+    for name in table.column_names:
+        column = table.column(name)
+        if column.null_count and pa.types.is_integer(column.type):
+            df[name] = column.to_pandas(types_mapper={pa.int64(): _nullable_int()}.get)
     return df
+
+
+def _nullable_int() -> object:
+    import pandas as pd
+
+    return pd.Int64Dtype()
 
 
 def to_parquet(source: RowSource, path: str | os.PathLike[str]) -> str:

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from probhook.heads import MappedRows
     from probhook.recording import Recorder
 
+HOLD = "probhook.hold"
+"""A metadata entry: a list in which this context's rows wait until the integration that set it
+hands them on (``Capture.release``), once their page's outcome is known."""
 STAGED_FORWARDS = 16
 """A mapped head's forwards mapped to rows together (at the latest): mapping one forward right
 after the model ran costs about twice as much per forward, its code paths pushed out of the
@@ -150,7 +153,12 @@ class PageHook:
                 row = host[0]
                 if row.dtype is not buffer.dtype:  # float16/64 storage: queue it converted
                     row = row.astype(buffer.dtype)
-                self._push((buffer.ring, row.tobytes(), key, self._name, meta))
+                entry = (buffer.ring, row.tobytes(), key, self._name, meta)
+                held = None if meta is None else meta.get(HOLD)
+                if held is not None:
+                    held.append((self._push, entry))
+                    return
+                self._push(entry)
                 if len(self._pending) >= buffer.queue_limit:
                     self._writer.drain()
             else:
@@ -183,10 +191,17 @@ class PageHook:
                         f"{len(host)} rows"
                     )
                 keys = list(keys)
-        columns = {k: v for k, v in meta.items() if k in buffer.schema}
-        columns.update(key=keys, head=spec.name)
+        def rows() -> Rows:  # the metadata as it is when the rows are handed on
+            columns = {k: v for k, v in meta.items() if k in buffer.schema}
+            columns.update(key=keys, head=spec.name)
+            return Rows(buffer.ring, host, raw, columns)
+
+        held = meta.get(HOLD)
+        if held is not None:
+            held.append((self._writer.write, rows))
+            return
         # a sink refusing older rows raises here, with this forward's rows kept behind them
-        self._writer.write(Rows(buffer.ring, host, raw, columns), copy=False)
+        self._writer.write(rows(), copy=False)
 
 
 class MappedHook:
@@ -236,7 +251,12 @@ class MappedHook:
                 return
             job = _Staged(self, make_rows, meta)
             writer = recorder.writer
-            if self._at_once or self.view.buffer is None:
+            at_once = self._at_once or self.view.buffer is None
+            held = None if meta is None else meta.get(HOLD)
+            if held is not None:
+                held.append((writer.write if at_once else writer.stage, job))
+                return
+            if at_once:
                 writer.write(job, copy=False)
                 return
             writer.stage(job)

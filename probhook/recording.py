@@ -12,7 +12,7 @@ import contextvars
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,10 +22,17 @@ from probhook.buffer import ProbBuffer
 from probhook.column_store import ColumnStore
 from probhook.head_view import HeadView
 from probhook.heads import HeadSpec
-from probhook.hooks import ONE_COLUMN, MappedHook, PageHook, activation, warn_if_training
+from probhook.hooks import (
+    ONE_COLUMN,
+    STAGED_FORWARDS,
+    MappedHook,
+    PageHook,
+    activation,
+    warn_if_training,
+)
 from probhook.options import CaptureOptions, check_memory, check_value
 from probhook.sink import FileSink, Sink, SinkError, open_sink
-from probhook.writer import Writer
+from probhook.writer import ENTRY, Writer
 
 if TYPE_CHECKING:
     from probhook.block import ColumnKind
@@ -125,6 +132,25 @@ class Recorder:
                 self.columns[name] = kind
             else:
                 check_value(name, value, kind)
+
+    def release(self, held: list[tuple[Callable[[Any], None], Any]]) -> None:
+        """Hand rows that waited in a ``HOLD`` list to the writer, and drain when as many wait
+        as a forward would drain at; the first failure raises after all are handed on."""
+        failed = None
+        for hand, rows in held:
+            try:
+                hand(rows)
+            except Exception as err:  # a sink refusing: the rows are kept, said once
+                failed = failed or err
+        held.clear()
+        writer = self.writer
+        if (
+            writer.staged >= STAGED_FORWARDS
+            or len(writer.pending) >= ENTRY * self.options.flush_rows
+        ):
+            writer.drain()
+        if failed is not None:
+            raise failed
 
     # -- hooks and buffers ----------------------------------------------------------------------
 

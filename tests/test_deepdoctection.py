@@ -200,3 +200,24 @@ def test_filtered_and_default_category_pages_get_no_row(tiny):
         pages = run_pipe(pipe, make_pages(3, empty_pages=[0], seed=12))
     assert cap.get(pages[0]) is None
     assert len(cap) == 2
+
+
+def test_rows_of_a_page_whose_serve_failed_after_the_model_ran_say_so(tiny):
+    """deepdoctection's sequence service crashes after the forward when it returns overflowing
+    tokens (several rows for one page): those rows are marked with the error."""
+    from probhook.testing import make_token_pages, wrapper_for
+
+    model = tiny("layoutlm", max_length=32)
+    service = dd.LMSequenceClassifierService(
+        model.load_tokenizer(), wrapper_for(model), return_overflowing_tokens=True
+    )
+    pipe = dd.DoctectionPipe(pipeline_component_list=[service])
+    pages = make_token_pages(2, words_per_page=60)
+    with capture_probs(pipe) as cap, pytest.raises(TypeError):
+        run_pipe(pipe, pages)
+    assert len(cap) > 1  # the long page's windows ran
+    assert set(cap.column("page_error")) == {"TypeError: 'int' object is not iterable"}
+    ok = make_pipe(model)
+    with capture_probs(ok) as fine:
+        run_pipe(ok, make_pages(2))
+    assert fine.column("page_error").tolist() == [None, None]

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -37,6 +38,7 @@ def test_to_pandas_columns_and_values(tiny):
         "file_name",
         "location",
         "page_number",
+        "page_error",
         "finite",
         "predicted",
         "confidence",
@@ -178,3 +180,41 @@ def test_temperature_fitted_on_captured_logits_applies_live():
     assert scaled.calibration(targets)["nll"] < cap.calibration(targets)["nll"]
     names = [cap.labels[i] for i in targets]
     assert cap.calibration(names) == cap.calibration(targets)
+
+
+def test_reading_results_fails_clearly_or_not_at_all(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    model = torch.nn.Linear(4, 3)
+    with capture_probs(model) as cap:
+        for key in (1, None, 3):
+            with cap.key(key):
+                model(torch.randn(1, 4))
+    frame = cap.to_pandas()
+    assert frame["key"].tolist()[::2] == [1, 3]  # ints, not floats, beside a missing key
+    assert frame["key"].isna().tolist() == [False, True, False]
+    table = cap.to_arrow()
+    stripped = table.drop_columns(["p_0"]).replace_schema_metadata(table.schema.metadata)
+    pq.write_table(stripped, tmp_path / "no-p.parquet")
+    with pytest.raises(ValueError, match=r"lacks the columns \['p_0'\]"):
+        probhook.load(tmp_path / "no-p.parquet")
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match="not written by probhook"):
+        probhook.load(tmp_path / "other.parquet")
+    empty = tmp_path / "empty.arrows.partial.arrows"  # a run killed before its first row
+    empty.write_bytes(b"")
+    with pytest.warns(RuntimeWarning, match="holds no row yet"):
+        assert len(probhook.load(empty)) == 0
+    with pytest.raises(ValueError, match="holds no row yet"):
+        probhook.load(empty, strict=True)
+
+
+def test_a_model_in_training_mode_with_dropout_is_warned_about():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3))
+    with pytest.warns(RuntimeWarning, match=r"training mode with Dropout active.*model\.eval\(\)"):
+        capture_probs(model).start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with capture_probs(model.eval()):  # eval mode: no warning
+            model(torch.randn(1, 4))

@@ -43,3 +43,11 @@ def test_files_with_different_label_spaces_or_none_are_refused(tmp_path):
     view(["b"], [[0.9, 0.1]], labels=("cat", "dog")).to_parquet(tmp_path / "part-1.parquet")
     with pytest.raises(ValueError, match="different label spaces"):
         probhook.load(tmp_path)
+
+
+def test_stray_files_are_skipped_with_a_warning_naming_one(tmp_path):
+    view(["a"], [[0.9, 0.1]]).to_parquet(tmp_path / "part-0.parquet")
+    (tmp_path / "notes.txt").write_text("not rows")
+    (tmp_path / "_SUCCESS").write_text("")  # a writer's marker: skipped silently
+    with pytest.warns(RuntimeWarning, match=r"1 files that are not \.parquet \(e\.g\. notes\.txt"):
+        assert probhook.load(tmp_path).keys == ["a"]

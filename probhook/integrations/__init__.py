@@ -51,6 +51,9 @@ class CaptureHost(Protocol):
     def reset_meta(self, token: MetaToken[dict[str, Any] | None]) -> None:
         """Undo [`set_meta`][set_meta]."""
 
+    def release(self, held: list[Any]) -> None:
+        """Hand on the rows that waited in the metadata's ``probhook.hooks.HOLD`` list."""
+
 
 class Adapter(Protocol):
     """What an integration provides so that ``capture_probs`` understands its objects."""

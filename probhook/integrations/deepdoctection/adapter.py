@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from probhook.block import ColumnKind
 from probhook.heads import HeadSpec, matches
+from probhook.hooks import HOLD
 from probhook.integrations import wrap_on_instance
 from probhook.integrations.deepdoctection import tokens
 from probhook.options import Selector
@@ -44,6 +45,7 @@ PAGE_COLUMNS: Mapping[str, ColumnKind] = {
     "file_name": "str",
     "location": "str",
     "page_number": "int",
+    "page_error": "str",
 }
 
 
@@ -54,7 +56,8 @@ def page_offset(version: str) -> int:
 
 def page_meta(dp: Any, offset: int = 0) -> dict[str, Any]:
     """The attribution of one page: ``key`` is its ``image_id``; ``page_number`` is 1-based
-    (``offset``: see [`page_offset`][page_offset])."""
+    (``offset``: see [`page_offset`][page_offset]); ``page_error`` is set when the serving
+    component fails after its model ran (the page has no result of it)."""
     number = dp.page_number
     return {
         "key": dp.image_id,
@@ -63,6 +66,7 @@ def page_meta(dp: Any, offset: int = 0) -> dict[str, Any]:
         "file_name": dp.file_name or None,
         "location": dp.location or None,
         "page_number": None if number is None else number + offset,
+        "page_error": None,
     }
 
 
@@ -309,11 +313,17 @@ def _wrap_serve(
                 hooked.add(module)
                 host.hook(comp.spec(module))
             adapter.count_served(comp.name)
-            token = host.set_meta(comp.meta(dp, offset))
+            meta = comp.meta(dp, offset)
+            held = meta[HOLD] = []  # the page's rows wait for its outcome
+            token = host.set_meta(meta)
             try:
                 return original(dp)
+            except BaseException as err:
+                meta["page_error"] = f"{type(err).__name__}: {err}"
+                raise
             finally:
                 host.reset_meta(token)
+                host.release(held)
 
         return serve
 
