@@ -191,6 +191,7 @@ class PageHook:
                         f"{len(host)} rows"
                     )
                 keys = list(keys)
+
         def rows() -> Rows:  # the metadata as it is when the rows are handed on
             columns = {k: v for k, v in meta.items() if k in buffer.schema}
             columns.update(key=keys, head=spec.name)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from probhook.block import ColumnKind
@@ -113,6 +113,33 @@ def wrap_on_instance(obj: Any, name: str, around: Any, stack: contextlib.ExitSta
 
     setattr(obj, name, around(original))
     stack.callback(restore)
+
+
+def meta_during(
+    obj: Any,
+    name: str,
+    host: CaptureHost,
+    stack: contextlib.ExitStack,
+    meta_of: Callable[[Mapping[str, Any]], dict[str, Any]],
+    *,
+    add: bool = False,
+) -> None:
+    """Wrap the keyword-only method ``name`` of ``obj`` on the instance (undone by ``stack``):
+    while it runs, the capture's metadata is ``meta_of(its kwargs)`` (``add``: the current
+    metadata plus it)."""
+
+    def around(original: Any) -> Any:
+        def method(**kwargs: Any) -> Any:
+            meta = meta_of(kwargs)
+            token = host.add_meta(meta) if add else host.set_meta(meta)
+            try:
+                return original(**kwargs)
+            finally:
+                host.reset_meta(token)
+
+        return method
+
+    wrap_on_instance(obj, name, around, stack)
 
 
 def token_words(encoding: Any) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from probhook.block import ColumnKind
 from probhook.heads import HeadSpec, matches
 from probhook.hooks import HOLD
-from probhook.integrations import wrap_on_instance
+from probhook.integrations import meta_during, wrap_on_instance
 from probhook.integrations.deepdoctection import tokens
 from probhook.options import Selector
 
@@ -335,15 +335,8 @@ def _wrap_predict(wrapper: Any, host: CaptureHost, stack: contextlib.ExitStack) 
     page's ``image_ids`` to ``predict``, so rows get the page's id as key (the other page
     columns need the service: capture it or its pipe for them)."""
 
-    def around(original: Any) -> Any:
-        def predict(**encodings: Any) -> Any:
-            ids = encodings.get("image_ids") or [None]
-            token = host.set_meta({"key": ids[0], "image_id": ids[0]})
-            try:
-                return original(**encodings)
-            finally:
-                host.reset_meta(token)
+    def meta_of(encodings: Mapping[str, Any]) -> dict[str, Any]:
+        ids = encodings.get("image_ids") or [None]
+        return {"key": ids[0], "image_id": ids[0]}
 
-        return predict
-
-    wrap_on_instance(wrapper, "predict", around, stack)
+    meta_during(wrapper, "predict", host, stack, meta_of)

@@ -11,9 +11,10 @@ same code path as a production run. Import this module in your own test suite:
     tiny = build_model("layoutlm", tmp_path)
     pages = run_pipe(make_pipe(tiny), make_pages(4))
 
-All words are drawn from one small BERT-layout WordPiece vocabulary (``[CLS]`` = 101,
-``[SEP]`` = 102), which every supported architecture accepts and which dd-core's sliding-window
-code path requires.
+All words are drawn from one small vocabulary (see
+[`vocab`][probhook.integrations.deepdoctection.vocab]): WordPiece in BERT's layout, which every
+supported architecture accepts and dd-core's sliding-window code path requires, or byte-level
+BPE (``tokenizer="bpe"``) for RoBERTa-style special tokens.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ from probhook.integrations.deepdoctection.analyzer import (
     analyzer_overrides,
     register_profile,
     wrapper_name,
+)
+from probhook.integrations.deepdoctection.vocab import (
+    BPE_SPECIAL,
+    WORDS,
+    TokenizerKind,
+    bpe_tokenizer,
+    write_vocab,
 )
 
 if TYPE_CHECKING:
@@ -62,21 +70,7 @@ __all__ = [
 
 ModelKind = Literal["layoutlm", "layoutlmv3", "lilt", "bert"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("layoutlm", "layoutlmv3", "lilt", "bert")
-TokenizerKind = Literal["wordpiece", "bpe"]
-BPE_SPECIAL = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
-"""A byte-level BPE tokenizer's special tokens (RoBERTa, XLM-R, LiLT, LayoutLMv3), in id order."""
 DOC_LABELS: tuple[str, ...] = ("letter", "form", "invoice", "memo")
-
-WORDS: tuple[str, ...] = (
-    "dear", "sir", "madam", "sincerely", "regards", "yours", "letter", "invoice", "total", "amount",
-    "due", "date", "number", "customer", "payment", "tax", "price", "quantity", "item", "form",
-    "name", "address", "signature", "please", "fill", "field", "check", "box", "memo", "to",
-    "from", "subject", "re", "meeting", "team", "office", "the", "a", "of", "and", "for", "in",
-    "on", "with", "is", "we", "you", "your", "our", "this", "that", "order", "account", "bank",
-    "report", "page", "summary", "note", "thanks", "company", "street", "city", "phone", "email",
-)  # fmt: skip
-
-_SPECIAL = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]"}
 
 
 def offline_environment(cache_dir: str | os.PathLike[str] | None = None) -> None:
@@ -91,17 +85,6 @@ def offline_environment(cache_dir: str | os.PathLike[str] | None = None) -> None
     if "DEEPDOCTECTION_CACHE" not in os.environ:
         root = cache_dir or tempfile.mkdtemp(prefix="probhook-dd-cache-")
         os.environ["DEEPDOCTECTION_CACHE"] = os.fspath(root)
-
-
-def write_vocab(path: str | os.PathLike[str]) -> Path:
-    """Write the BERT-layout vocabulary (special tokens at their usual ids, then
-    [`WORDS`][WORDS])."""
-    tokens = [_SPECIAL.get(i, f"[unused{i}]") for i in range(104)]
-    tokens += list(WORDS) + [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    tokens += [f"##{chr(c)}" for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
-    out = Path(path)
-    out.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return out
 
 
 @dataclass(frozen=True)
@@ -138,30 +121,6 @@ class TinyModel:
         """The saved ``*ForSequenceClassification`` (``*ForTokenClassification``) model."""
         model: torch.nn.Module = _auto_class(self.task).from_pretrained(self.path)
         return model.eval()
-
-
-def _bpe_tokenizer(max_length: int) -> Any:
-    """A byte-level BPE tokenizer trained on [`WORDS`][WORDS] (deterministic, offline)."""
-    from tokenizers import ByteLevelBPETokenizer, processors
-    from transformers import RobertaTokenizerFast
-
-    bpe = ByteLevelBPETokenizer(add_prefix_space=True)
-    corpus = [" ".join(WORDS)] * 3 + list(WORDS)
-    bpe.train_from_iterator(corpus, vocab_size=300, min_frequency=1,
-                            special_tokens=list(BPE_SPECIAL), show_progress=False)  # fmt: skip
-    bpe.post_processor = processors.RobertaProcessing(
-        ("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>"))
-    )
-    names = {f"{k}_token": v for k, v in zip(("bos", "pad", "eos", "unk", "mask"), BPE_SPECIAL,
-                                               strict=True)}  # fmt: skip
-    return RobertaTokenizerFast(
-        tokenizer_object=bpe._tokenizer,
-        add_prefix_space=True,
-        model_max_length=max_length,
-        cls_token=names["bos_token"],
-        sep_token=names["eos_token"],
-        **names,
-    )
 
 
 def _auto_class(task: str) -> Any:
@@ -228,7 +187,7 @@ def build_model(
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer == "bpe":
-        bpe = _bpe_tokenizer(max_length)
+        bpe = bpe_tokenizer(max_length)
         bpe.save_pretrained(out)
         vocab_size, pad = len(bpe), int(bpe.pad_token_id)
     else:

@@ -22,11 +22,11 @@ from probhook.integrations.deepdoctection.kit import (
     WORDS,
     ModelKind,
     TinyModel,
-    TokenizerKind,
     build_model,
     make_page,
     make_service,
 )
+from probhook.integrations.deepdoctection.vocab import TokenizerKind
 
 __all__ = [
     "BIO_LABELS",

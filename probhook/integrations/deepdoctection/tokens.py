@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from probhook.heads import Forward, MappedRows
-from probhook.integrations import wrap_on_instance
+from probhook.integrations import meta_during
 from probhook.words import WordRows, word_rows
 
 if TYPE_CHECKING:
@@ -110,22 +110,11 @@ def wrap_predict(wrapper: Any, host: CaptureHost, stack: contextlib.ExitStack) -
     """Wrap ``wrapper.predict`` on the instance (undone by ``stack``): its encodings join the
     capture's metadata for the forward it runs."""
 
-    def around(original: Any) -> Any:
-        def predict(**encodings: Any) -> Any:
-            call = _Call(
-                encodings.get("ann_ids") or [],
-                encodings.get("tokens") or [],
-                list(encodings.get("image_ids") or []),
-            )
-            token = host.add_meta({CALL: call})
-            try:
-                return original(**encodings)
-            finally:
-                host.reset_meta(token)
+    def meta_of(encodings: Mapping[str, Any]) -> dict[str, Any]:
+        ann_ids, tokens = encodings.get("ann_ids") or [], encodings.get("tokens") or []
+        return {CALL: _Call(ann_ids, tokens, list(encodings.get("image_ids") or []))}
 
-        return predict
-
-    wrap_on_instance(wrapper, "predict", around, stack)
+    meta_during(wrapper, "predict", host, stack, meta_of, add=True)
 
 
 def page_texts(page: Any) -> dict[Any, str]:
