@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from probhook.head_view import HeadView
 from probhook.heads import Forward, HeadSpec
 from probhook.options import CaptureOptions
-from probhook.writer import Rows
+from probhook.writer import ENTRY, Rows
 
 if TYPE_CHECKING:
     from probhook.heads import MappedRows
@@ -261,7 +261,7 @@ class MappedHook:
                 writer.write(job, copy=False)
                 return
             writer.stage(job)
-            if writer.staged >= STAGED_FORWARDS:
+            if len(writer.pending) >= ENTRY * STAGED_FORWARDS:  # one entry per forward
                 writer.drain()
         finally:
             recorder.inflight.remove(thread)

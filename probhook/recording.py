@@ -136,18 +136,15 @@ class Recorder:
     def release(self, held: list[tuple[Callable[[Any], None], Any]]) -> None:
         """Hand rows that waited in a ``HOLD`` list to the writer, and drain when as many wait
         as a forward would drain at; the first failure raises after all are handed on."""
-        failed = None
+        writer, failed = self.writer, None
+        staged = any(hand == writer.stage for hand, _ in held)
         for hand, rows in held:
             try:
                 hand(rows)
             except Exception as err:  # a sink refusing: the rows are kept, said once
                 failed = failed or err
         held.clear()
-        writer = self.writer
-        if (
-            writer.staged >= STAGED_FORWARDS
-            or len(writer.pending) >= ENTRY * self.options.flush_rows
-        ):
+        if len(writer.pending) >= ENTRY * (STAGED_FORWARDS if staged else self.options.flush_rows):
             writer.drain()
         if failed is not None:
             raise failed
