@@ -30,6 +30,8 @@ EXACT_ROWS = 20_000_000
 the grid counts."""
 SCORES = ("confidence", "entropy")
 """The scores counted: top probability, and entropy divided by ``log C`` (both in ``[0, 1]``)."""
+KEPT = {"confidence": np.float32, "entropy": np.float32, "predicted": np.int16}
+"""What is kept of each row, up to [`EXACT_ROWS`][EXACT_ROWS] rows, and its type."""
 
 
 class RunStats:
@@ -49,10 +51,8 @@ class RunStats:
         self.calibrator = calibrator
         self.histograms = {s: np.zeros((c, FINE_BINS), np.int64) for s in SCORES}
         self.exact_rows = exact_rows
-        self._kept: (
-            list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int16]]]
-            | None
-        ) = []
+        # per column (confidence, entropy, predicted), the chunks' values
+        self._kept: dict[str, list[npt.NDArray[Any]]] | None = {k: [] for k in KEPT}
         self._kept_rows = 0
         self.sums = {s: np.zeros(c) for s in SCORES}
         self.excluded = 0
@@ -96,24 +96,18 @@ class RunStats:
             if self._kept_rows > self.exact_rows:
                 self._kept = None  # too many rows: the grid only
             else:
-                self._kept.append(
-                    (
-                        scores["confidence"].astype(np.float32),
-                        scores["entropy"].astype(np.float32),
-                        predicted.astype(np.int16),
-                    )
-                )
+                self._kept["confidence"].append(scores["confidence"].astype(np.float32))
+                self._kept["entropy"].append(scores["entropy"].astype(np.float32))
+                self._kept["predicted"].append(predicted.astype(np.int16))
 
     def _column(self, name: str) -> npt.NDArray[Any]:
         """One kept column (confidence, entropy, predicted) over every chunk."""
         if self._kept is None:
             raise ValueError(f"more than {self.exact_rows} rows: their scores were not kept")
-        if len(self._kept) > 1:  # joined once, in place of the chunks (no second copy kept)
-            joined = tuple(np.concatenate([k[i] for k in self._kept]) for i in range(3))
-            self._kept = [joined]  # type: ignore[list-item]
-        if not self._kept:
-            return np.zeros(0, np.int16 if name == "predicted" else np.float32)
-        return self._kept[0][(*SCORES, "predicted").index(name)]
+        parts = self._kept[name]
+        if len(parts) != 1:  # joined once, in place of the chunks: one column's copy at a time
+            parts[:] = [np.concatenate(parts) if parts else np.zeros(0, KEPT[name])]
+        return parts[0]
 
     def values(self, score: str, predicted: int | None = None) -> npt.NDArray[np.float32]:
         """The kept values of ``score`` (of the rows predicted as class ``predicted``)."""

@@ -220,7 +220,24 @@ def _wanted(labels: tuple[str, ...], columns: list[str]) -> list[str]:
     return [*columns, *(f"p_{label}" for label in labels)]
 
 
+def _parquet_head(path: Path, fallback: str) -> str:
+    """The head a Parquet file's rows belong to: from the first row group's statistics when
+    they name one head (nothing read), else from its first row."""
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    meta = file.metadata
+    if meta.num_row_groups:
+        column = meta.row_group(0).column(meta.schema.names.index("head"))
+        stats = column.statistics
+        if stats is not None and stats.has_min_max and stats.min == stats.max:
+            return str(stats.min)
+    return _head_name(next(file.iter_batches(1, columns=["head"]), None), fallback)
+
+
 def _head_name(first: Any, fallback: str) -> str:
+    if first is None:
+        return fallback
     heads = first.column("head").to_pylist() if "head" in first.schema.names else []
     return str(heads[0]) if heads and heads[0] is not None else fallback
 
@@ -264,8 +281,7 @@ def _of_file(path: Path) -> Rows:
         for batch in pq.ParquetFile(path).iter_batches(CHUNK_ROWS, columns=wanted):
             yield _convert(batch, labels, encodings)
 
-    first = next(file.iter_batches(1, columns=["head"]), None) if "head" in kinds else None
-    name = _head_name(first, path.stem) if first is not None else path.stem
+    name = _parquet_head(path, path.stem) if "head" in kinds else path.stem
     return Rows(name, labels, tuple(kinds), os.fspath(path), read_parquet)
 
 
@@ -319,8 +335,7 @@ def _of_folder(path: Path) -> Rows:
             if batch.num_rows:
                 yield _convert(batch, labels, encodings)
 
-    first = next(folder.to_batches(columns=["head"], filter=ok), None) if "head" in kinds else None
-    name = _head_name(first, path.name) if first is not None else path.name
+    name = _parquet_head(Path(folder.files[0]), path.name) if "head" in kinds else path.name
     return Rows(name, labels, tuple(kinds), os.fspath(path), read_folder)
 
 

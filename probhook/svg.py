@@ -19,6 +19,8 @@ Series = tuple[str, Sequence[float], str]
 """``(name, values, colour)``."""
 
 W, H = 460, 240
+CLIP = 4.0
+"""A histogram's axis stops at this many times its second highest bin (see histogram_chart)."""
 LEFT, RIGHT, TOP, BOTTOM = 46, 12, 28, 46
 
 
@@ -83,17 +85,26 @@ def histogram_chart(
     edges: Sequence[float], series: Sequence[Series], *, title: str, threshold: float | None = None
 ) -> str:
     """Shares per bin (``len(edges) - 1`` bins): the first series as bars, the others as
-    outlines over them; ``threshold`` as a dashed line."""
+    outlines over them; ``threshold`` as a dashed line. When one bin towers over the rest (most
+    rows sure, in the last bin), the axis is cut at [`CLIP`][CLIP] times the next highest bin so
+    that the rest stays visible, and the cut bars say their share."""
     lo, hi = edges[0], edges[-1]
-    top = max([max(v, default=0.0) for _, v, _ in series] + [1e-9]) * 1.1
-    out = _open(title) + _y_axis(top, "{:.0%}")
+    per_bin = sorted((max(b) for b in zip(*(vs for _, vs, _ in series), strict=True)), reverse=True)
+    highest, second = [*per_bin, 0.0, 0.0][:2]
+    top = max(highest, 1e-9) * 1.1
+    if second > 0 and highest > CLIP * second:
+        top = CLIP * second
+    out = _open(title) + _y_axis(top, "{:.0%}" if top >= 0.05 else "{:.1%}")
     plot_w, plot_h = W - LEFT - RIGHT, H - TOP - BOTTOM
 
     def x(v: float) -> float:
         return LEFT + plot_w * (v - lo) / (hi - lo)
 
     def y(v: float) -> float:
-        return H - BOTTOM - plot_h * v / top
+        return float(H - BOTTOM - plot_h * min(v, top) / top)
+
+    bins = list(zip(edges[:-1], edges[1:], series[0][1], strict=True)) if series else []
+    cut = [(a, b, v) for a, b, v in bins if v > top]  # fmt: skip
 
     for k, (name, values, colour) in enumerate(series):
         if k == 0:
@@ -109,6 +120,11 @@ def histogram_chart(
         out.append(
             f'<polyline points="{" ".join(points)}" fill="none" stroke="{colour}" '
             f'stroke-width="2.5"><title>{escape(name)}</title></polyline>'
+        )
+    for a, b, v in cut:
+        out.append(
+            f'<text x="{(x(a) + x(b)) / 2:.1f}" y="{TOP + 10}" text-anchor="end" '
+            f'class="cl">{v:.0%} &#x2191;</text>'
         )
     for i in range(6):
         v = lo + (hi - lo) * i / 5

@@ -78,8 +78,9 @@ def weeks(runs):
     rest = ~rows
     accepted = p[rest].max(axis=1) >= rule.min_confidence
     wrong = p[rest][accepted].argmax(axis=1) != targets[rest][accepted]
-    print(f"the other {rest.sum()} rows: {accepted.mean():.1%} accepted, {wrong.mean():.2%} wrong;"
-          f" all {len(p)}: {int((p.max(axis=1) < rule.min_confidence).sum())} to review")  # fmt: skip
+    review = int((p.max(axis=1) < rule.min_confidence).sum())
+    print(f"the other {rest.sum()} rows: {accepted.mean():.1%} accepted, {wrong.mean():.2%} "
+          f"wrong; all {len(p)}: {review} to review")  # fmt: skip
 
 
 def screenshot(runs, png):

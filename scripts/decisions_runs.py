@@ -94,7 +94,7 @@ def main():
     }
     for name, docs in weeks.items():
         keys, labels = classify(docs, name, args.out / f"{name}.parquet")
-        write_csv(args.out / f"{name}-labels.csv", ["key", "label"], zip(keys, labels))
+        write_csv(args.out / f"{name}-labels.csv", ["key", "label"], zip(keys, labels, strict=True))
         if name == "current":
             checked = sorted(random.Random(13).sample(range(len(keys)), 1500))
             write_csv(args.out / "current-checked.csv", ["key", "label"],

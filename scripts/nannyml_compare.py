@@ -9,7 +9,8 @@ RUNS_DIR is what scripts/decisions_runs.py wrote. NannyML is fitted on the label
 (its CBPE calibrates each class's probability on it, isotonic one-vs-rest, then renormalises) and
 estimates the accuracy of the current week and of the demo run, one chunk each. Prints one JSON
 object per run: NannyML's estimate, its band (``lower`` / ``upper``: NannyML's confidence
-boundaries, estimate +- 3 sampling errors) and the sampling error.
+boundaries, estimate +- 3 sampling errors), the sampling error, and the classes NannyML chose to
+calibrate (it calibrates a class only where its check on the reference says it needs it).
 """
 
 import json
@@ -49,6 +50,9 @@ def main():
         chunk_number=1,
     )
     estimator.fit(reference)
+    calibrated = sorted(  # classes whose probabilities NannyML found it must calibrate
+        c for c, cal in estimator._calibrators.items() if type(cal).__name__ != "NoopCalibrator"
+    )
     analyses = {"current week": runs / "current.parquet"}
     if len(sys.argv) > 2:
         analyses["demo run"] = Path(sys.argv[2])
@@ -58,7 +62,8 @@ def main():
         print(json.dumps({"run": name, "nannyml": nml.__version__, "estimate": acc["value"],
                           "lower": acc["lower_confidence_boundary"],
                           "upper": acc["upper_confidence_boundary"],
-                          "sampling_error": acc["sampling_error"]}))  # fmt: skip
+                          "sampling_error": acc["sampling_error"],
+                          "calibrated_classes": calibrated}))  # fmt: skip
 
 
 if __name__ == "__main__":
