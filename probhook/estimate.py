@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from probhook.calibrators import Calibrator, as_calibrator, fit_calibrator
 from probhook.metrics import as_probs
-from probhook.scan import open_rows, same_labels
+from probhook.scan import Factorized, factorize, open_rows, same_labels
 
 Array = npt.NDArray[np.float64]
 
@@ -122,21 +122,15 @@ class ConfidenceState:
         self.confusion = np.zeros((0, c, c))  # [group, true, predicted]
         self.excluded: dict[Any, int] = {}
 
-    def _codes(self, groups: npt.ArrayLike | None, n: int) -> npt.NDArray[np.int64]:
-        values = np.zeros(n, np.int64) if groups is None else np.asarray(groups)
-        if groups is None and not self.groups:
-            self._grow([None])
+    def _codes(self, groups: npt.ArrayLike | Factorized | None, n: int) -> npt.NDArray[np.int64]:
         if groups is None:
-            return values
-        if values.dtype.kind in "biuf":  # numbers: unique values first, then their codes
-            uniq, inverse = np.unique(values, return_inverse=True)
-            self._grow([u.item() for u in uniq])
-            lookup = np.array([self._index[u.item()] for u in uniq], np.int64)
-            return lookup[inverse.reshape(-1)]
-        index = self._index
-        new = [v for v in dict.fromkeys(values.tolist()) if v not in index]
-        self._grow(new)
-        return np.fromiter((index[v] for v in values.tolist()), np.int64, count=n)
+            if not self.groups:
+                self._grow([None])
+            return np.zeros(n, np.int64)
+        found = groups if isinstance(groups, Factorized) else factorize(groups)
+        self._grow(found.values)
+        lookup = np.array([self._index[v] for v in found.values], np.int64)
+        return lookup[found.codes] if len(lookup) else np.zeros(0, np.int64)
 
     def _grow(self, new: Sequence[Any]) -> None:
         new = [g for g in new if g not in self._index]
@@ -154,7 +148,7 @@ class ConfidenceState:
     def update(
         self,
         probs: npt.ArrayLike,
-        groups: npt.ArrayLike | None = None,
+        groups: npt.ArrayLike | Factorized | None = None,
         calibrator: Calibrator | None = None,
         predicted: npt.NDArray[np.intp] | None = None,
     ) -> None:
@@ -347,11 +341,13 @@ def estimate_accuracy(
     values = None if by is None or isinstance(by, str) else np.asarray(by)
     start = 0
     for chunk in rows.chunks(column):
-        groups = chunk.columns[by] if isinstance(by, str) else None
-        if values is not None:
+        groups: Factorized | npt.NDArray[Any] | None = None
+        if isinstance(by, str):
+            groups = chunk.columns.factorize(by)
+        elif values is not None:
             groups = values[start : start + len(chunk)]
         start += len(chunk)
-        if groups is None or len(groups) == len(chunk):  # else: counted, refused below
+        if not isinstance(groups, np.ndarray) or len(groups) == len(chunk):  # else: refused below
             state.update(chunk.probs, groups, calibrator)
     if values is not None and start != len(values):
         raise ValueError(f"by= has {len(values)} values for {start} rows of {rows.origin}")

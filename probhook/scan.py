@@ -47,9 +47,12 @@ class Columns(Mapping[str, npt.NDArray[Any]]):
     a million Python strings."""
 
     def __init__(
-        self, convert: Callable[[str, Any], npt.NDArray[Any]], names: Sequence[str]
+        self,
+        convert: Callable[[str, Any], npt.NDArray[Any]],
+        names: Sequence[str],
+        factorize: Callable[[str], Factorized] | None = None,
     ) -> None:
-        self._convert, self._names = convert, tuple(names)
+        self._convert, self._names, self._factorize = convert, tuple(names), factorize
         self._done: dict[str, npt.NDArray[Any]] = {}
 
     def __getitem__(self, name: str) -> npt.NDArray[Any]:
@@ -65,11 +68,38 @@ class Columns(Mapping[str, npt.NDArray[Any]]):
     def __len__(self) -> int:
         return len(self._names)
 
+    def factorize(self, name: str) -> Factorized:
+        """Column ``name`` as codes and distinct values (strings of a file are encoded by
+        pyarrow, never turned into Python strings row by row)."""
+        if self._factorize is not None and name not in self._done:
+            return self._factorize(name)
+        return factorize(self[name])
+
     def take(self, name: str, rows: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
         """Column ``name`` at ``rows`` only."""
         if name in self._done:
             return np.asarray(self._done[name][rows])
         return self._convert(name, rows)
+
+
+@dataclass(frozen=True)
+class Factorized:
+    """A column as codes into its distinct ``values`` (``values[codes[i]]`` is row i's)."""
+
+    codes: npt.NDArray[np.int64]
+    values: list[Any]
+
+
+def factorize(values: npt.ArrayLike) -> Factorized:
+    """Codes and distinct values of a numpy column (numbers sorted, others in order of first
+    appearance; ``None`` is a value)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "biuf":
+        distinct, inverse = np.unique(arr, return_inverse=True)
+        return Factorized(inverse.reshape(-1).astype(np.int64), [v.item() for v in distinct])
+    index: dict[Any, int] = {}
+    codes = np.fromiter((index.setdefault(v, len(index)) for v in arr.tolist()), np.int64, len(arr))
+    return Factorized(codes, list(index))
 
 
 def _of_arrays(arrays: Mapping[str, npt.NDArray[Any]]) -> Columns:
@@ -196,6 +226,8 @@ def _meta(schema: pa.Schema, origin: str) -> tuple[tuple[str, ...], dict[str, st
 
 
 def _convert(batch: Any, labels: tuple[str, ...], encodings: dict[str, str]) -> Chunk:
+    import pyarrow as pa
+
     from probhook.arrow import _decode
 
     probs = (
@@ -213,7 +245,17 @@ def _convert(batch: Any, labels: tuple[str, ...], encodings: dict[str, str]) -> 
             return _decode(col.to_pylist(), "json")
         return np.asarray(col.to_numpy(zero_copy_only=False))
 
-    return Chunk(probs.reshape(batch.num_rows, len(labels)), Columns(convert, names))
+    def encode(name: str) -> Factorized:
+        if encodings.get(name) == "json" or not pa.types.is_string(batch.column(name).type):
+            return factorize(convert(name, None))
+        encoded = batch.column(name).dictionary_encode()
+        values = encoded.dictionary.to_pylist()
+        if encoded.indices.null_count:  # rows without a value: the group None
+            values.append(None)
+        codes = encoded.indices.fill_null(len(values) - 1).to_numpy().astype(np.int64)
+        return Factorized(codes, values)
+
+    return Chunk(probs.reshape(batch.num_rows, len(labels)), Columns(convert, names, encode))
 
 
 def _wanted(labels: tuple[str, ...], columns: list[str]) -> list[str]:

@@ -167,7 +167,9 @@ def test_nan_rows_are_excluded_and_counted_per_group():
 def test_files_are_read_in_chunks_with_the_same_result(tmp_path, monkeypatch):
     rng = np.random.default_rng(2)
     p, _ = calibrated(rng, 1000)
-    cap = head_of(p, {"file_name": np.array([f"d{i % 7}" for i in range(1000)], object)})
+    files = np.array([f"d{i % 7}" for i in range(1000)], object)
+    files[::50] = None  # rows without a file: the group None
+    cap = head_of(p, {"file_name": files})
     path = cap.to_parquet(tmp_path / "run.parquet")
     monkeypatch.setattr(scan, "CHUNK_ROWS", 128)  # eight chunks
     assert len(list(scan.open_rows(path).chunks())) == 8
@@ -177,6 +179,8 @@ def test_files_are_read_in_chunks_with_the_same_result(tmp_path, monkeypatch):
         assert est.n == 1000
         assert est.accuracy == pytest.approx(whole.accuracy, abs=1e-6)  # float32 rows, summed
         assert est.groups["d3"].upper == pytest.approx(whole.groups["d3"].upper, abs=1e-6)
+        assert set(est.groups) == {None, *(f"d{i}" for i in range(7))}
+        assert est.groups[None].n == whole.groups[None].n == 20
 
 
 def test_isotonic_fit_is_the_pool_adjacent_violators_least_squares_fit():
