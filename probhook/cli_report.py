@@ -69,8 +69,10 @@ def _check(args: argparse.Namespace) -> None:
         require_extra("decisions", "probhook report")
     except MissingExtraError as error:
         raise UsageError(str(error)) from None
+    from probhook.arrow import stream_path
+
     for name, path in (("RUN", args.run), ("--reference", args.reference)):
-        if path is not None and not path.exists() and not Path(f"{path}.partial.arrows").exists():
+        if path is not None and not path.exists() and not stream_path(path).exists():
             raise UsageError(f"{name}: no such file or folder: {path}")
     if args.labels is not None and not args.labels.is_file():
         raise UsageError(f"--labels: no such file: {args.labels}")
