@@ -122,7 +122,7 @@ def _accuracy(h: HeadReport) -> str:
     out = [
         f'<p><span class="big">{est.accuracy:.1%}</span> estimated accuracy without labels '
         f"({est.level:.0%} interval {est.lower:.1%} &ndash; {est.upper:.1%}; the mean top "
-        f"probability of {est.n} rows, exact if the model is calibrated).</p>"
+        f"probability of {est.n} rows; right on average if the model is calibrated).</p>"
     ]
     if h.measured is not None and h.labelled is not None and h.labelled_estimate is not None:
         le = h.labelled_estimate

@@ -8,6 +8,7 @@ known there).
 """
 
 import argparse
+import contextlib
 import csv
 import shutil
 import subprocess
@@ -85,12 +86,13 @@ def weeks(runs):
 
 def screenshot(runs, png):
     out = Path(tempfile.mkdtemp()) / "week.html"
-    cli(["report", str(runs / "current.parquet"), "--reference", str(runs / "reference.parquet"),
-         "--labels", str(runs / "current-checked.csv"), "--max-error", str(MAX_ERROR),
-         "--queue", "12", "-o", str(out)])  # fmt: skip
+    with contextlib.chdir(runs):  # the page names the files as given: short names
+        cli(["report", "current.parquet", "--reference", "reference.parquet",
+             "--labels", "current-checked.csv", "--max-error", str(MAX_ERROR),
+             "--queue", "12", "-o", str(out)])  # fmt: skip
     chromium = shutil.which("chromium")
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={png}", "--window-size=1440,1900", out.as_uri()],
+                    f"--screenshot={png.resolve()}", "--window-size=1440,1900", out.as_uri()],
                    check=True, capture_output=True)  # fmt: skip
     print(f"screenshot: {png}")
 
