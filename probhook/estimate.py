@@ -33,8 +33,9 @@ import numpy as np
 import numpy.typing as npt
 
 from probhook.calibrators import Calibrator, as_calibrator, fit_calibrator
+from probhook.chunk import Factorized, factorize
 from probhook.metrics import as_probs
-from probhook.scan import Factorized, factorize, open_rows, same_labels
+from probhook.scan import open_rows, same_labels
 
 Array = npt.NDArray[np.float64]
 

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from probhook.chunk import Columns
 from probhook.drift import Drift, compare_stats
 from probhook.estimate import AccuracyEstimate, expected_accuracy
 from probhook.labels_file import LabelTable
 from probhook.review import NONE, ReviewRule, fewest_rows, review_threshold
 from probhook.run_stats import RunStats, run_stats
-from probhook.scan import Columns, Rows, run_heads, same_labels
+from probhook.scan import Rows, run_heads, same_labels
 from probhook.two_sample import FINE_BINS
 
 QUEUE_ROWS = 25

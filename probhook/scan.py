@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,92 +32,13 @@ import numpy as np
 import numpy.typing as npt
 
 from probhook._extras import require
+from probhook.chunk import Chunk, Columns, Factorized, factorize, of_arrays
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 CHUNK_ROWS = 1 << 19
 """Rows read at a time from files (about 8 MB of float32 probabilities for 4 classes)."""
-
-
-class Columns(Mapping[str, npt.NDArray[Any]]):
-    """A chunk's metadata columns, converted to numpy when first read (strings as ``object``
-    arrays; integers as ``int64``, or ``float64`` with NaN where a file has no value), or only
-    some rows of them ([`take`][take]): a review queue needs a few rows of a string column, not
-    a million Python strings."""
-
-    def __init__(
-        self,
-        convert: Callable[[str, Any], npt.NDArray[Any]],
-        names: Sequence[str],
-        factorize: Callable[[str], Factorized] | None = None,
-    ) -> None:
-        self._convert, self._names, self._factorize = convert, tuple(names), factorize
-        self._done: dict[str, npt.NDArray[Any]] = {}
-
-    def __getitem__(self, name: str) -> npt.NDArray[Any]:
-        if name not in self._names:
-            raise KeyError(name)
-        if name not in self._done:
-            self._done[name] = self._convert(name, None)
-        return self._done[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def factorize(self, name: str) -> Factorized:
-        """Column ``name`` as codes and distinct values (strings of a file are encoded by
-        pyarrow, never turned into Python strings row by row)."""
-        if self._factorize is not None and name not in self._done:
-            return self._factorize(name)
-        return factorize(self[name])
-
-    def take(self, name: str, rows: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
-        """Column ``name`` at ``rows`` only."""
-        if name in self._done:
-            return np.asarray(self._done[name][rows])
-        return self._convert(name, rows)
-
-
-@dataclass(frozen=True)
-class Factorized:
-    """A column as codes into its distinct ``values`` (``values[codes[i]]`` is row i's)."""
-
-    codes: npt.NDArray[np.int64]
-    values: list[Any]
-
-
-def factorize(values: npt.ArrayLike) -> Factorized:
-    """Codes and distinct values of a numpy column (numbers sorted, others in order of first
-    appearance; ``None`` is a value)."""
-    arr = np.asarray(values)
-    if arr.dtype.kind in "biuf":
-        distinct, inverse = np.unique(arr, return_inverse=True)
-        return Factorized(inverse.reshape(-1).astype(np.int64), [v.item() for v in distinct])
-    index: dict[Any, int] = {}
-    codes = np.fromiter((index.setdefault(v, len(index)) for v in arr.tolist()), np.int64, len(arr))
-    return Factorized(codes, list(index))
-
-
-def _of_arrays(arrays: Mapping[str, npt.NDArray[Any]]) -> Columns:
-    def convert(name: str, rows: Any) -> npt.NDArray[Any]:
-        return np.asarray(arrays[name] if rows is None else arrays[name][rows])
-
-    return Columns(convert, list(arrays))
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Some rows of a head: ``(n, C)`` probabilities and the metadata columns asked for."""
-
-    probs: npt.NDArray[np.floating[Any]]
-    columns: Columns
-
-    def __len__(self) -> int:
-        return len(self.probs)
 
 
 @dataclass(frozen=True)
@@ -168,7 +89,7 @@ def open_rows(source: Any) -> Rows:
         )
     labels = tuple(str(i) for i in range(probs.shape[1]))
     return Rows("rows", labels, (), "the probabilities",
-                lambda _: iter([Chunk(probs, _of_arrays({}))]))  # fmt: skip
+                lambda _: iter([Chunk(probs, of_arrays({}))]))  # fmt: skip
 
 
 def _of_view(view: Any) -> Rows:
@@ -177,7 +98,7 @@ def _of_view(view: Any) -> Rows:
         for start in range(0, max(len(block), 1), CHUNK_ROWS):
             stop = start + CHUNK_ROWS
             arrays = {c: block.columns[c][start:stop] for c in columns}
-            yield Chunk(block.probs[start:stop], _of_arrays(arrays))
+            yield Chunk(block.probs[start:stop], of_arrays(arrays))
 
     name = str(view.name)
     return Rows(name, tuple(view.labels), tuple(view.schema), f"head {name!r}", read)
