@@ -184,8 +184,11 @@ def test_other_labels_empty_runs_nan_rows_and_usage_errors(runs, tmp_path, capsy
     err = capsys.readouterr().err
     assert "has labels ['letter', 'form', 'invoice', 'memo'], the current run ['yes', 'no']" in err
     empty = tmp_path / "empty.parquet"
-    with capture_probs(model, labels=["yes", "no"], activation="none") as cap:
-        pass
+    with (
+        pytest.warns(RuntimeWarning, match="no forward"),
+        capture_probs(model, labels=["yes", "no"], activation="none") as cap,
+    ):
+        pass  # a run in which nothing was classified
     cap.to_parquet(empty)
     assert main(["report", str(empty), "-o", str(tmp_path / "e.html")]) == 1
     assert "holds no rows: nothing to report" in capsys.readouterr().err
