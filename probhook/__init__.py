@@ -13,6 +13,7 @@ from probhook import calibration, metrics
 from probhook.buffer import BufferFullError, ProbBuffer
 from probhook.capture import Capture, capture_probs
 from probhook.distribution import Distribution, DocumentDistribution
+from probhook.drift import compare
 from probhook.head_view import HeadView, load
 from probhook.sink import Sink
 
@@ -26,6 +27,7 @@ __all__ = [
     "Sink",
     "calibration",
     "capture_probs",
+    "compare",
     "load",
     "metrics",
 ]

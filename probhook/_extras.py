@@ -27,6 +27,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "pandas": ("pandas", "pyarrow"),
     "parquet": ("pyarrow",),
     "notebook": ("matplotlib",),
+    "decisions": ("scipy", "pyarrow"),
 }  # fmt: skip
 """The modules each extra brings (import names; a test checks them against pyproject.toml)."""
 

@@ -295,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--plot", type=Path, default=None,
                        help="save a confidence histogram (.png, .svg, .pdf, .jpg)")  # fmt: skip
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    from probhook.cli_report import add_parser
+
+    add_parser(sub, _HelpFormatter)
     return parser
 
 
@@ -307,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "report":
+        from probhook.cli_report import main as report
+
+        return report(args)
     if args.command == "demo":
         args.docs, args.model = [], None
     args.demo_model_note = args.command == "run" and args.model is None

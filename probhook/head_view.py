@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from probhook.estimate import AccuracyEstimate
     from probhook.plots import Plotter
+    from probhook.review import ReviewRule
 
 
 def _same(key: Any) -> Any:
@@ -254,6 +256,7 @@ class HeadView:
 
     def flag(
         self,
+        rule: metrics.Rule | None = None,
         *,
         min_confidence: metrics.Threshold = None,
         min_margin: metrics.Threshold = None,
@@ -262,19 +265,23 @@ class HeadView:
         """Which rows (oldest first, aligned with ``keys``) to send to a person.
 
         Each threshold is one number, or a dict per predicted label
-        (``min_confidence={"invoice": 0.9, "letter": 0.6}``; labels left out are not checked).
+        (``min_confidence={"invoice": 0.9, "letter": 0.6}``; labels left out are not checked);
+        ``rule``: a [`review_threshold`][review_threshold] result.
         """
         return metrics.flag(
             self._probs2d(),
+            rule,
             min_confidence=min_confidence,
             min_margin=min_margin,
             max_entropy=max_entropy,
             labels=self.labels,
         )
 
-    def flagged_keys(self, **thresholds: metrics.Threshold) -> list[Any]:
-        """The keys (page ids) of the rows [`flag`][flag] selects (same thresholds)."""
-        return [k for k, f in zip(self.keys, self.flag(**thresholds), strict=False) if f]
+    def flagged_keys(
+        self, rule: metrics.Rule | None = None, **thresholds: metrics.Threshold
+    ) -> list[Any]:
+        """The keys (page ids) of the rows [`flag`][flag] selects (same rule and thresholds)."""
+        return [k for k, f in zip(self.keys, self.flag(rule, **thresholds), strict=False) if f]
 
     def calibration(self, targets: Sequence[Any], n_bins: int = 15) -> dict[str, float]:
         """Accuracy, NLL, Brier, ECE and MCE of the kept rows against true labels (label names
@@ -333,6 +340,32 @@ class HeadView:
         from probhook.notebook import heads_html
 
         return heads_html([self])
+
+    # -- decisions: thin calls into probhook.estimate and probhook.review ---------------------
+
+    def estimate_accuracy(
+        self, calibrate_on: Any = None, by: Any = None, *, method: str = "temperature",
+        level: float = 0.95,
+    ) -> AccuracyEstimate:  # fmt: skip
+        """Expected accuracy without labels (mean top probability, CBPE) with its interval at
+        ``level``, per-class precision, recall and F1; ``calibrate_on``: a fitted map or
+        ``(labelled rows, targets)`` (``method`` "temperature" or "isotonic"); ``by``: a column
+        name or values per row (see [`probhook.estimate`][probhook.estimate])."""
+        from probhook.estimate import estimate_accuracy
+
+        return estimate_accuracy(self, calibrate_on, by, method=method, level=level)
+
+    def review_threshold(
+        self, targets: Sequence[Any], max_error: float = 0.02, delta: float = 0.05, *,
+        per_class: bool = False,
+    ) -> ReviewRule:  # fmt: skip
+        """The lowest confidence threshold whose accepted rows are wrong at most ``max_error``
+        of the time with probability ``1 - delta``, from these rows and their true labels
+        (see [`probhook.review`][probhook.review]); ``flag(rule)`` applies it."""
+        from probhook.review import review_threshold
+
+        return review_threshold(self._probs2d(), self.target_indices(targets), max_error,
+                                delta, per_class=per_class, labels=self.labels)  # fmt: skip
 
 
 def load(path: str | os.PathLike[str], *, strict: bool = False) -> HeadView:

@@ -15,7 +15,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -69,8 +69,17 @@ Threshold: TypeAlias = "float | Mapping[str, float] | None"
 """A review threshold: one number for every row, or one per predicted label."""
 
 
+class Rule(Protocol):
+    """A review rule: its thresholds by name (``min_confidence``, ``min_margin``,
+    ``max_entropy``)."""
+
+    def thresholds(self) -> dict[str, Threshold]:
+        """The thresholds, as ``flag`` takes them."""
+
+
 def flag(
     probs: npt.ArrayLike,
+    rule: Rule | None = None,
     *,
     min_confidence: Threshold = None,
     min_margin: Threshold = None,
@@ -81,7 +90,10 @@ def flag(
     ``max_entropy`` (normalised entropy, 0..1). Non-finite rows are always flagged.
 
     A threshold given as a dict applies per predicted label (``labels`` names the columns);
-    a label the dict leaves out is not checked by that threshold.
+    a label the dict leaves out is not checked by that threshold. ``rule``: a rule with
+    thresholds, such as [`review_threshold`][probhook.review.review_threshold]'s, applied with
+    the thresholds given here (one threshold given twice is an error); its ``labels``, if it
+    has them, name the columns when ``labels`` is not given.
 
     Examples:
         >>> p = np.array([[0.85, 0.15], [0.85, 0.15], [0.3, 0.7]])
@@ -90,6 +102,16 @@ def flag(
         [True, True, False]
     """
     p = as_probs(probs)
+    if rule is not None:
+        given = {"min_confidence": min_confidence, "min_margin": min_margin,
+                 "max_entropy": max_entropy}  # fmt: skip
+        for name, value in rule.thresholds().items():
+            if name not in given or given[name] is not None:
+                raise ValueError(f"{name} is given twice: by the rule and as an argument")
+            given[name] = value
+        min_confidence, min_margin = given["min_confidence"], given["min_margin"]
+        max_entropy = given["max_entropy"]
+        labels = labels if labels is not None else getattr(rule, "labels", None)
     out = ~np.isfinite(p).all(axis=1)
     if min_confidence is not None:
         out |= max_prob(p) < _per_row("min_confidence", min_confidence, p, labels)

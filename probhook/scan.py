@@ -1,0 +1,322 @@
+"""One pass over the rows of a head, chunk by chunk, wherever they are: a capture (or one of its
+heads), a [`load`][probhook.load]ed file, or Parquet / Arrow files and folders of them read batch
+by batch with pyarrow, so that a run of millions of rows is never loaded whole.
+
+A *run* on disk is one file, a folder of Parquet files (``probhook run --engine ray``: only rows
+whose ``status`` is ``"ok"``), or a sink's files: ``run.parquet`` for the first head and
+``run.<head>.parquet`` beside it for each further head (see
+[`FileSink`][probhook.sink.FileSink]).
+
+Examples:
+    >>> import numpy as np
+    >>> from probhook import ProbBuffer
+    >>> from probhook.head_view import HeadView
+    >>> view = HeadView("clf", buffer=ProbBuffer(2, 10, labels=["no", "yes"]))
+    >>> view.buffer.append_batch(np.array([[0.9, 0.1], [0.3, 0.7]]), keys=["a", "b"])
+    >>> rows = open_rows(view)
+    >>> rows.labels, [len(c.probs) for c in rows.chunks(["key"])]
+    (('no', 'yes'), [2])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from probhook._extras import require
+from probhook.chunk import Chunk, Columns, Factorized, factorize, of_arrays
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+CHUNK_ROWS = 1 << 19
+"""Rows read at a time from files (about 8 MB of float32 probabilities for 4 classes)."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A head's rows, ready to be read in chunks: ``name``, ``labels``, the metadata ``columns``
+    there are, and ``origin`` (the file or head, for messages)."""
+
+    name: str
+    labels: tuple[str, ...]
+    columns: tuple[str, ...]
+    origin: str
+    _read: Callable[[list[str]], Iterator[Chunk]]
+
+    def chunks(self, columns: Sequence[str] = ()) -> Iterator[Chunk]:
+        """The rows in chunks, oldest first, with the metadata ``columns`` asked for (a column
+        the rows lack is an error naming the columns there are)."""
+        missing = [c for c in columns if c not in self.columns]
+        if missing:
+            raise KeyError(
+                f"{self.origin} has no column {missing[0]!r}; its columns: {list(self.columns)}"
+            )
+        return self._read(list(dict.fromkeys(columns)))
+
+
+def open_rows(source: Any) -> Rows:
+    """``source`` as [`Rows`][Rows]: a capture with one head, a head, a loaded file, an ``(n, C)``
+    array, or the path of a file or folder (one head; see [`run_heads`][run_heads] for runs with
+    several)."""
+    if isinstance(source, Rows):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        heads = run_heads(source)
+        if len(heads) > 1:
+            raise ValueError(
+                f"{os.fspath(source)} is a run of {len(heads)} heads ({', '.join(heads)}); "
+                "pass one head's file"
+            )
+        return next(iter(heads.values()))
+    if hasattr(source, "heads") and hasattr(source, "head"):  # a capture: its single head
+        source = source.head
+    if hasattr(source, "rows") and hasattr(source, "labels"):
+        return _of_view(source)
+    probs = np.asarray(source, dtype=np.float64)
+    if probs.ndim != 2:
+        raise TypeError(
+            "expected a capture, a head, a loaded file, a path or (n, classes) probabilities; "
+            f"got {type(source).__name__} of shape {probs.shape}"
+        )
+    labels = tuple(str(i) for i in range(probs.shape[1]))
+    return Rows("rows", labels, (), "the probabilities",
+                lambda _: iter([Chunk(probs, of_arrays({}))]))  # fmt: skip
+
+
+def _of_view(view: Any) -> Rows:
+    def read(columns: list[str]) -> Iterator[Chunk]:
+        block = view.rows()
+        for start in range(0, max(len(block), 1), CHUNK_ROWS):
+            stop = start + CHUNK_ROWS
+            arrays = {c: block.columns[c][start:stop] for c in columns}
+            yield Chunk(block.probs[start:stop], of_arrays(arrays))
+
+    name = str(view.name)
+    return Rows(name, tuple(view.labels), tuple(view.schema), f"head {name!r}", read)
+
+
+def run_heads(path: str | os.PathLike[str]) -> dict[str, Rows]:
+    """The heads of a run on disk by name: a file and the sibling files a sink wrote for further
+    heads (``run.parquet``, ``run.<head>.parquet``), or a folder of Parquet files (one head)."""
+    require("pyarrow", "parquet", "reading a run's files")
+    path = Path(path)
+    if path.is_dir():
+        rows = _of_folder(path)
+        return {rows.name: rows}
+    if not path.exists() and not _partial(path).exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    heads: dict[str, Rows] = {}
+    for file in [path, *_siblings(path)]:
+        rows = _of_file(file)
+        heads.setdefault(rows.name, rows)
+    return heads
+
+
+def _partial(path: Path) -> Path:
+    from probhook.arrow import stream_path
+
+    return stream_path(path)
+
+
+def _siblings(path: Path) -> list[Path]:
+    """``run.<head>.suffix`` beside ``run.suffix`` (the sink's files of further heads)."""
+    prefix, found = f"{path.stem}.", []
+    for other in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")):
+        head = other.name[len(prefix) : -len(path.suffix)]
+        if other != path and head and "." not in head:
+            found.append(other)
+    return found
+
+
+def _meta(schema: pa.Schema, origin: str) -> tuple[tuple[str, ...], dict[str, str], dict[str, str]]:
+    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+    if "probhook.labels" not in meta:
+        raise ValueError(f"{origin} was not written by probhook (no probhook.labels metadata)")
+    labels = tuple(json.loads(meta["probhook.labels"]))
+    columns = {n: k for n, k in json.loads(meta["probhook.columns"]).items() if n in schema.names}
+    return labels, columns, json.loads(meta.get("probhook.encodings", "{}"))
+
+
+def _convert(batch: Any, labels: tuple[str, ...], encodings: dict[str, str]) -> Chunk:
+    import pyarrow as pa
+
+    from probhook.arrow import _decode
+
+    probs = (
+        np.column_stack(
+            [batch.column(f"p_{label}").to_numpy(zero_copy_only=False) for label in labels]
+        )
+        if labels
+        else np.zeros((batch.num_rows, 0))
+    )
+    names = [n for n in batch.schema.names if n not in {f"p_{x}" for x in labels} | {"status"}]
+
+    def convert(name: str, rows: Any) -> npt.NDArray[Any]:
+        col = batch.column(name) if rows is None else batch.column(name).take(rows)
+        if encodings.get(name) == "json":
+            return _decode(col.to_pylist(), "json")
+        return np.asarray(col.to_numpy(zero_copy_only=False))
+
+    def encode(name: str) -> Factorized:
+        if encodings.get(name) == "json" or not pa.types.is_string(batch.column(name).type):
+            return factorize(convert(name, None))
+        encoded = batch.column(name).dictionary_encode()
+        values = encoded.dictionary.to_pylist()
+        if encoded.indices.null_count:  # rows without a value: the group None
+            values.append(None)
+        codes = encoded.indices.fill_null(len(values) - 1).to_numpy().astype(np.int64)
+        return Factorized(codes, values)
+
+    return Chunk(probs.reshape(batch.num_rows, len(labels)), Columns(convert, names, encode))
+
+
+def _wanted(labels: tuple[str, ...], columns: list[str]) -> list[str]:
+    return [*columns, *(f"p_{label}" for label in labels)]
+
+
+def _parquet_head(path: Path, fallback: str) -> str:
+    """The head a Parquet file's rows belong to: from the first row group's statistics when
+    they name one head (nothing read), else from its first row."""
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    meta = file.metadata
+    if meta.num_row_groups:
+        column = meta.row_group(0).column(meta.schema.names.index("head"))
+        stats = column.statistics
+        if stats is not None and stats.has_min_max and stats.min == stats.max:
+            return str(stats.min)
+    return _head_name(next(file.iter_batches(1, columns=["head"]), None), fallback)
+
+
+def _head_name(first: Any, fallback: str) -> str:
+    if first is None:
+        return fallback
+    heads = first.column("head").to_pylist() if "head" in first.schema.names else []
+    return str(heads[0]) if heads and heads[0] is not None else fallback
+
+
+def _of_file(path: Path) -> Rows:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from probhook.arrow import PARTIAL, STREAM_SUFFIXES
+
+    if not path.exists():
+        warnings.warn(
+            f"{path} was never finished (the run was killed or not closed); reading "
+            f"the rows it streamed to {_partial(path).name}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return _of_file(_partial(path))
+    if path.suffix in STREAM_SUFFIXES or path.name.endswith(PARTIAL):
+        with pa.OSFile(os.fspath(path), "rb") as f:
+            try:
+                reader = pa.ipc.open_stream(f)
+                first = reader.read_next_batch()
+            except (pa.ArrowInvalid, OSError, StopIteration) as err:
+                raise ValueError(f"{path} holds no readable Arrow stream of rows ({err})") from None
+        labels, kinds, encodings = _meta(reader.schema, os.fspath(path))
+
+        def read_stream(columns: list[str]) -> Iterator[Chunk]:
+            yield from _stream_chunks(path, _wanted(labels, columns), labels, encodings)
+
+        name = _head_name(first, path.stem)
+        return Rows(name, labels, tuple(kinds), os.fspath(path), read_stream)
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"{path} is not a readable Parquet file ({err})") from None
+    labels, kinds, encodings = _meta(file.schema_arrow, os.fspath(path))
+
+    def read_parquet(columns: list[str]) -> Iterator[Chunk]:
+        wanted = _wanted(labels, columns)
+        for batch in pq.ParquetFile(path).iter_batches(CHUNK_ROWS, columns=wanted):
+            yield _convert(batch, labels, encodings)
+
+    name = _parquet_head(path, path.stem) if "head" in kinds else path.stem
+    return Rows(name, labels, tuple(kinds), os.fspath(path), read_parquet)
+
+
+def _stream_chunks(
+    path: Path, wanted: list[str], labels: tuple[str, ...], encodings: dict[str, str]
+) -> Iterator[Chunk]:
+    """The complete blocks of an Arrow stream (a torn last block, left by a killed writer, is
+    skipped with a warning, as [`load`][probhook.load] does)."""
+    import pyarrow as pa
+
+    with pa.OSFile(os.fspath(path), "rb") as f:
+        reader = pa.ipc.open_stream(f)
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, OSError) as err:
+                warnings.warn(
+                    f"{path} ends in an incomplete block ({err}); it was skipped",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return
+            yield _convert(batch.select(wanted), labels, encodings)
+
+
+def _of_folder(path: Path) -> Rows:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pds
+
+    folder = pds.dataset(os.fspath(path), format="parquet")
+    if not folder.files:
+        raise ValueError(f"{path} holds no Parquet file")
+    spaces = {f.physical_schema.metadata.get(b"probhook.labels") for f in folder.get_fragments()}
+    if len(spaces) != 1:
+        raise ValueError(
+            f"the files in {path} hold different label spaces: "
+            f"{sorted(str(s) for s in spaces)}; read them one by one"
+        )
+    schema = next(folder.get_fragments()).physical_schema
+    labels, kinds, encodings = _meta(schema, os.fspath(path))
+    ok = pc.field("status") == "ok" if "status" in schema.names else None
+
+    def read_folder(columns: list[str]) -> Iterator[Chunk]:
+        scan = folder.to_batches(  # little read-ahead: memory stays at a few chunks
+            columns=_wanted(labels, columns), filter=ok, batch_size=CHUNK_ROWS,
+            batch_readahead=1, fragment_readahead=1,
+        )  # fmt: skip
+        for batch in scan:
+            if batch.num_rows:
+                yield _convert(batch, labels, encodings)
+
+    name = _parquet_head(Path(folder.files[0]), path.name) if "head" in kinds else path.name
+    return Rows(name, labels, tuple(kinds), os.fspath(path), read_folder)
+
+
+def same_labels(
+    reference: Sequence[str], current: Sequence[str], what: str = "the reference"
+) -> None:
+    """Refuse rows of different classifiers: another label space, or the same labels in
+    another column order (``what`` names the first rows in the message)."""
+    if tuple(reference) == tuple(current):
+        return
+    only_ref = sorted(set(reference) - set(current))
+    only_cur = sorted(set(current) - set(reference))
+    detail = (
+        f"only in {what}: {only_ref}; only in the current run: {only_cur}"
+        if only_ref or only_cur
+        else "the same labels in another column order"
+    )
+    raise ValueError(
+        f"{what} has labels {list(reference)}, the current run "
+        f"{list(current)} ({detail}): use rows of the same classifier"
+    )
