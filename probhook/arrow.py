@@ -227,6 +227,39 @@ def _unfinished(stream: Path) -> str:
     return "the run that wrote it was killed"
 
 
+def stream_target(stream: str | os.PathLike[str]) -> dict[str, str]:
+    """The encodings that hold every segment's values of a stream (read through once)."""
+    reader = StreamReader(stream)
+    valued: dict[int, set[str]] = {}
+    for segment, batch in reader:
+        schema = _schema_of(table_meta(reader.schemas[segment]))
+        valued.setdefault(segment, set()).update(_valued(batch, schema))
+    if not reader.schemas:
+        return {}
+    return unified_encodings(
+        _schema_of(table_meta(reader.schemas[-1])),
+        [(_segment_encodings(s), valued.get(i, set())) for i, s in enumerate(reader.schemas)],
+    )
+
+
+def stream_tables(
+    reader: StreamReader, target: Mapping[str, str], columns: list[str] | None = None
+) -> Iterator[pa.Table]:
+    """The stream's record batches as tables of one schema: value columns in the ``target``
+    encodings (named in the metadata), only ``columns`` when given."""
+    import pyarrow as pa
+
+    for segment, batch in reader:
+        meta = table_meta(reader.schemas[segment])
+        table = pa.Table.from_batches([batch])
+        table = conform(table, _schema_of(meta), _segment_encodings(reader.schemas[segment]),
+                        target)  # fmt: skip
+        meta["probhook.encodings"] = json.dumps(dict(target))
+        if columns is not None:
+            table = table.select(columns)
+        yield table.replace_schema_metadata(meta)
+
+
 def write_parquet(
     stream: str | os.PathLike[str], out: str | os.PathLike[str],
     target: Mapping[str, str] | None = None,
@@ -237,25 +270,11 @@ def write_parquet(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if target is None:
-        reader = StreamReader(stream)
-        valued: dict[int, set[str]] = {}
-        for segment, batch in reader:
-            schema = _schema_of(table_meta(reader.schemas[segment]))
-            valued.setdefault(segment, set()).update(_valued(batch, schema))
-        target = unified_encodings(
-            _schema_of(table_meta(reader.schemas[-1])),
-            [(_segment_encodings(s), valued.get(i, set())) for i, s in enumerate(reader.schemas)],
-        )
     reader = StreamReader(stream)
     writer, waiting = None, []
     try:
-        for segment, batch in reader:
-            meta = table_meta(reader.schemas[segment])
-            labels = tuple(json.loads(meta["probhook.labels"]))
-            schema = _schema_of(meta)
-            table = conform(pa.Table.from_batches([batch]), schema,
-                            _segment_encodings(reader.schemas[segment]), target)  # fmt: skip
+        for table in stream_tables(reader, stream_target(stream) if target is None else target):
+            labels = tuple(json.loads(table_meta(table.schema)["probhook.labels"]))
             probs = np.column_stack([table.column(f"p_{x}").to_numpy() for x in labels]
                                     or [np.zeros((len(table), 0))])  # fmt: skip
             finite = table.column("finite").to_numpy(zero_copy_only=False)
@@ -264,8 +283,6 @@ def write_parquet(
             for offset, (name, values) in enumerate(derived.items()):
                 array = values if isinstance(values, pa.Array) else pa.array(values)
                 table = table.add_column(at + offset, name, array)
-            meta["probhook.encodings"] = json.dumps(dict(target))
-            table = table.replace_schema_metadata(meta)
             if writer is None:
                 writer = pq.ParquetWriter(os.fspath(out), table.schema)
             waiting.append(table)
@@ -282,15 +299,39 @@ def write_parquet(
             writer.close()
 
 
+def resolve(path: Path, *, strict: bool = False) -> Path:
+    """The file to read for ``path``: itself, or the partial stream of a run that did not
+    finish it (with a warning saying whether that run was killed or is still writing); a
+    finished file beside a later run's partial stream is read with a warning naming the
+    stream. ``strict=True`` raises instead of each warning."""
+    partial = stream_path(path)
+    if path.name.endswith(PARTIAL) or not partial.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"no such file: {path}")
+        return path
+    if path.exists():
+        message = (f"{path} was written by an earlier run: a later run left its rows in "
+                   f"{partial.name} ({_unfinished(partial)}); load that file to read "
+                   "them")  # fmt: skip
+    else:
+        message = (f"{path} was never finished ({_unfinished(partial)}); reading the rows it "
+                   f"streamed to {partial.name}")  # fmt: skip
+        path = partial
+    if strict:
+        raise ValueError(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return path
+
+
+def is_stream(path: Path) -> bool:
+    """Whether ``path`` is read as an Arrow stream (else as Parquet)."""
+    return path.suffix in STREAM_SUFFIXES or path.name.endswith(PARTIAL)
+
+
 def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Table | None:
     """Read a ``.parquet`` file, a folder of them ([`read_folder`][read_folder]) or a stream
-    (None: an empty stream, with no row yet).
-
-    A file whose capture did not finish is read from its partial stream with a warning saying
-    whether that run was killed or is still writing; a finished file beside a later run's
-    partial stream is read with a warning naming the stream. ``strict=True`` raises instead of
-    each of these warnings. Anything unreadable raises a ``ValueError`` naming the file.
-    """
+    (None: an empty stream, with no row yet), whichever [`resolve`][resolve] says to read.
+    Anything unreadable raises a ``ValueError`` naming the file."""
     require("pyarrow", "parquet", "reading a Parquet or Arrow file (probhook.load)")
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -298,22 +339,8 @@ def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Tabl
     path = Path(path)
     if path.is_dir():
         return read_folder(path)
-    partial = stream_path(path)
-    if not path.name.endswith(PARTIAL) and partial.exists():
-        if path.exists():
-            message = (f"{path} was written by an earlier run: a later run left its rows in "
-                       f"{partial.name} ({_unfinished(partial)}); load that file to read "
-                       "them")  # fmt: skip
-        else:
-            message = (f"{path} was never finished ({_unfinished(partial)}); reading the rows "
-                       f"it streamed to {partial.name}")  # fmt: skip
-            path = partial
-        if strict:
-            raise ValueError(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    if path.suffix in STREAM_SUFFIXES or path.name.endswith(PARTIAL):
+    path = resolve(path, strict=strict)
+    if is_stream(path):
         return read_stream(path, strict=strict)
     try:
         return pq.read_table(path)
@@ -322,6 +349,21 @@ def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Tabl
             f"{path} is not a readable Parquet file ({err}); no rows recovered. A run killed "
             f"while writing Parquet leaves its rows in the {PARTIAL} file beside it"
         ) from None
+
+
+def folder_files(path: Path) -> list[str]:
+    """The Parquet files of a folder (a Ray run's); other files are skipped with a warning
+    (hidden ones and those starting with ``_`` silently)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    visible = [p for p in files if not p.name.startswith((".", "_"))]
+    stray = [p for p in visible if p.suffix != ".parquet"]
+    if stray:
+        warnings.warn(f"{path} holds {len(stray)} files that are not .parquet (e.g. "
+                      f"{stray[0].name}): skipped", RuntimeWarning, stacklevel=3)  # fmt: skip
+    parquet = [os.fspath(p) for p in visible if p.suffix == ".parquet"]
+    if not parquet:
+        raise ValueError(f"{os.fspath(path)} holds no Parquet file")
+    return parquet
 
 
 def read_folder(path: str | os.PathLike[str]) -> pa.Table:
@@ -335,16 +377,7 @@ def read_folder(path: str | os.PathLike[str]) -> pa.Table:
     import pyarrow.compute as pc
     import pyarrow.dataset as pds
 
-    folder = Path(path)
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    visible = [p for p in files if not p.name.startswith((".", "_"))]
-    stray = [p for p in visible if p.suffix != ".parquet"]
-    if stray:
-        warnings.warn(f"{folder} holds {len(stray)} files that are not .parquet (e.g. "
-                      f"{stray[0].name}): skipped", RuntimeWarning, stacklevel=3)  # fmt: skip
-    parquet = [os.fspath(p) for p in visible if p.suffix == ".parquet"]
-    if not parquet:
-        raise ValueError(f"{os.fspath(path)} holds no Parquet file")
+    parquet = folder_files(Path(path))
     try:
         dataset = pds.dataset(parquet, format="parquet")
     except (pa.ArrowInvalid, OSError) as err:

@@ -155,7 +155,8 @@ def _unplain(value: Any) -> Any:
     return value
 
 
-def _decode(values: list[Any], encoding: str | None) -> npt.NDArray[np.object_]:
+def decode_values(values: list[Any], encoding: str | None) -> npt.NDArray[np.object_]:
+    """Values of a value column as written in ``encoding``, decoded (JSON text to values)."""
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):  # one by one: a tuple stays one value
         out[i] = _unplain(json.loads(v)) if encoding == JSON and v is not None else v
@@ -201,7 +202,7 @@ def arrow_to_rows(table: pa.Table) -> tuple[RowBlock, dict[str, ColumnKind], str
         if kind == "int":
             columns[name] = col.fill_null(INT_NA).to_numpy().astype(np.int64)
         else:
-            columns[name] = _decode(col.to_pylist(), encodings.get(name))
+            columns[name] = decode_values(col.to_pylist(), encodings.get(name))
     rows = RowBlock(
         probs.reshape(len(table), len(labels)),
         table.column("seq").to_numpy().astype(np.int64),
@@ -232,7 +233,7 @@ def conform(
             new = pa.nulls(len(col), pa.int64() if want == INT else pa.string())
         else:
             values = col.to_pylist()
-            new = encode_values([_decode([v], was)[0] for v in values], want)
+            new = encode_values([decode_values([v], was)[0] for v in values], want)
         table = table.set_column(table.schema.get_field_index(name), name, new)
     return table
 

@@ -112,19 +112,15 @@ def run_heads(path: str | os.PathLike[str]) -> dict[str, Rows]:
     if path.is_dir():
         rows = _of_folder(path)
         return {rows.name: rows}
-    if not path.exists() and not _partial(path).exists():
+    from probhook.arrow import stream_path
+
+    if not path.exists() and not stream_path(path).exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
     heads: dict[str, Rows] = {}
     for file in [path, *_siblings(path)]:
         rows = _of_file(file)
         heads.setdefault(rows.name, rows)
     return heads
-
-
-def _partial(path: Path) -> Path:
-    from probhook.arrow import stream_path
-
-    return stream_path(path)
 
 
 def _siblings(path: Path) -> list[Path]:
@@ -149,7 +145,7 @@ def _meta(schema: pa.Schema, origin: str) -> tuple[tuple[str, ...], dict[str, st
 def _convert(batch: Any, labels: tuple[str, ...], encodings: dict[str, str]) -> Chunk:
     import pyarrow as pa
 
-    from probhook.arrow import _decode
+    from probhook.arrow_rows import decode_values
 
     probs = (
         np.column_stack(
@@ -163,7 +159,7 @@ def _convert(batch: Any, labels: tuple[str, ...], encodings: dict[str, str]) -> 
     def convert(name: str, rows: Any) -> npt.NDArray[Any]:
         col = batch.column(name) if rows is None else batch.column(name).take(rows)
         if encodings.get(name) == "json":
-            return _decode(col.to_pylist(), "json")
+            return decode_values(col.to_pylist(), "json")
         return np.asarray(col.to_numpy(zero_copy_only=False))
 
     def encode(name: str) -> Factorized:
@@ -209,27 +205,24 @@ def _of_file(path: Path) -> Rows:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from probhook.arrow import PARTIAL, STREAM_SUFFIXES
+    from probhook.arrow import StreamReader, is_stream, resolve, stream_tables, stream_target
 
-    if not path.exists():
-        warnings.warn(
-            f"{path} was never finished (the run was killed or not closed); reading "
-            f"the rows it streamed to {_partial(path).name}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return _of_file(_partial(path))
-    if path.suffix in STREAM_SUFFIXES or path.name.endswith(PARTIAL):
-        with pa.OSFile(os.fspath(path), "rb") as f:
-            try:
-                reader = pa.ipc.open_stream(f)
-                first = reader.read_next_batch()
-            except (pa.ArrowInvalid, OSError, StopIteration) as err:
-                raise ValueError(f"{path} holds no readable Arrow stream of rows ({err})") from None
-        labels, kinds, encodings = _meta(reader.schema, os.fspath(path))
+    path = resolve(path)  # an unfinished run: its partial stream, said so
+    if is_stream(path):
+        target = stream_target(path)  # one encoding per column over the stream's segments
+        reader = StreamReader(path)
+        first = next(stream_tables(reader, target), None)
+        if first is None:
+            raise ValueError(f"{path} holds no row (its capture wrote none)")
+        labels, kinds, encodings = _meta(first.schema, os.fspath(path))
 
         def read_stream(columns: list[str]) -> Iterator[Chunk]:
-            yield from _stream_chunks(path, _wanted(labels, columns), labels, encodings)
+            reader = StreamReader(path)
+            for table in stream_tables(reader, target, _wanted(labels, columns)):
+                yield _convert(table, labels, encodings)
+            if reader.damage is not None:  # a torn last block, as a killed writer leaves it
+                warnings.warn(f"{path} ends in an incomplete block ({reader.damage}); it was "
+                              "skipped", RuntimeWarning, stacklevel=2)  # fmt: skip
 
         name = _head_name(first, path.stem)
         return Rows(name, labels, tuple(kinds), os.fspath(path), read_stream)
@@ -248,37 +241,13 @@ def _of_file(path: Path) -> Rows:
     return Rows(name, labels, tuple(kinds), os.fspath(path), read_parquet)
 
 
-def _stream_chunks(
-    path: Path, wanted: list[str], labels: tuple[str, ...], encodings: dict[str, str]
-) -> Iterator[Chunk]:
-    """The complete blocks of an Arrow stream (a torn last block, left by a killed writer, is
-    skipped with a warning, as [`load`][probhook.load] does)."""
-    import pyarrow as pa
-
-    with pa.OSFile(os.fspath(path), "rb") as f:
-        reader = pa.ipc.open_stream(f)
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowInvalid, OSError) as err:
-                warnings.warn(
-                    f"{path} ends in an incomplete block ({err}); it was skipped",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                return
-            yield _convert(batch.select(wanted), labels, encodings)
-
-
 def _of_folder(path: Path) -> Rows:
     import pyarrow.compute as pc
     import pyarrow.dataset as pds
 
-    folder = pds.dataset(os.fspath(path), format="parquet")
-    if not folder.files:
-        raise ValueError(f"{path} holds no Parquet file")
+    from probhook.arrow import folder_files
+
+    folder = pds.dataset(folder_files(path), format="parquet")
     spaces = {f.physical_schema.metadata.get(b"probhook.labels") for f in folder.get_fragments()}
     if len(spaces) != 1:
         raise ValueError(

@@ -87,3 +87,17 @@ def test_folders_hold_one_label_space(tmp_path):
         scan.open_rows(plain)
     with pytest.raises(TypeError, match=r"expected a capture, a head, .* got int"):
         scan.open_rows(5)
+
+
+def test_a_stream_whose_key_types_changed_reads_in_one_encoding(tmp_path):
+    model = torch.nn.Linear(4, 3)
+    path = tmp_path / "run.arrows"
+    with capture_probs(model, sink=path, flush_rows=1) as cap:
+        for key in (None, 1, 2, "x", ("doc", 3)):  # three segments in the stream
+            with cap.key(key):
+                model(torch.randn(1, 4))
+    rows = scan.open_rows(path)
+    chunks = list(rows.chunks(["key"]))
+    keys = [k for c in chunks for k in c.columns["key"]]
+    assert keys == cap.keys
+    np.testing.assert_array_equal(np.concatenate([c.probs for c in chunks]), cap.probs)
