@@ -4,6 +4,7 @@ before any document is read) and page counts for progress."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -72,6 +73,9 @@ def check_outputs(args: argparse.Namespace) -> None:
             require_extra("notebook", "--plot")
     except MissingExtraError as error:
         raise UsageError(str(error)) from None
+    if getattr(args, "engine", "local") == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError('--engine ray needs ray, which is not installed: '
+                         'pip install "probhook[ray]"')  # fmt: skip
     if getattr(args, "engine", "local") == "ray":  # Ray writes a folder of Parquet files
         if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
             raise UsageError(f"--out {args.out}: --engine ray writes a new or empty folder")
