@@ -260,3 +260,16 @@ def test_a_document_with_no_row_is_reported_as_failed(tmp_path):
     summary = engine.summarize(out, documents=[tmp_path / "seen.pdf", tmp_path / "lost.pdf"])
     assert summary.failed == [(str(tmp_path / "lost.pdf"), "not read: no row came back from Ray")]
     assert f"failed: {tmp_path / 'lost.pdf'}: not read" in str(summary)
+
+
+def test_a_pdf_without_pages_is_reported(tmp_path):
+    from pypdf import PdfWriter
+
+    empty = tmp_path / "empty.pdf"
+    PdfWriter().write(empty)
+    classifier = engine.PageClassifier(demo.MODEL_DIR)
+    memo = demo.SAMPLES_DIR / "memo_1.pdf"
+    table = classifier({"path": [str(empty), str(memo)]})
+    rows = {Path(r["location"]).name: r for r in table.to_pylist()}
+    assert rows["empty.pdf"]["status"] == "no pages (deepdoctection read 0 pages from it)"
+    assert rows["memo_1.pdf"]["status"] == "ok"

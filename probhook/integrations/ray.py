@@ -33,7 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probhook.block import RowBlock
-from probhook.integrations.deepdoctection.analyzer import UsageError, read_model_dir, reason
+from probhook.integrations.deepdoctection.analyzer import (
+    NO_PAGES,
+    UsageError,
+    read_model_dir,
+    reason,
+)
 from probhook.integrations.ray_logs import held_stderr, quiet_ray
 
 if TYPE_CHECKING:
@@ -177,9 +182,13 @@ class PageClassifier:
         try:
             for path, data in zip(paths, contents, strict=True):
                 try:
-                    pages.extend(page_meta(page) for page in self._pages(path, data))
+                    read = [page_meta(page) for page in self._pages(path, data)]
                 except Exception as error:  # a broken document is reported, the batch goes on
-                    failed.append(self._failure(path, reason(error)))
+                    failed.append(self._failure(path, reason(error, Path(path).name)))
+                    continue
+                pages.extend(read)
+                if not read:  # a PDF with 0 pages: reported, as a local run does
+                    failed.append(self._failure(path, NO_PAGES))
         finally:
             cap.stop(warn=False)
         tables = [self._to_arrow(block) for block in blocks.blocks]
