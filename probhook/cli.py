@@ -63,7 +63,8 @@ examples:
   probhook run scans/ --model my-layoutlm/ --out results.parquet --min-confidence 0.7
 
 PDF text comes from the PDF's text layer; images need an OCR engine (tesseract). One line per
-page on stdout (a table, or JSON with --format json), every row in the --out file.
+page on stdout (a table, or JSON with --format json), every row in the --out file. A word
+classifier (*ForTokenClassification) lists each page's least confident words (JSON: every word).
 
 exit status: 0 pages classified (unreadable inputs are listed on stderr), 1 nothing classified,
 2 usage error (nothing is read), 130/143 stopped by Ctrl-C/SIGTERM (the --out file is complete),
@@ -308,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=Path("probhook-results.parquet"),  # as typed: a / ends it
                        help="file for every row: .parquet, or .arrows (Arrow stream)")  # fmt: skip
         p.add_argument("--format", choices=("table", "json"), default="table",
-                       help="stdout: a table, or one JSON object per page")  # fmt: skip
+                       help="stdout: a table, or one JSON object per page (with its words, "
+                       "for a word classifier)")  # fmt: skip
         p.add_argument("--top-k", type=_positive, default=3, help="labels shown per page")
         p.add_argument("--min-confidence", type=_fraction, default=0.9,
                        help="flag pages whose top probability is below this")  # fmt: skip

@@ -271,6 +271,27 @@ def build_word_analyzer(folder: ModelFolder, ocr: bool) -> Any:
     return read_every_word(dd.get_dd_analyzer(config_overwrite=overrides))
 
 
+def analyzer_from_folder(
+    model_dir: str | os.PathLike[str], *, ocr: bool | None = None, skip_pixels: bool = True
+) -> Any:
+    """The deepdoctection analyzer ``probhook run --model model_dir`` uses: PDF text extraction
+    (and OCR, by default when tesseract is on the PATH) and the classifier in the local Hugging
+    Face folder ``model_dir``, read in place (no download): a ``*ForSequenceClassification``
+    classifies pages, a ``*ForTokenClassification`` tags words. Problems with the folder are one
+    [`UsageError`][UsageError] each.
+
+        analyzer = analyzer_from_folder("my-layoutlm")
+        flow = analyzer.analyze(path="scan.pdf")  # one PDF, or a folder of images
+        flow.reset_state()
+        pages = list(flow)
+    """
+    folder = read_model_folder(Path(model_dir))
+    ocr = ocr_available() if ocr is None else ocr
+    if folder.task == "token":
+        return build_word_analyzer(folder, ocr)
+    return build_analyzer(folder.path, folder.wrapper, folder.labels, ocr, skip_pixels=skip_pixels)
+
+
 def read_every_word(analyzer: Any) -> Any:
     """Let text-only classifiers (BERT, XLM-R: ``HFLmSequenceClassifier``,
     ``HFLmTokenClassifier``) read every word of a page; returns ``analyzer``.

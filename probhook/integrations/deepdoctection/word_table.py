@@ -11,7 +11,7 @@ A word is flagged for review below ``min_confidence`` (top probability) or ``min
 (top-1 minus top-2), or when its probabilities are not finite, as pages are by the page
 classifier's table.
 
-One JSON line per page::
+One JSON line per page:
 
     {"document": "form.pdf", "page": 1, "image_id": "...", "classified": true, "flagged": 2,
      "words": [{"word": "Total", "word_id": "...", "predicted": "B-question",
