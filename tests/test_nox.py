@@ -32,3 +32,16 @@ def test_a_missing_interpreter_fails_the_run(tmp_path):
     assert done.returncode != 0
     assert "interpreter 3.99 not found" in done.stderr
     assert "skipped" not in done.stderr.lower()
+
+
+def test_ci_times_every_stage():
+    """``.ci/run`` (on a 2-core machine, about 24 minutes; it must stay under 45) prints the time
+    of each stage: every command runs through its ``stage`` function."""
+    lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    commands = [line for line in lines if "nox" in line and not line.lstrip().startswith("#")]
+    assert commands
+    for i, line in enumerate(lines):
+        if line in commands and not line.startswith("stage "):
+            assert lines[i - 1].startswith("stage "), line  # continued from the line above
+            assert lines[i - 1].endswith("\\"), line
+    assert 'echo "=== $name: $((SECONDS - began)) s' in "\n".join(lines)
