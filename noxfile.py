@@ -63,7 +63,7 @@ def docs(session):
 
 @nox.session(python=PY)
 def bench(session):
-    """Benchmarks; ``nox -s bench -- --quick`` finishes in about a minute."""
+    """Benchmarks; ``nox -s bench -- --quick`` finishes in about two minutes."""
     install(session, "all,test")
     os.makedirs("benchmarks/results", exist_ok=True)
     scripts = ("bench_buffer.py", "bench_hook.py", "bench_memory.py", "bench_pipeline.py",
