@@ -11,6 +11,7 @@ stored document type, as a plain deepdoctection user would. Measured by this par
 - peak resident memory of the process (``wait4``'s ``ru_maxrss``).
 
     python benchmarks/bench_cli.py                   # demo LayoutLM (v1) model, 2 rounds
+    python benchmarks/bench_cli.py --quick           # 26 pages, 1 round: about a minute
     python benchmarks/bench_cli.py --model v3        # a tiny LayoutLMv3 (reads pixels)
     python benchmarks/bench_cli.py --pages 200 --rounds 1 --profile   # + where the time goes
 """
@@ -88,14 +89,17 @@ def timed(cmd, env, page_line):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="demo", help="demo, v3, or a model folder")
-    parser.add_argument("--pages", type=int, default=100, help="at least this many pages")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="26 pages, 1 round (a minute)")
+    parser.add_argument("--pages", type=int, help="at least this many pages (default: 100)")
+    parser.add_argument("--rounds", type=int, help="each command this many times (default: 2)")
     parser.add_argument("--profile", action="store_true", help="cProfile one probhook run")
     parser.add_argument("--threads", type=int, help="torch threads in both (OMP_NUM_THREADS)")
     parser.add_argument("--bare-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_child:
         return bare_child(args.bare_child[0], args.bare_child[1:])
+    args.pages = args.pages or (26 if args.quick else 100)  # two copies of the samples
+    args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
 
     work = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     env = {**os.environ, "DEEPDOCTECTION_CACHE": str(work / "dd-cache"), "HF_HUB_OFFLINE": "1",

@@ -5,7 +5,8 @@ Imported only when a capture starts, so ``import probhook`` never imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from itertools import chain
 from typing import Any, Literal
 
 import torch
@@ -20,7 +21,8 @@ def resolve_activation(activation: str, config: Any) -> Literal["softmax", "sigm
 
 
 def check_hookable(module: Any) -> None:
-    """Refuse what cannot take a Python forward hook, naming what it is."""
+    """Refuse what cannot take a Python forward hook, naming what it is, and a model on the
+    ``meta`` device, which has no values to compute with."""
     if isinstance(module, torch.jit.ScriptModule):
         raise TypeError(
             f"{type(module).__name__} is a TorchScript module: it runs compiled code and cannot "
@@ -30,6 +32,15 @@ def check_hookable(module: Any) -> None:
         raise TypeError(
             f"capture_probs needs a torch.nn.Module, a list of modules or a deepdoctection object; "
             f"got {type(module).__name__}"
+        )
+    tensors = chain(module.named_parameters(), module.named_buffers())
+    meta = next((name for name, tensor in tensors if tensor.is_meta), None)
+    if meta is not None:
+        raise ValueError(
+            f"{type(module).__name__} has tensors on the meta device (first: {meta!r}): shapes "
+            "without values, so no forward can produce probabilities. Load its weights first "
+            "(e.g. model.to_empty(device='cpu') and load_state_dict, or from_pretrained without "
+            "a meta-device context), then capture it."
         )
 
 
@@ -47,14 +58,19 @@ def logits_of(
     if plain and output.is_floating_point():
         return output  # type: ignore[no-any-return]  # the plain classifier case, fast
     if select is not None:
-        try:
-            logits = output[select] if isinstance(select, int) else getattr(output, select)
+        try:  # an index, a mapping key (a dict output) or an attribute
+            if isinstance(select, int) or isinstance(output, Mapping):
+                logits = output[select]
+            else:
+                logits = getattr(output, select)
         except (IndexError, KeyError, TypeError, AttributeError):
             raise TypeError(
                 f"head {head!r} returned {_describe(output)}, which has no output={select!r}"
             ) from None
     elif hasattr(output, "logits"):
         logits = output.logits
+    elif isinstance(output, Mapping) and "logits" in output:
+        logits = output["logits"]
     elif isinstance(output, (tuple, list)):
         found = [t for t in output if _is_float_tensor(t) and t.ndim >= 2]
         if len(found) != 1:
@@ -102,6 +118,9 @@ def _describe(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         parts = ", ".join(_describe(v) for v in value)
         return f"a {type(value).__name__} of [{parts}]"
+    if isinstance(value, Mapping):
+        parts = ", ".join(f"{k!r}: {_describe(v)}" for k, v in value.items())
+        return f"a {type(value).__name__} of {{{parts}}}"
     return f"a {type(value).__name__}"
 
 

@@ -33,9 +33,16 @@ from probhook.cli_output import (
     summary_lines,
     write_failed,
 )
-from probhook.cli_paths import Inputs, check_outputs, collect_inputs, count_pages
+from probhook.cli_paths import (
+    Inputs,
+    check_outputs,
+    check_plot_is_no_input,
+    collect_inputs,
+    count_pages,
+)
 from probhook.cli_signals import StopRequest, ignored
 from probhook.integrations.deepdoctection.analyzer import (
+    NO_PAGES,
     ModelFolder,
     UsageError,
     build_analyzer,
@@ -56,7 +63,8 @@ examples:
   probhook run scans/ --model my-layoutlm/ --out results.parquet --min-confidence 0.7
 
 PDF text comes from the PDF's text layer; images need an OCR engine (tesseract). One line per
-page on stdout (a table, or JSON with --format json), every row in the --out file.
+page on stdout (a table, or JSON with --format json), every row in the --out file. A word
+classifier (*ForTokenClassification) lists each page's least confident words (JSON: every word).
 
 exit status: 0 pages classified (unreadable inputs are listed on stderr), 1 nothing classified,
 2 usage error (nothing is read), 130/143 stopped by Ctrl-C/SIGTERM (the --out file is complete),
@@ -75,9 +83,12 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
               file=err)  # fmt: skip
     ocr = ocr_available()
     inputs = collect_inputs(args.docs, ocr)
+    check_plot_is_no_input(args.plot, args.docs, inputs)
     folder = read_model_folder(args.model)
     for path, why in inputs.skipped:
         print(f"warning: skipped {path}: {why}", file=err)
+    for path, seen in inputs.repeated:
+        print(f"warning: {path} is {seen} again: classified once", file=err)
     if not inputs.documents:
         print("error: nothing to classify (no PDF, and no image with an OCR engine)", file=err)
         return 1
@@ -90,34 +101,35 @@ def classify(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
 
 def _run(args: argparse.Namespace, inputs: Inputs, folder: ModelFolder, ocr: bool,
          stop: StopRequest, out: TextIO, err: TextIO) -> int:  # fmt: skip
+    if not args.quiet:  # importing deepdoctection and loading the model take a while
+        print(f"loading deepdoctection and the model in {folder.path}...", file=err, flush=True)
     quiet_libraries()
     # the model is a local folder: never ask a hub (deepdoctection keeps its usual cache)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    words = None  # a token classifier: each page lists its least confident words
-    if folder.task == "token":
+    writer: TableWriter | JsonWriter | WordTable
+    if folder.task == "token":  # a word classifier: each page lists its least confident words
         analyzer = build_word_analyzer(folder, ocr)
-        words = WordTable(out, shown=args.top_k, min_confidence=args.min_confidence,
-                          min_margin=args.min_margin)  # fmt: skip
+        writer = WordTable(shown=args.top_k, min_confidence=args.min_confidence,
+                           min_margin=args.min_margin, json=args.format == "json")  # fmt: skip
     else:
         analyzer = build_analyzer(args.model, folder.wrapper, folder.labels, ocr)
+        names = [d.name for d in inputs.documents]
+        writer = (JsonWriter() if args.format == "json"
+                  else TableWriter(names, folder.labels, args.top_k))  # fmt: skip
     from probhook import capture_probs
 
-    names = [d.name for d in inputs.documents]
-    labels = folder.labels
-    writer = JsonWriter() if args.format == "json" else TableWriter(names, labels, args.top_k)
     pages = 0 if args.quiet else count_pages(inputs.documents)  # only progress needs it
     progress = Progress(pages, len(inputs.documents), err, enabled=not args.quiet)
     run = Run(args, analyzer, capture_probs(analyzer, sink=args.out), writer, progress, inputs,
-              out, err, stop=stop, words=words)  # fmt: skip
+              out, err, stop=stop)  # fmt: skip
     try:  # the rows file is opened and locked now, before any document
         run.cap.start()
     except (SinkBusyError, FileExistsError) as error:
         raise UsageError(str(error)) from None
-    if words is None:
-        print_lines(writer.header(), out)
     failed: SinkError | None = None  # the rows file could not be written (a full disk)
     try:
+        run.print(writer.header())  # through the bar: a terminal shows it whole
         for document in inputs.documents:
             if stop.signal is not None:
                 break
@@ -138,14 +150,15 @@ def _run(args: argparse.Namespace, inputs: Inputs, folder: ModelFolder, ocr: boo
         return write_failed(args.out, failed, err)
     gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
     report = err if args.format == "json" or run.out is not out else out  # stdout: JSON lines
-    if words is not None:
-        words.summary(len(inputs.skipped), args.out)
-        classified = words.pages
+    if isinstance(writer, WordTable):
+        lines = writer.summary(len(inputs.skipped), written, run.stop.name)
+        classified = writer.pages
     else:
-        print_lines(summary_lines(run.totals, len(inputs.skipped), written, run.stop.name), report)
+        lines = summary_lines(run.totals, len(inputs.skipped), written, run.stop.name)
         classified = run.totals.classified
+    print_lines(lines, report)
     if args.plot and classified:
-        save_plot(run.cap, args.plot)
+        save_plot(run.cap, args.plot, args.min_confidence)
         print(f"plot: {args.plot}", file=report)
     if stop.signal is not None:
         return 128 + stop.signal
@@ -159,45 +172,58 @@ class Run:
     args: argparse.Namespace
     analyzer: Any
     cap: Any
-    writer: TableWriter | JsonWriter
+    writer: TableWriter | JsonWriter | WordTable
     progress: Progress
     inputs: Inputs
     out: TextIO
     err: TextIO
     totals: Totals = field(default_factory=Totals)
     stop: StopRequest = field(default_factory=StopRequest)
-    words: WordTable | None = None
 
     def document(self, document: Path) -> None:
         """Classify every page of one document, a line each; a broken document is skipped."""
         try:
             flow = self.analyzer.analyze(path=os.fspath(document))
             flow.reset_state()
+            pages = 0
             for page in flow:
+                pages += 1
                 for view in self.cap.heads.values():  # the row is written now: a full disk
                     view.buffer and view.buffer.flush()  # ends the run (SinkError)
-                if self.words is not None:  # word rows: the page's report
-                    self.words.add(page, self.cap.words(page))
-                    self.progress.page_done()
-                    continue
-                newest = self.cap.latest()  # the page's row, if this page had a forward
-                dist = newest if newest is not None and newest.key == page.image_id else None
-                result = PageResult(document, int(page.page_number), page.image_id, dist,
-                                    self.args.min_confidence, self.args.min_margin)  # fmt: skip
-                self.totals.add(result)
-                try:
-                    self.progress.write(self.writer.line(result), self.out)
-                except BrokenPipeError:  # stdout's reader left (``| head -1``): end as SIGPIPE
-                    self.out = _devnull(self.out)  # does, with the rows file closed complete
-                    self.stop.signal = signal.SIGPIPE
+                self.print(self._lines(document, page))
                 self.progress.page_done()
                 if self.stop.signal is not None:
                     return
+            if not pages:
+                self._skip(document, NO_PAGES)
         except SinkError:
             raise  # the rows file, not the document: that ends the run
         except Exception as error:  # a broken document must not end the run
-            self.inputs.skipped.append((document, reason(error)))
-            self.progress.write(f"warning: skipped {document}: {reason(error)}", self.err)
+            self._skip(document, reason(error, document.name))
+
+    def _lines(self, document: Path, page: Any) -> list[str]:
+        if isinstance(self.writer, WordTable):  # word rows: the page's report
+            return self.writer.page(document, page, self.cap.words(page))
+        newest = self.cap.latest()  # the page's row, if this page had a forward
+        dist = newest if newest is not None and newest.key == page.image_id else None
+        result = PageResult(document, int(page.page_number), page.image_id, dist,
+                            self.args.min_confidence, self.args.min_margin)  # fmt: skip
+        self.totals.add(result)
+        return [self.writer.line(result)]
+
+    def print(self, lines: list[str]) -> None:
+        """Print result lines to stdout; when its reader has left (``| head -1``) the run ends
+        as SIGPIPE does, with the rows file closed complete."""
+        try:
+            for line in lines:
+                self.progress.write(line, self.out)
+        except BrokenPipeError:
+            self.out = _devnull(self.out)
+            self.stop.signal = signal.SIGPIPE
+
+    def _skip(self, document: Path, why: str) -> None:
+        self.inputs.skipped.append((document, why))
+        self.progress.write(f"warning: skipped {document}: {why}", self.err)
 
 
 def _devnull(out: TextIO) -> TextIO:
@@ -225,7 +251,7 @@ def _classify_on_ray(args: argparse.Namespace, inputs: Inputs, out: TextIO) -> i
     )
     print(summary, file=out)
     if args.plot and summary.pages:
-        save_plot(probhook.load(args.out), args.plot)
+        save_plot(probhook.load(args.out), args.plot, args.min_confidence)
         print(f"plot: {args.plot}", file=out)
     return 0 if summary.pages else 1
 
@@ -251,7 +277,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Defaults shown (those that are values, not None or False), line breaks kept."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False):
+        if action.default is None or action.default is False:  # 0.0 == False: shown
             return action.help
         return super()._get_help_string(action)
 
@@ -283,16 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-worker", type=_non_negative, default=0.0,
                      help="--engine ray: GPUs each worker asks for")  # fmt: skip
     for p in (run, demo):
-        p.add_argument("--out", type=Path, default=Path("probhook-results.parquet"),
+        p.add_argument("--out", default=Path("probhook-results.parquet"),  # as typed: a / ends it
                        help="file for every row: .parquet, or .arrows (Arrow stream)")  # fmt: skip
         p.add_argument("--format", choices=("table", "json"), default="table",
-                       help="stdout: a table, or one JSON object per page")  # fmt: skip
+                       help="stdout: a table, or one JSON object per page (with its words, "
+                       "for a word classifier)")  # fmt: skip
         p.add_argument("--top-k", type=_positive, default=3, help="labels shown per page")
         p.add_argument("--min-confidence", type=_fraction, default=0.9,
                        help="flag pages whose top probability is below this")  # fmt: skip
         p.add_argument("--min-margin", type=_fraction, default=None,
                        help="flag pages whose top-1 minus top-2 is below this")  # fmt: skip
-        p.add_argument("--plot", type=Path, default=None,
+        p.add_argument("--plot", default=None,
                        help="save a confidence histogram (.png, .svg, .pdf, .jpg)")  # fmt: skip
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     from probhook.cli_report import add_parser

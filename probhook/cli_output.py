@@ -265,14 +265,15 @@ def finish_rows_file(path: Path, rows: int) -> Path | None:
     return path if rows and path.exists() else None
 
 
-def save_plot(cap: Any, path: Path) -> None:
-    """The confidence histogram of the run, saved to ``path``."""
+def save_plot(cap: Any, path: Path, threshold: float | None = None) -> None:
+    """The confidence histogram of the run, saved to ``path``, with the ``--min-confidence``
+    ``threshold`` drawn and the rows below it counted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ax = cap.plot.confidence(bins=20)
+    ax = cap.plot.confidence(bins=20, threshold=threshold)
     ax.figure.savefig(path, dpi=120)
     plt.close(ax.figure)
 

@@ -4,6 +4,7 @@ before any document is read) and page counts for progress."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -23,16 +24,26 @@ class Inputs:
 
     documents: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    repeated: list[tuple[Path, Path]] = field(default_factory=list)
+    """Files given again (the same path twice, a file and its folder, a link to it), each
+    with the path it is read under: classified once."""
 
 
 def collect_inputs(paths: list[Path], ocr: bool) -> Inputs:
-    """PDFs and (with OCR) images from files and folders; everything else is reported."""
+    """PDFs and (with OCR) images from files and folders; everything else is reported, and a
+    file reached twice is read once."""
     found = Inputs()
+    first: dict[tuple[int, int], Path] = {}
     for path in paths:
         if not path.exists():
             raise UsageError(f"no such file or folder: {path}")
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
+            stat = file.stat()
+            seen = first.setdefault((stat.st_dev, stat.st_ino), file)
+            if seen is not file:
+                found.repeated.append((file, seen))
+                continue
             suffix = file.suffix.lower()
             if suffix in PDF_SUFFIXES or (suffix in IMAGE_SUFFIXES and ocr):
                 found.documents.append(file)
@@ -43,13 +54,22 @@ def collect_inputs(paths: list[Path], ocr: bool) -> Inputs:
     return found
 
 
-def check_output(option: str, path: Path, suffixes: tuple[str, ...], example: str) -> None:
-    """``path`` can be written as a new file with one of ``suffixes``: checked (creating its
-    folder) before anything is classified, so a bad path costs nothing."""
-    if path.is_dir() or str(path).endswith(("/", os.sep)):
-        raise UsageError(f"{option} {path} is a folder: give a file name such as {path / example}")
-    if path.suffix.lower() not in suffixes:
-        raise UsageError(f"{option} {path}: the file name must end in {' or '.join(suffixes)}")
+def check_output(
+    option: str, given: str | os.PathLike[str], suffixes: tuple[str, ...], example: str
+) -> Path:
+    """``given`` (as typed: a trailing ``/`` names a folder) can be written as a new file with
+    one of ``suffixes`` (exactly, lower case: what the writers read); checked, creating its
+    folder, before anything is classified, so a bad path costs nothing. Returns the path."""
+    text, path = os.fspath(given), Path(given)
+    if path.is_dir() or text.endswith(("/", os.sep)):
+        kind = "is a folder" if path.is_dir() else "ends in /: a folder name"
+        raise UsageError(f"{option} {text} {kind}: give a file name such as {path / example}")
+    if path.suffix not in suffixes:
+        case = (f" (in lower case: {path.with_suffix(path.suffix.lower()).name})"
+                if path.suffix.lower() in suffixes else "")  # fmt: skip
+        raise UsageError(
+            f"{option} {path}: the file name must end in {' or '.join(suffixes)}{case}"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):
@@ -59,6 +79,7 @@ def check_output(option: str, path: Path, suffixes: tuple[str, ...], example: st
     except OSError as error:
         reason = error.strerror or str(error)
         raise UsageError(f"{option} {path}: cannot write there ({reason})") from None
+    return path
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -72,15 +93,29 @@ def check_outputs(args: argparse.Namespace) -> None:
             require_extra("notebook", "--plot")
     except MissingExtraError as error:
         raise UsageError(str(error)) from None
+    if getattr(args, "engine", "local") == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError('--engine ray needs ray, which is not installed: '
+                         'pip install "probhook[ray]"')  # fmt: skip
     if getattr(args, "engine", "local") == "ray":  # Ray writes a folder of Parquet files
+        args.out = Path(args.out)
         if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
             raise UsageError(f"--out {args.out}: --engine ray writes a new or empty folder")
     else:
-        check_output("--out", args.out, OUT_SUFFIXES, "probhook-results.parquet")
+        args.out = check_output("--out", args.out, OUT_SUFFIXES, "probhook-results.parquet")
     if args.plot is not None:
-        check_output("--plot", args.plot, PLOT_SUFFIXES, "confidence.png")
+        args.plot = check_output("--plot", args.plot, PLOT_SUFFIXES, "confidence.png")
         if args.plot.resolve() == args.out.resolve():
             raise UsageError(f"--plot and --out are the same file ({args.out})")
+
+
+def check_plot_is_no_input(plot: Path | None, given: list[Path], inputs: Inputs) -> None:
+    """``--plot`` must not overwrite a document to classify (or any file given as input)."""
+    if plot is None or not plot.exists():
+        return
+    for path in [*given, *inputs.documents, *(p for p, _ in inputs.skipped)]:
+        if path.exists() and plot.samefile(path):
+            raise UsageError(f"--plot {plot} is one of the inputs ({path}): it would be "
+                             "overwritten; give another file name for the plot")  # fmt: skip
 
 
 def count_pages(documents: list[Path]) -> int:

@@ -175,7 +175,8 @@ class CaptureOptions:
             operating system) at most this many rows after its forward ...
         flush_seconds: ... or this many seconds after it, even if no other forward comes.
         output: which element of a tuple/list output holds the logits (an index), or which
-            attribute (a name); default: ``.logits``, else the one 2-D floating tensor.
+            key of a dict output or attribute (a name); default: ``.logits`` (or the key
+            ``"logits"``), else the one 2-D floating tensor.
         word_rule: which sub-token speaks for a word of a token-classification head:
             ``"dd"`` (deepdoctection's rule: the most confident one), ``"first"`` or ``"mean"``
             (see [`probhook.words`][probhook.words]).

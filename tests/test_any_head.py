@@ -86,3 +86,36 @@ def test_output_that_is_not_logits_is_refused_at_the_first_forward(module, x, er
     finally:
         cap.stop(warn=False)
     assert len(cap) == 0
+
+
+class DictHead(torch.nn.Module):
+    """A head returning a plain dict, as some research code does."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return {"features": x, "logits": self.linear(x)}
+
+
+def test_a_head_returning_a_dict_is_read_by_key():
+    torch.manual_seed(0)
+    model = DictHead()
+    x = torch.randn(4, 8)
+    for options in ({"output": "logits"}, {}):  # named, and found by its usual name
+        with capture_probs(model, **options) as cap:
+            out = model(x)
+        rows_match(cap, out["logits"])
+    missing = r"returned a dict of \{'features': .*'logits'.*which has no output='scores'"
+    with pytest.raises(TypeError, match=missing), capture_probs(model, output="scores"):
+        model(x)
+
+
+def test_a_model_on_the_meta_device_is_refused_at_start():
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    cap = capture_probs(model)
+    with pytest.raises(ValueError, match=r"tensors on the meta device \(first: '0.weight'\)"):
+        cap.start()
+    assert not model[0]._forward_hooks  # nothing was hooked

@@ -20,9 +20,41 @@ import probhook
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 sys.path.insert(0, str(ROOT / "scripts"))
+import doc_blocks  # noqa: E402  (tests/, beside this file)
 import docstring_syntax  # noqa: E402
 
 ROLE = re.compile(r":(class|meth|func|mod|data|attr|exc|obj):`")
+PAGES = sorted(DOCS.glob("*.md"))
+MARKED = [b for page in PAGES for b in doc_blocks.blocks(page) if b.skipped]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_code_block_of_the_page_runs_as_written(page, tmp_path):
+    """Top to bottom in a fresh folder, as a reader would (see ``doc_blocks``)."""
+    ran = doc_blocks.run_page(page, tmp_path)
+    own = [b for b in doc_blocks.blocks(page) if not b.skipped]
+    assert set(ran) >= {b.where for b in own}
+
+
+@pytest.mark.parametrize("block", MARKED, ids=[b.where for b in MARKED])
+def test_a_block_that_is_not_run_says_why(block):
+    pytest.skip(f"{block.where}: {block.skipped}")
+
+
+def test_every_fence_is_code_that_runs_or_marked_output():
+    """A block in another language (``sh``, ``console``, none) would be passed over silently."""
+    for page in [*PAGES, ROOT / "README.md"]:
+        text = page.read_text(encoding="utf-8")
+        languages = re.findall(r"^```(\w*)[^\n]*\n.*?^```", text, re.M | re.S)
+        assert set(languages) <= {*doc_blocks.RUN, "text"}, (page.name, languages)
+
+
+def test_code_lines_scroll_instead_of_wrapping():
+    """Aligned comments (the install block) keep their columns; long lines scroll."""
+    css = (DOCS / "css" / "extra.css").read_text(encoding="utf-8")
+    assert "pre-wrap" not in css
+    assert "overflow-wrap: anywhere" not in css
+    assert re.search(r"pre > code \{[^}]*white-space: pre;[^}]*overflow-x: auto", css)
 
 
 def test_example_notebook_executes_with_plots(tmp_path):
@@ -30,7 +62,9 @@ def test_example_notebook_executes_with_plots(tmp_path):
     sources = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
     assert "matplotlib.use" not in sources  # plots show inline in Jupyter
     assert "demo.MODEL_DIR" in sources
-    assert "build_analyzer" in sources
+    assert "analyzer_from_folder" in sources
+    # every code line fits the page's column at 1280 px (longer ones would scroll sideways)
+    assert max(len(line) for line in sources.splitlines()) <= 70
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()

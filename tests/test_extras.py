@@ -107,8 +107,41 @@ def test_deepdoctection_install_runs_the_demo_and_names_the_plot_extra(venv, tmp
     assert 'pip install "probhook[notebook]"' in plot.stderr, plot.stderr[-2000:]
 
 
-def test_all_install_runs_every_readme_command(venv, tmp_path):
-    venv.install("all")
+def system_path() -> str:
+    """``PATH`` without virtual environments: ``python3`` is the machine's own (Debian's)."""
+    dirs = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(d for d in dirs if not (Path(d).parent / "pyvenv.cfg").exists())
+
+
+def readme_command(words: str) -> str:
+    """The README's one-line shell command that contains ``words``."""
+    blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
+    return next(b.strip().splitlines()[-1] for b in blocks if words in b)
+
+
+def test_readme_command_1_on_the_system_python_then_every_readme_command(tmp_path):
+    """README command 1, as written, in a copy of the repository, with the machine's own
+    ``python3`` (on Debian, one that refuses ``pip install`` outside a venv)."""
+    clone = tmp_path / "probhook"
+    skip = shutil.ignore_patterns(".git", ".venv", ".nox", "site", "__pycache__", "*.egg-info",
+                                  ".mypy_cache", ".ruff_cache", "results")  # fmt: skip
+    shutil.copytree(ROOT, clone, ignore=skip)
+    command = readme_command("probhook demo")
+    assert command.startswith("python3 -m venv .venv && ")
+    env = {**ENV, "PATH": system_path()}
+    env.pop("VIRTUAL_ENV", None)
+    done = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pages classified" in done.stdout
+    venv = Venv(clone / ".venv")
+    try:
+        every_readme_command(venv, tmp_path)
+    finally:
+        shutil.rmtree(clone / ".venv", ignore_errors=True)  # a venv with torch is GBs
+
+
+def every_readme_command(venv, tmp_path):
     demo = venv.run(
         venv.bin / "probhook", "demo", "--out", "rows.parquet", "--plot", "c.png", cwd=tmp_path
     )

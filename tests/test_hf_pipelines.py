@@ -156,3 +156,38 @@ def test_token_classification_pipeline_rows_equal_the_pipelines_token_scores(tmp
     scored = sum(len(e) for e in out)
     assert len(cap) == scored  # one row per scored token: no special or padding token
     assert set(cap.column("call").tolist()) == {0}
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_a_strided_token_pipeline_keys_chunks_by_their_input(tmp_path, batch_size):
+    """``stride=`` splits a long input into overlapping chunks: each chunk's rows keep the input's
+    position and the token's index in the whole input, and every entity the pipeline returns
+    is made of rows of one chunk, with the entity's score."""
+    from probhook.testing import build_token_model
+
+    t = build_token_model("bert", tmp_path / "tokens", max_length=16)
+    pipe = transformers.pipeline("token-classification", model=str(t.path), tokenizer=str(t.path))
+    long = "dear sir please fill the form and the total amount due to the team memo regards " * 2
+    texts = [long, "total amount due", "memo to team please fill the form total amount due"]
+    with capture_probs(pipe) as cap:
+        out = pipe(texts, stride=4, aggregation_strategy="simple", ignore_labels=[],
+                   batch_size=batch_size)  # fmt: skip
+    rows = list(cap.distributions())
+    assert {d.key[0] for d in rows} == {0, 1, 2}  # three inputs, however many chunks
+    assert max(d.meta["chunk"] for d in rows if d.key[0] == 0) >= 2  # the long one was split
+    for i, text in enumerate(texts):
+        whole = pipe.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+        mine = [d for d in rows if d.key[0] == i]
+        # the index in the input: the token at that index of the unsplit input, in every chunk
+        assert all(d.key[1] == d.meta["token_index"] for d in mine)
+        assert all((d.meta["start"], d.meta["end"]) == tuple(whole[d.key[1]]) for d in mine)
+        assert {d.key[1] for d in mine} == set(range(1, len(whole) - 1))  # every token
+        for entity in out[i]:
+            found = False
+            for chunk in {d.meta["chunk"] for d in mine}:
+                tokens = [d for d in mine if d.meta["chunk"] == chunk
+                          and entity["start"] <= d.meta["start"] < entity["end"]]  # fmt: skip
+                if tokens and all(d.predicted.endswith(entity["entity_group"]) for d in tokens):
+                    score = np.mean([d.confidence for d in tokens])
+                    found = found or abs(score - entity["score"]) < 1e-6
+            assert found, (i, entity)

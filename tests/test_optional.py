@@ -20,7 +20,7 @@ PYPROJECT = tomllib.loads(
     (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
 )
 EXTRAS = PYPROJECT["project"]["optional-dependencies"]
-IMPORT_NAME = {"ipython": "IPython"}  # distributions whose import name differs
+IMPORT_NAME = {"pillow": "PIL"}  # distributions whose import name differs
 
 
 def test_every_extra_module_comes_with_that_extra():

@@ -196,3 +196,80 @@ def test_bad_options_fail_before_any_work(tmp_path, capsys):
     (tmp_path / "old.parquet").write_bytes(b"")
     with pytest.raises(engine.UsageError, match="give a new or empty folder"):
         engine.run([demo.SAMPLES_DIR / "memo_1.pdf"], model_dir=demo.MODEL_DIR, out=tmp_path)
+
+
+def test_without_ray_installed_engine_ray_is_one_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra sees
+    code = main(["run", str(demo.SAMPLES_DIR / "memo_1.pdf"), "--engine", "ray",
+                 "--out", str(tmp_path / "rows")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert (code, captured.out) == (2, "")
+    lines = [line for line in captured.err.splitlines() if not line.startswith("note: ")]
+    assert lines == ['probhook: error: --engine ray needs ray, which is not installed: '
+                     'pip install "probhook[ray]"']  # fmt: skip
+    assert not (tmp_path / "rows").exists()
+
+
+ODD_NAMES = ["a?b.pdf", "c#d.pdf", "e [x]*.pdf", "f%20g.pdf", "h;i=j&k.pdf", "ü é.PDF"]
+
+
+def test_every_file_name_the_local_engine_reads_ray_reads(cluster, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name in ODD_NAMES:
+        shutil.copy(demo.SAMPLES_DIR / "memo_1.pdf", folder / name)
+    (folder / "notes.txt").write_text("not a document")
+    from probhook.cli_paths import collect_inputs
+
+    local = [str(p) for p in collect_inputs([folder], ocr=False).documents]
+    assert sorted(Path(p).name for p in local) == sorted(ODD_NAMES)
+    for given in (folder, local):  # a folder, and the files the command line found in it
+        paths = engine.documents_dataset(given).select_columns(["path"]).take_all()
+        assert sorted(r["path"] for r in paths) == sorted(local)
+
+
+def test_engine_ray_quiet_prints_nothing_but_the_summary_and_misses_no_document(tmp_path):
+    """A child process (Ray's loggers and the C++ core worker's lines are process-wide); no
+    running Ray instance: it starts its own, as a user's run does."""
+    import subprocess
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name in ODD_NAMES[:2]:
+        shutil.copy(demo.SAMPLES_DIR / "memo_1.pdf", folder / name)
+    out = tmp_path / "rows"
+    command = [sys.executable, "-m", "probhook", "run", str(folder), "--engine", "ray", "-q",
+               "--model", str(demo.MODEL_DIR), "--out", str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.startswith("2 pages classified in 2 documents by 1 Ray workers")
+    assert "failed" not in done.stdout
+    names = {Path(p).name for p in probhook.load(out).column("location")}
+    assert names == set(ODD_NAMES[:2])
+
+
+def test_a_document_with_no_row_is_reported_as_failed(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "rows"
+    out.mkdir()
+    table = pa.table({"status": ["ok"], "location": [str(tmp_path / "seen.pdf")]})
+    pq.write_table(table, out / "part.parquet")
+    summary = engine.summarize(out, documents=[tmp_path / "seen.pdf", tmp_path / "lost.pdf"])
+    assert summary.failed == [(str(tmp_path / "lost.pdf"), "not read: no row came back from Ray")]
+    assert f"failed: {tmp_path / 'lost.pdf'}: not read" in str(summary)
+
+
+def test_a_pdf_without_pages_is_reported(tmp_path):
+    from pypdf import PdfWriter
+
+    empty = tmp_path / "empty.pdf"
+    PdfWriter().write(empty)
+    classifier = engine.PageClassifier(demo.MODEL_DIR)
+    memo = demo.SAMPLES_DIR / "memo_1.pdf"
+    table = classifier({"path": [str(empty), str(memo)]})
+    rows = {Path(r["location"]).name: r for r in table.to_pylist()}
+    assert rows["empty.pdf"]["status"] == "no pages (deepdoctection read 0 pages from it)"
+    assert rows["memo_1.pdf"]["status"] == "ok"

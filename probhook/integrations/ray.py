@@ -22,6 +22,7 @@ folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -31,7 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probhook.block import RowBlock
-from probhook.integrations.deepdoctection.analyzer import UsageError, read_model_dir, reason
+from probhook.integrations.deepdoctection.analyzer import (
+    NO_PAGES,
+    UsageError,
+    read_model_dir,
+    reason,
+)
+from probhook.integrations.ray_logs import held_stderr, quiet_ray
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,24 +57,44 @@ every worker)."""
 def documents_dataset(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
-    suffixes: Sequence[str] = DOCUMENT_SUFFIXES,
+    suffixes: Sequence[str] | None = DOCUMENT_SUFFIXES,
 ) -> ray.data.Dataset:
-    """A Ray dataset of the documents in a folder (searched recursively), a list of files, or any
-    path ``ray.data.read_binary_files`` reads (a bucket, say): columns ``bytes`` and ``path``
-    (as given: a page's ``location`` is this path, as in a local run).
+    """A Ray dataset of documents: columns ``bytes`` and ``path`` (as given: a page's
+    ``location`` is this path, as in a local run).
+
+    ``paths`` is a folder (searched recursively for files ending in ``suffixes``; None: every
+    file), a file (read whatever its name), a list of them, or any path
+    ``ray.data.read_binary_files`` reads (a bucket, say). Local folders are listed here, not by
+    Ray, whose suffix filter reads a ``?`` in a file name as the start of a URL query and drops
+    the file.
 
     Reading takes no CPU slot: the classifying workers may hold every CPU of a small cluster,
     and a read waiting for a free CPU would wait for ever."""
     import ray.data
 
-    if isinstance(paths, (str, os.PathLike)):
-        where: str | list[str] = os.fspath(paths)
-    else:
-        where = [os.fspath(p) for p in paths]
-    extensions = [s.lstrip(".") for s in suffixes]
-    return ray.data.read_binary_files(
-        where, include_paths=True, file_extensions=extensions, num_cpus=0
-    )
+    given = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    ends = None if suffixes is None else tuple(s.lower() for s in suffixes)
+    local: list[str] = []
+    remote: list[str] = []
+    for item in given:
+        path = os.fspath(item)
+        if "://" in path:
+            remote.append(path)
+        elif os.path.isdir(path):
+            found = (f for f in Path(path).rglob("*") if f.is_file())
+            local += sorted(
+                os.fspath(f) for f in found if not ends or f.name.lower().endswith(ends)
+            )
+        else:
+            local.append(path)
+    if not local and not remote:
+        raise ValueError(f"no document in {given} (files ending in {suffixes})")
+    parts: list[tuple[list[str], list[str] | None]] = [(local, None)] if local else []
+    if remote:
+        parts.append((remote, None if ends is None else [s.lstrip(".") for s in ends]))
+    sets = [ray.data.read_binary_files(where, include_paths=True, file_extensions=extensions,
+                                       num_cpus=0) for where, extensions in parts]  # fmt: skip
+    return sets[0] if len(sets) == 1 else sets[0].union(*sets[1:])
 
 
 def default_analyzer(model_dir: str | os.PathLike[str]) -> Any:
@@ -154,9 +181,13 @@ class PageClassifier:
         try:
             for path, data in zip(paths, contents, strict=True):
                 try:
-                    pages.extend(page_meta(page) for page in self._pages(path, data))
+                    read = [page_meta(page) for page in self._pages(path, data)]
                 except Exception as error:  # a broken document is reported, the batch goes on
-                    failed.append(self._failure(path, reason(error)))
+                    failed.append(self._failure(path, reason(error, Path(path).name)))
+                    continue
+                pages.extend(read)
+                if not read:  # a PDF with 0 pages: reported, as a local run does
+                    failed.append(self._failure(path, NO_PAGES))
         finally:
             cap.stop(warn=False)
         tables = [self._to_arrow(block) for block in blocks.blocks]
@@ -292,22 +323,24 @@ def run(
         raise UsageError("nothing to classify (no PDF)")
     read_model_dir(Path(model_dir))
     started = not ray.is_initialized()
-    if started and address is not None:
-        ray.init(address=address, log_to_driver=not quiet)
-    elif started:
-        ray.init(num_cpus=max(2, workers), include_dashboard=False, log_to_driver=not quiet)
+    with quiet_ray(quiet), held_stderr(quiet):
+        if started:
+            where = {"address": address} if address is not None else {
+                "num_cpus": max(2, workers), "include_dashboard": False}  # fmt: skip
+            ray.init(**where, log_to_driver=not quiet,
+                     logging_level=logging.ERROR if quiet else logging.INFO)  # fmt: skip
     try:
         ray.data.DataContext.get_current().enable_progress_bars = not quiet
         begin = time.perf_counter()
         rows = classify(
-            documents_dataset(documents),
+            documents_dataset(documents, suffixes=None),  # the files given, whatever their names
             model_dir=Path(model_dir).resolve(),
             workers=workers,
             gpus_per_worker=gpus_per_worker,
             batch_size=batch_size,
         )
-        with warnings.catch_warnings():  # see classify: Ray 2.60 deprecates remote arguments
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with warnings.catch_warnings(), quiet_ray(quiet):  # see classify: Ray 2.60 deprecates
+            warnings.simplefilter("ignore", DeprecationWarning)  # remote arguments
             # writing takes no CPU slot, as reading: each block is written as it comes instead
             # of waiting for a worker's CPU at the end, with every row held until then
             rows.write_parquet(os.fspath(out.resolve()), ray_remote_args={"num_cpus": 0})
@@ -315,19 +348,29 @@ def run(
     finally:
         if started:
             ray.shutdown()
-    return summarize(out, seconds=seconds, workers=workers)
+    return summarize(out, seconds=seconds, workers=workers, documents=documents)
 
 
-def summarize(out: str | os.PathLike[str], *, seconds: float = 0.0, workers: int = 1) -> RunSummary:
-    """Count the rows of a finished run's folder by status (reads only the small columns)."""
+def summarize(
+    out: str | os.PathLike[str],
+    *,
+    seconds: float = 0.0,
+    workers: int = 1,
+    documents: Sequence[str | os.PathLike[str]] = (),
+) -> RunSummary:
+    """Count the rows of a finished run's folder by status (reads only the small columns); each
+    of ``documents`` without a row is counted as failed: nothing given is lost silently."""
     import pyarrow.dataset as pds
 
     folder = pds.dataset(os.fspath(out), format="parquet")
     table = folder.to_table(columns=[STATUS, "location"])
     status, where = table.column(STATUS).to_pylist(), table.column("location").to_pylist()
     failed = sorted((w, s) for w, s in zip(where, status, strict=True) if s not in (OK, NO_WORDS))
-    documents = len({w for w, s in zip(where, status, strict=True) if s in (OK, NO_WORDS)})
+    seen = {os.path.abspath(w) for w in where if w is not None}
+    failed += [(os.fspath(d), "not read: no row came back from Ray") for d in documents
+               if os.path.abspath(d) not in seen]  # fmt: skip
+    read = len({w for w, s in zip(where, status, strict=True) if s in (OK, NO_WORDS)})
     return RunSummary(
-        Path(out), status.count(OK), documents, status.count(NO_WORDS), failed,
+        Path(out), status.count(OK), read, status.count(NO_WORDS), failed,
         len(folder.files), seconds, workers,
     )  # fmt: skip

@@ -19,9 +19,15 @@ restarts the positions) and ``forward`` are wrapped *on the instance* for the ca
 duration; one pipeline is not to be called from two threads at once.
 
 A token-classification pipeline gives one row per token the pipeline scores (attended, not a
-special token), keyed ``(input position, token index)`` with a ``token_index`` column; its softmax
-equals the pipeline's per-token ``score`` and argmax its ``entity`` (``aggregation_strategy``
-"none"), whichever tokens the pipeline then drops as ``ignore_labels``.
+special token), keyed ``(input position, token index)`` with ``token_index``, ``chunk`` and the
+token's characters ``start`` .. ``end`` in the input (a fast tokenizer's offsets; missing for a
+slow one) as columns; its softmax equals the pipeline's per-token ``score`` and argmax its
+``entity`` (``aggregation_strategy`` "none"), whichever tokens the pipeline then drops as
+``ignore_labels``. Called with ``stride=``, the pipeline splits a long input into overlapping
+chunks: the token index stays the index in the whole input (as if it were one chunk), so a token
+in the overlap of two chunks has a row from each, told apart by ``chunk`` (``get`` returns the
+later one); an aggregated entity's tokens are the rows of its input whose ``start`` .. ``end``
+lie within the entity's.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from probhook.block import ColumnKind
+from probhook.block import INT_NA, ColumnKind
 from probhook.heads import Forward, HeadSpec, MappedRows, config_labels, matches
 from probhook.options import Selector
 
@@ -42,7 +48,12 @@ if TYPE_CHECKING:
 TASKS = ("text-classification", "image-classification", "token-classification")
 """Pipeline tasks probhook captures: one row per input, or per token for token classification."""
 TOKEN_TASK = "token-classification"
-_SPECIAL = "probhook.special_tokens_mask"  # the metadata entry that carries a forward's mask
+# metadata entries of a token pipeline's forward: its special-token mask, its token offsets and
+# each sequence's input position, chunk and token index shift
+_SPECIAL, _OFFSETS = "probhook.special_tokens_mask", "probhook.offsets"
+_CHUNKS = "probhook.chunks"
+TOKEN_COLUMNS: Mapping[str, ColumnKind] = {"token_index": "int", "chunk": "int", "start": "int",
+                                           "end": "int"}  # fmt: skip
 
 
 def activation_of(pipe: Any, function_to_apply: Any = None) -> str:
@@ -61,28 +72,74 @@ def activation_of(pipe: Any, function_to_apply: Any = None) -> str:
 
 def token_rows(forward: Forward) -> Callable[[], MappedRows] | None:
     """One forward of a token-classification pipeline: a row per token it scores, keyed
-    ``(input position, token index)`` (None: the model was called outside the pipeline)."""
+    ``(input position, token index in the input)`` (None: the model was called outside the
+    pipeline)."""
     meta = forward.meta or {}
     special = meta.get(_SPECIAL)
     if special is None:
         return None
     n, length, _ = forward.shape
-    keep = np.asarray(special.cpu() if hasattr(special, "cpu") else special).reshape(n, length)
-    keep = keep == 0
+    keep = _host(special).reshape(n, length) == 0
     mask = forward.kwargs.get("attention_mask")
     if mask is not None:
-        keep &= np.asarray(mask.cpu()).reshape(n, length).astype(bool)
+        keep &= _host(mask).reshape(n, length).astype(bool)
     seq, tok = np.nonzero(keep)
-    first = meta.get("key")
-    positions = first if isinstance(first, list) else [int(first or 0) + i for i in range(n)]
-    keys = [(int(positions[s]), int(t)) for s, t in zip(seq, tok, strict=True)]
+    position, chunk, shift = np.asarray(meta[_CHUNKS], np.int64).reshape(n, 3).T
+    index = shift[seq] + tok
+    keys = list(zip(position[seq].tolist(), index.tolist(), strict=True))
+    offsets = meta.get(_OFFSETS)
+    if offsets is not None:
+        spans = _host(offsets).reshape(n, length, 2)[seq, tok].astype(np.int64)
+        start, end = spans[:, 0], spans[:, 1]
+    else:  # a slow tokenizer has no offsets
+        start = end = np.full(len(seq), INT_NA, np.int64)
+    columns = {"token_index": index, "chunk": chunk[seq], "start": start, "end": end}
 
     def rows() -> MappedRows:
         probs, raw = forward.probs(), forward.logits()
         logits = None if raw is None else raw[seq, tok]
-        return MappedRows(probs[seq, tok], keys, {"token_index": tok.astype(np.int64)}, logits)
+        return MappedRows(probs[seq, tok], keys, columns, logits)
 
     return rows
+
+
+def _host(values: Any) -> Any:
+    return np.asarray(values.cpu() if hasattr(values, "cpu") else values)
+
+
+def _chunks(model_inputs: Mapping[str, Any], n: int, state: dict[str, int]) -> list[list[int]]:
+    """``[input position, chunk, token index shift]`` of each sequence of a token pipeline's
+    forward. With ``stride=`` the pipeline splits an input into chunks (``is_last`` marks its
+    last) that overlap by ``stride`` tokens: chunk ``c + 1`` starts ``scored(c) - stride`` tokens
+    after chunk ``c``, so a token's index in the input is its index in the chunk plus the shift."""
+    last = model_inputs.get("is_last", True)
+    lasts = [bool(x) for x in last] if isinstance(last, (list, tuple)) else [bool(last)] * n
+    special, mask = model_inputs.get("special_tokens_mask"), model_inputs.get("attention_mask")
+    scored = np.zeros(n, np.int64)
+    if special is not None:
+        keep = _host(special).reshape(n, -1) == 0
+        if mask is not None:
+            keep &= _host(mask).reshape(n, -1).astype(bool)
+        scored = keep.sum(axis=1)
+    chunks = []
+    for i in range(n):
+        chunks.append([state["next"], state["chunk"], state["shift"]])
+        if lasts[i]:
+            state["next"], state["chunk"], state["shift"] = state["next"] + 1, 0, 0
+        else:
+            state["chunk"] += 1
+            state["shift"] += int(scored[i]) - state["stride"]
+    return chunks
+
+
+def _stride(pipe: Any, sanitized: Any) -> int:
+    """The ``stride`` a call of a token pipeline splits its inputs with (0: none), given in the
+    call or when the pipeline was built."""
+    for params in (sanitized[0], pipe._preprocess_params):
+        stride = ((params or {}).get("tokenizer_params") or {}).get("stride")
+        if stride is not None:
+            return int(stride)
+    return 0
 
 
 def _batch_size(model_inputs: Any) -> int:
@@ -124,9 +181,8 @@ class PipelineAdapter:
                 name, i = f"{pipe.task}#{i}", i + 1
             labels = config_labels(pipe.model)
             if pipe.task == TOKEN_TASK:  # the pipeline takes a softmax over each token
-                columns: dict[str, ColumnKind] = {"token_index": "int"}
                 spec = HeadSpec(name, pipe.model, labels, activation="softmax",
-                                rows_of=token_rows, columns=columns)  # fmt: skip
+                                rows_of=token_rows, columns=dict(TOKEN_COLUMNS))  # fmt: skip
                 specs.append(spec)
             else:
                 specs.append(HeadSpec(name, pipe.model, labels, activation=activation_of(pipe)))
@@ -153,9 +209,10 @@ class PipelineAdapter:
 
 
 def _wrap(pipe: Any, spec: HeadSpec, host: CaptureHost, stack: contextlib.ExitStack) -> None:
-    state = {"call": -1, "next": 0}
+    state = {"call": -1, "next": 0, "chunk": 0, "shift": 0, "stride": 0}
     originals = {name: getattr(pipe, name) for name in ("_sanitize_parameters", "forward")}
     own = {name for name in originals if name in vars(pipe)}
+    tokens = pipe.task == TOKEN_TASK
 
     def sanitize(**kwargs: Any) -> Any:
         # each call of the pipeline sanitizes its keyword arguments once, before any forward
@@ -165,16 +222,24 @@ def _wrap(pipe: Any, spec: HeadSpec, host: CaptureHost, stack: contextlib.ExitSt
                 f"function_to_apply={asked!r} differs from the {spec.activation} the capture "
                 "applies: give it when building the pipeline, or activation= to capture_probs"
             )
-        state["call"], state["next"] = state["call"] + 1, 0
-        return originals["_sanitize_parameters"](**kwargs)
+        sanitized = originals["_sanitize_parameters"](**kwargs)
+        state.update(call=state["call"] + 1, next=0, chunk=0, shift=0)
+        if tokens:
+            state["stride"] = _stride(pipe, sanitized)
+        return sanitized
 
     def forward(model_inputs: Any, **forward_params: Any) -> Any:
-        n, first = _batch_size(model_inputs), state["next"]
-        state["next"] = first + n
-        keys: Any = first if n == 1 else list(range(first, first + n))
-        meta = {"key": keys, "call": max(state["call"], 0)}
-        if pipe.task == TOKEN_TASK and isinstance(model_inputs, Mapping):
-            meta[_SPECIAL] = model_inputs.get("special_tokens_mask")
+        n = _batch_size(model_inputs)
+        meta: dict[str, Any] = {"call": max(state["call"], 0)}
+        if tokens and isinstance(model_inputs, Mapping):
+            chunks = _chunks(model_inputs, n, state)  # an input's chunks keep its position
+            meta.update({"key": [c[0] for c in chunks] if n > 1 else chunks[0][0],
+                         _CHUNKS: chunks, _SPECIAL: model_inputs.get("special_tokens_mask"),
+                         _OFFSETS: model_inputs.get("offset_mapping")})  # fmt: skip
+        else:
+            first = state["next"]
+            state["next"] = first + n
+            meta["key"] = first if n == 1 else list(range(first, first + n))
         token = host.set_meta(meta)
         try:
             return originals["forward"](model_inputs, **forward_params)

@@ -72,6 +72,12 @@ def read_model_folder(model_dir: Path) -> ModelFolder:
     ``*ForTokenClassification`` (words), checked without loading the model: it has weights,
     a tokenizer and as many label names as the classifier has outputs; each problem is one
     [`UsageError`][UsageError]."""
+    if model_dir.is_file():
+        parent = f" (its folder: {model_dir.parent})" if model_dir.name == "config.json" else ""
+        raise UsageError(
+            f"--model {model_dir} is a file: give the Hugging Face model folder that holds "
+            f"config.json, the weights and the tokenizer{parent}"
+        )
     if not model_dir.is_dir():
         raise UsageError(
             f"--model {model_dir}: no such folder (expected a Hugging Face model folder)"
@@ -246,6 +252,7 @@ def build_analyzer(
         raise UsageError(
             f"the classifier in {model_dir} cannot be loaded ({type(error).__name__}: {first})"
         ) from None
+    read_every_word(analyzer)
     return skip_unused_pixels(analyzer) if skip_pixels else analyzer
 
 
@@ -261,7 +268,46 @@ def build_word_analyzer(folder: ModelFolder, ocr: bool) -> Any:
     overrides = analyzer_overrides(
         name, pdf_text=True, ocr=ocr, words_stride=max(1, folder.max_length // 2)
     )
-    return dd.get_dd_analyzer(config_overwrite=overrides)
+    return read_every_word(dd.get_dd_analyzer(config_overwrite=overrides))
+
+
+def analyzer_from_folder(
+    model_dir: str | os.PathLike[str], *, ocr: bool | None = None, skip_pixels: bool = True
+) -> Any:
+    """The deepdoctection analyzer ``probhook run --model model_dir`` uses: PDF text extraction
+    (and OCR, by default when tesseract is on the PATH) and the classifier in the local Hugging
+    Face folder ``model_dir``, read in place (no download): a ``*ForSequenceClassification``
+    classifies pages, a ``*ForTokenClassification`` tags words. Problems with the folder are one
+    [`UsageError`][UsageError] each.
+
+        analyzer = analyzer_from_folder("my-layoutlm")
+        flow = analyzer.analyze(path="scan.pdf")  # one PDF, or a folder of images
+        flow.reset_state()
+        pages = list(flow)
+    """
+    folder = read_model_folder(Path(model_dir))
+    ocr = ocr_available() if ocr is None else ocr
+    if folder.task == "token":
+        return build_word_analyzer(folder, ocr)
+    return build_analyzer(folder.path, folder.wrapper, folder.labels, ocr, skip_pixels=skip_pixels)
+
+
+def read_every_word(analyzer: Any) -> Any:
+    """Let text-only classifiers (BERT, XLM-R: ``HFLmSequenceClassifier``,
+    ``HFLmTokenClassifier``) read every word of a page; returns ``analyzer``.
+
+    Their services build the text from the page's floating text blocks only
+    (``image_to_lm_features``), and without a layout model a page has none: the sequence model
+    classifies empty text (every page the same distribution), the token model tags no word.
+    ``include_residual_text_container=True`` makes the words outside any block count as text.
+    Layout models (LayoutLM, LiLT, ...) read the words directly and are left as they are."""
+    for component in getattr(analyzer, "pipe_component_list", []):
+        model = getattr(component, "language_model", None)
+        kwargs = getattr(component, "required_kwargs", None)
+        mapping = getattr(model, "image_to_features_mapping", None)
+        if isinstance(kwargs, dict) and mapping is not None and mapping() == "image_to_lm_features":
+            kwargs["include_residual_text_container"] = True
+    return analyzer
 
 
 def ocr_available() -> bool:
@@ -269,12 +315,24 @@ def ocr_available() -> bool:
     return shutil.which("tesseract") is not None
 
 
-def reason(error: Exception) -> str:
-    """Why a document could not be read, in a few words (for warnings and status columns)."""
+NO_PAGES = "no pages (deepdoctection read 0 pages from it)"
+"""Why a document that yields no page is reported (a PDF with 0 pages)."""
+
+
+def reason(error: Exception, source: str | None = None) -> str:
+    """Why a document could not be read, in a few words (for warnings and status columns); a
+    PDF library's ``<_io.BytesIO object>`` in the message becomes ``source``, the file's name.
+
+    Examples:
+        >>> reason(ValueError("stream <_io.BytesIO object at 0x7f3a> has no trailer"), "a.pdf")
+        'unreadable (ValueError: stream a.pdf has no trailer)'
+    """
     name = type(error).__name__
     if "Decrypt" in name or "encrypt" in str(error).lower():
         return "encrypted PDF (no password given)"
     text = re.sub(r" at 0x[0-9a-f]+", "", str(error))  # no object addresses in a user's log
+    if source is not None:  # deepdoctection hands the PDF's bytes over in a BytesIO
+        text = re.sub(r"<_io\.\w+ object>", lambda _: source, text)
     return f"unreadable ({name}: {text[:120]})"
 
 
