@@ -96,7 +96,7 @@ class ProbBuffer:
         self.n_classes, self.dtype, self.labels = n_classes, np.dtype(dtype), names
         self.schema, self.keep_logits, self.on_overflow = schema, keep_logits, on_overflow
         self._extra = [n for n in schema if n not in ("key", "head")]
-        self._row_shape = (n_classes,)
+        self._row_shape, self.one_row = (n_classes,), (1, n_classes)
         fixed = ColumnStore.fixed_nbytes(schema)
         self.capacity = capacity_for(capacity, max_bytes, self.row_nbytes, fixed)
         check_capacity(flush_rows)

@@ -114,7 +114,7 @@ class Capture:
         adapter = adapter_for(target)
         specs = adapter.heads(self.options.heads)
         known = set(self.heads)
-        opened = self._recorder.begin(adapter.columns)
+        opened = self._recorder.begin(adapter.columns, [s.name for s in specs])
         try:
             with contextlib.ExitStack() as stack:
                 self._adapter = adapter
@@ -346,6 +346,8 @@ class Capture:
     flag = _one_head("flag")
     flagged_keys = _one_head("flagged_keys")
     calibration = _one_head("calibration")
+    estimate_accuracy = _one_head("estimate_accuracy")
+    review_threshold = _one_head("review_threshold")
     target_indices = _one_head("target_indices")
     to_arrow = _one_head("to_arrow")
     to_pandas = _one_head("to_pandas")

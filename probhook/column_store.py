@@ -108,11 +108,11 @@ class ColumnStore:
         return values
 
     def _prepare_one(self, name: str, values: Any, n: int) -> Any:
-        if type(values) is Broadcast:
-            values = values.value
-            if values is None:
+        if type(values) is Broadcast:  # one value for every row, even a tuple
+            if values.value is None:
                 return self._none[name]
-        elif isinstance(values, (list, tuple, np.ndarray)):
+            return Broadcast(int(values.value)) if self.schema[name] == "int" else values
+        if isinstance(values, (list, tuple, np.ndarray)):
             if len(values) != n:
                 raise ValueError(f"column {name!r} has {len(values)} values for {n} rows")
             if self.schema[name] == "str":

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
+from probhook.column_store import Broadcast
 from probhook.head_view import HeadView
 from probhook.heads import Forward, HeadSpec
 from probhook.options import CaptureOptions
@@ -146,7 +147,7 @@ class PageHook:
             buffer = self.view.buffer
             if (
                 buffer is not None
-                and len(host) == 1
+                and host.shape == buffer.one_row  # (1, width): another width is refused
                 and (meta is None or type(meta.get("key")) is not KeyList)
             ):
                 key = None if meta is None else meta.get("key")
@@ -193,8 +194,10 @@ class PageHook:
                 keys = list(keys)
 
         def rows() -> Rows:  # the metadata as it is when the rows are handed on
-            columns = {k: v for k, v in meta.items() if k in buffer.schema}
-            columns.update(key=keys, head=spec.name)
+            # a context's values (a tuple key too) are one value for every row of the forward
+            columns: dict[str, Any] = {k: Broadcast(v) for k, v in meta.items()
+                                       if k in buffer.schema}  # fmt: skip
+            columns.update(key=keys if type(keys) is list else Broadcast(keys), head=spec.name)
             return Rows(buffer.ring, host, raw, columns)
 
         held = meta.get(HOLD)
@@ -273,7 +276,8 @@ class MappedHook:
         buffer = self.view.buffer
         if buffer is None:  # not ``or``: an empty buffer is falsy, and len() takes the lock
             buffer = self.recorder.buffer_for(self.spec, self.view, mapped.probs.shape[1])
-        columns = {k: v for k, v in (meta or {}).items() if k in buffer.schema}
+        columns: dict[str, Any] = {k: Broadcast(v) for k, v in (meta or {}).items()
+                                   if k in buffer.schema}  # fmt: skip
         columns.update(mapped.columns)
         columns.update(key=mapped.keys, head=self.spec.name)
         return Rows(buffer.ring, mapped.probs, mapped.logits, columns)

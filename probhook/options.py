@@ -128,9 +128,14 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
+INT64 = (-(2**63) + 1, 2**63 - 1)
+"""The ints an ``int`` column holds (its lowest int64 stands for a missing value)."""
+
+
 def check_value(name: str, value: Any, kind: str = "str") -> None:
-    """A key or column value a file can hold as it is: ``str``, ``int`` or tuples of them (an
-    ``int`` column: an int), or None."""
+    """A key or column value a file can hold as it is: ``str`` (valid Unicode: no lone
+    surrogate, as a file name that is not UTF-8 gives), ``int`` or tuples of them (an ``int``
+    column: an int64), or None."""
     if value is None:
         return
     if kind == "int":
@@ -139,16 +144,27 @@ def check_value(name: str, value: Any, kind: str = "str") -> None:
                 f"column {name!r} holds ints (its first value was one), got "
                 f"{type(value).__name__}: {value!r}"
             )
+        if not INT64[0] <= value <= INT64[1]:
+            raise ValueError(
+                f"column {name!r} holds 64-bit ints ({INT64[0]} .. {INT64[1]}), got {value}"
+            )
         return
-    ok = type(value) in (str, int) or (
-        type(value) is tuple and all(type(v) in (str, int) for v in value)
-    )
-    if not ok:
-        what = "keys" if name == "key" else f"values of column {name!r}"
+    parts = value if type(value) is tuple else (value,)
+    what = "keys" if name == "key" else f"values of column {name!r}"
+    if not all(type(v) in (str, int) for v in parts):
         raise TypeError(
             f"{what} must be str, int or tuples of them (they are written to files as such), "
             f"got {type(value).__name__}: {value!r}"
         )
+    for part in parts:
+        if type(part) is str:
+            try:
+                part.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"{what} must be valid text, got {part!r} (a lone surrogate: decode "
+                    "file names with errors='replace', or pass them as bytes.hex())"
+                ) from None
 
 
 @dataclass(frozen=True)

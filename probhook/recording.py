@@ -31,7 +31,7 @@ from probhook.hooks import (
     warn_if_training,
 )
 from probhook.options import CaptureOptions, check_memory, check_value
-from probhook.sink import FileSink, Sink, SinkError, open_sink
+from probhook.sink import FileSink, Sink, SinkError, SinkLostError, open_sink
 from probhook.writer import ENTRY, Writer
 
 if TYPE_CHECKING:
@@ -60,10 +60,11 @@ class Recorder:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def begin(self, columns: Mapping[str, ColumnKind]) -> bool:
-        """At start: the adapter's columns, the sink opened (its path checked and locked now)
-        and, with a sink, the thread that writes queued rows every ``flush_seconds``. Returns
-        whether the sink was opened now (see [`undo_begin`][undo_begin])."""
+    def begin(self, columns: Mapping[str, ColumnKind], heads: list[str]) -> bool:
+        """At start: the adapter's columns, the sink opened (each head's file checked and
+        locked now, in the order of ``heads``) and, with a sink, the thread that writes queued
+        rows every ``flush_seconds``. Returns whether the sink was opened now (see
+        [`undo_begin`][undo_begin])."""
         if self.sink_closed:
             raise RuntimeError(
                 "this capture's sink was closed when its block ended; create a new capture "
@@ -72,6 +73,12 @@ class Recorder:
         opened = self.writer.sink is None and self.options.sink is not None
         if opened:
             self.writer.sink = open_sink(self.options.sink)
+        if isinstance(self.writer.sink, FileSink):
+            try:
+                self.writer.sink.open_heads(heads)
+            except BaseException:
+                self.undo_begin(opened)
+                raise
         self.columns = {**columns, **self.columns}
         if self.writer.sink is not None:
             self.writer.flush_every(self.options.flush_seconds)
@@ -103,8 +110,10 @@ class Recorder:
         if sink is not None and not self.sink_closed:
             try:
                 sink.close()
-            except SinkError:
-                self.sink_closed = True  # what could not be finished is said once
+            except SinkLostError:
+                self.sink_closed = True  # a file that is gone is said once
+                raise
+            except SinkError:  # can be finished: close() again tries again
                 raise
             except Exception as err:  # a full disk while Parquet is written, say
                 raise SinkError(

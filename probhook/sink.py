@@ -55,6 +55,10 @@ class SinkBusyError(RuntimeError):
     """Another capture or ``probhook run`` is writing the path (its stream is locked)."""
 
 
+class SinkReentryError(RuntimeError):
+    """A sink's ``write`` read or wrote the capture it serves (it would wait for itself)."""
+
+
 class SinkLostError(SinkError):
     """The sink's file is gone (its folder was removed, say): what was written to it is lost,
     and rows from now on are kept in memory only. Not tried again."""
@@ -65,7 +69,7 @@ def write_to_sink(sink: Sink, rows: RowBlock) -> None:
     rows."""
     try:
         sink.write(rows)
-    except SinkError:
+    except (SinkError, SinkReentryError):
         raise
     except Exception as err:
         seq = rows.seq
@@ -107,28 +111,47 @@ class FileSink:
         """The file of each head (the first head's is ``path``)."""
         return {head: f.path for head, f in self._files.items()}
 
-    def write(self, rows: RowBlock) -> None:
-        """Append ``rows`` to the stream of their head, flushed to the operating system."""
-        if self.closed:  # reopening would overwrite the finished file
-            raise RuntimeError(f"the sink writing {self.path} is closed; start a new capture")
-        heads = rows.columns["head"]
-        head = str(heads[0]) if len(heads) else ""
-        if head not in self._files:
-            if "" in self._files:  # the first head takes the file opened at start
-                self._files[head] = self._files.pop("")
-            else:
-                self._files[head] = _StreamFile(self._sibling(head))
-        self._files[head].append(rows)
+    def open_heads(self, names: list[str]) -> None:
+        """Give each head its file now, in this order (the first takes ``path``): every file
+        is checked and locked when the capture starts, and a run gives a head the same file
+        whichever head's rows come first. Heads hooked later get theirs at their first rows."""
+        for name in names:
+            self._file(name)
+
+    def _file(self, head: str) -> _StreamFile:
+        file = self._files.get(head)
+        if file is not None:
+            return file
+        file = self._files.get("")
+        if file is None:
+            path = self._sibling(head)
+            other = next((h for h, f in self._files.items() if f.path == path), None)
+            if other is not None:
+                raise ValueError(
+                    f"heads {other!r} and {head!r} would both write {path.name}: give them "
+                    "names that differ in letters, digits, '-' or '_'"
+                )
+            file = _StreamFile(path)
+        self._files[head] = file  # before the "" entry goes: an interruption loses no file
+        self._files.pop("", None)
+        return file
 
     def _sibling(self, head: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in head)
         return self.path.with_name(f"{self.path.stem}.{safe}{self.path.suffix}")
 
+    def write(self, rows: RowBlock) -> None:
+        """Append ``rows`` to the stream of their head, flushed to the operating system."""
+        if self.closed:  # reopening would overwrite the finished file
+            raise RuntimeError(f"the sink writing {self.path} is closed; start a new capture")
+        heads = rows.columns["head"]
+        self._file(str(heads[0]) if len(heads) else "").append(rows)
+
     def close(self) -> None:
         """Finish every file. After a failure (a full disk while Parquet is written), calling
         it again finishes what was not finished; a lost file is reported once."""
         lost = None
-        for file in self._files.values():
+        for file in {id(f): f for f in self._files.values()}.values():
             try:
                 file.finish()
             except SinkLostError as err:
@@ -222,6 +245,7 @@ class _StreamFile:
                     stacklevel=4,
                 )
             return
+        self._check_in_place()
         if not self.ended:
             self.handle.seek(self.size)
             self.handle.write(END_OF_STREAM)
@@ -235,7 +259,10 @@ class _StreamFile:
             try:
                 write_parquet(self.stream, part, self.schema.encodings)
             except BaseException as err:
-                part.unlink(missing_ok=True)
+                if part.is_file():
+                    part.unlink()
+                if not isinstance(err, Exception):  # Ctrl-C: itself; close() again finishes
+                    raise
                 raise SinkError(
                     f"{os.fspath(self.path)} could not be finished ({type(err).__name__}: "
                     f"{err}); all {self.rows} rows are in {os.fspath(self.stream)}: call "
@@ -245,6 +272,22 @@ class _StreamFile:
             self.stream.unlink()
         self.done = True
         self.handle.close()
+
+    def _check_in_place(self) -> None:
+        """The stream is still where it was written (not moved, removed or replaced)."""
+        try:
+            here = os.stat(self.stream).st_ino == os.fstat(self.handle.fileno()).st_ino
+        except FileNotFoundError:
+            here = False
+        if not here:
+            self.done = True
+            self.handle.close()
+            self.lost = SinkLostError(
+                f"{os.fspath(self.stream)} was moved, removed or replaced while the capture "
+                f"wrote to it: its {self.rows} rows are wherever it went, and "
+                f"{os.fspath(self.path)} was not written"
+            )
+            raise self.lost
 
 
 def open_sink(sink: Any) -> Sink:

@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from probhook.ring import Ring
-from probhook.sink import Sink, SinkError, SinkLostError, write_to_sink
+from probhook.sink import Sink, SinkError, SinkLostError, SinkReentryError, write_to_sink
 
 ENTRY = 5
 """Items per queued entry: ring (or ``STAGED``), row bytes (or the staged function), key, head,
@@ -92,6 +92,8 @@ class Writer:
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
         self._failed: BaseException | None = None  # what stopped the flush thread
+        self._unsaid: SinkLostError | None = None  # a loss the flush thread found, to raise
+        self._owner = 0  # the thread holding the lock
 
     # -- entering rows ----------------------------------------------------------------------
 
@@ -107,7 +109,7 @@ class Writer:
         ``SinkError`` and the batch is kept (its arrays copied when ``copy``: the caller owns
         them) and written by a later drain; without ``keep`` (a caller who can try again), a
         batch behind rows the sink still refuses is not taken at all."""
-        with self.lock:
+        with self._locked():
             failed = self._take_pending()
             if not keep and self._log:
                 try:
@@ -126,24 +128,48 @@ class Writer:
                     block.probs = block.probs.copy()
                     block.logits = None if block.logits is None else block.logits.copy()
                 raise
+            unsaid, self._unsaid = self._unsaid, None
+        if unsaid is not None:
+            raise unsaid
         if failed is not None:
             raise failed
 
     # -- draining -----------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """Store (and write) everything queued; a sink that refuses raises a ``SinkError``."""
-        with self.lock:
+        """Store (and write) everything queued; a sink that refuses raises a ``SinkError``
+        (also a lost file the flush thread found, once)."""
+        with self._locked():
             failed = self._take_pending()
             self._write_log()
+            unsaid, self._unsaid = self._unsaid, None
+        if unsaid is not None:
+            raise unsaid
         if failed is not None:
             raise failed
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The lock, refused to a thread that holds it already: a sink whose ``write`` reads
+        the capture would wait for itself."""
+        me = threading.get_ident()
+        if self._owner == me:
+            raise SinkReentryError(
+                "the capture was read or written from inside its own sink's write(): a sink "
+                "receives its rows and may not read the capture (it would wait for itself)"
+            )
+        with self.lock:
+            self._owner = me
+            try:
+                yield
+            finally:
+                self._owner = 0
 
     @contextmanager
     def reading(self) -> Iterator[None]:
         """Hold the lock with everything queued stored: reads see every row appended before
         them. A sink that refuses does not stop a read (its error stays in ``error``)."""
-        with self.lock:
+        with self._locked():
             failed = self._take_pending()
             with suppress(SinkError):
                 self._write_log()
@@ -228,6 +254,12 @@ class Writer:
 
     def _number(self, rows: Rows) -> _Block:
         n, ring = len(rows.probs), rows.ring
+        if rows.probs.ndim != 2 or rows.probs.shape[1] != ring.n_classes:
+            raise ValueError(
+                f"rows of shape {rows.probs.shape} cannot join a buffer of {ring.n_classes} "
+                f"classes ({', '.join(ring.labels[:6])}{', ...' if ring.n_classes > 6 else ''}): "
+                "a head's output width must not change between forwards"
+            )
         values = ring.cols.prepare(rows.columns, n)
         if ring.refuse_overflow:
             ring.check_room(n, self.waiting(ring))
@@ -278,6 +310,8 @@ class Writer:
         while not stop.wait(seconds):
             try:  # queued rows, and blocks the sink refused before, reach it now
                 self.drain()
+            except SinkLostError as err:  # the next forward's write or flush says it
+                self._unsaid = err
             except SinkError:  # still refused: they wait for the next tick, write or close
                 pass
             except BaseException as err:  # not the sink's: stop() raises it

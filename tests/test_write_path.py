@@ -20,7 +20,8 @@ import torch
 
 import probhook
 from probhook import capture_probs
-from probhook.sink import SinkBusyError, SinkLostError
+from probhook.sink import SinkBusyError, SinkError, SinkLostError
+from probhook.testing import CollectingSink
 
 
 def _forwards(cap, model, keys):
@@ -296,3 +297,147 @@ def test_flush_is_public_and_writes_what_waits(tmp_path):
         with pytest.warns(RuntimeWarning, match="still writing"):
             assert len(probhook.load(partial)) == 5
     assert os.path.exists(path)
+
+
+def test_a_parquet_close_that_failed_finishes_when_called_again(tmp_path):
+    path = tmp_path / "run.parquet"
+    model = torch.nn.Linear(4, 3)
+    cap = capture_probs(model, sink=path)
+    cap.start()
+    model(torch.randn(5, 4))
+    (tmp_path / "run.parquet.tmp").mkdir()  # the conversion's file cannot be made
+    with pytest.raises(SinkError, match=r"call close\(\) again"):
+        cap.close()
+    # the with block's close failed; the stream is complete and still locked
+    assert not path.exists()
+    (tmp_path / "run.parquet.tmp").rmdir()
+    cap.close()
+    assert len(probhook.load(path, strict=True)) == 5
+    assert not (tmp_path / "run.parquet.partial.arrows").exists()
+
+
+@pytest.mark.parametrize("options", [{}, {"keep_logits": True}, {"on_overflow": "error"}])
+def test_a_tuple_key_or_value_is_one_value_for_every_row_of_a_forward(tmp_path, options):
+    model = torch.nn.Linear(4, 3)
+    with capture_probs(model, sink=tmp_path / "run.arrows", **options) as cap:
+        for n in (3, 1, 2):  # the head's first forward, a single row, a batch
+            with cap.key(("doc", n), part=("a", n)):
+                model(torch.randn(n, 4))
+    expected = [("doc", 3)] * 3 + [("doc", 1)] + [("doc", 2)] * 2
+    assert cap.keys == probhook.load(tmp_path / "run.arrows").keys == expected
+    assert cap.column("part").tolist() == [(a, n) for _, n in expected for a in ["a"]]
+
+
+def test_a_head_whose_width_changes_is_refused_in_that_forward(tmp_path):
+    class Head(torch.nn.Module):
+        def forward(self, x, k):
+            return x[:, :k]
+
+    head = Head()
+    with capture_probs(head, sink=tmp_path / "run.arrows") as cap:
+        head(torch.randn(1, 5), 3)
+        with pytest.raises(ValueError, match=r"shape \(1, 2\) cannot join a buffer of 3 classes"):
+            head(torch.randn(1, 5), 2)
+        with pytest.raises(ValueError, match=r"shape \(2, 4\) cannot join"):
+            head(torch.randn(2, 5), 4)
+        head(torch.randn(1, 5), 3)  # the capture goes on
+    assert len(cap) == len(probhook.load(tmp_path / "run.arrows")) == 2
+
+
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        ({"page": 2**63}, "64-bit ints"),
+        ({"page": -(2**63)}, "64-bit ints"),
+        ({"doc": "bad\udc80name"}, "lone surrogate"),
+        ({"doc": ("ok", "\ud800")}, "lone surrogate"),
+    ],
+)
+def test_values_a_file_cannot_hold_are_refused_where_they_are_given(tmp_path, given, error):
+    model = torch.nn.Linear(4, 3)
+    with capture_probs(model, sink=tmp_path / "run.parquet") as cap:
+        with cap.key("k0", page=1, doc="a"):
+            model(torch.randn(1, 4))
+        with pytest.raises((TypeError, ValueError), match=error), cap.key("k1", **given):
+            pass
+        with pytest.raises(ValueError, match="lone surrogate"), cap.key("\ud800"):
+            pass
+        with cap.key("k2", page=2, doc="b"):
+            model(torch.randn(1, 4))
+    assert probhook.load(tmp_path / "run.parquet").keys == ["k0", "k2"]
+
+
+def test_a_removed_folder_is_said_during_the_run_when_the_flush_thread_finds_it(tmp_path):
+    folder = tmp_path / "out"
+    model = torch.nn.Linear(4, 3)
+    cap = capture_probs(model, sink=folder / "run.arrows", flush_seconds=0.05)
+    cap.start()
+    model(torch.randn(1, 4))
+    shutil.rmtree(folder)
+    model(torch.randn(1, 4))  # queued: the flush thread writes it, and finds the file gone
+    time.sleep(0.5)
+    with pytest.raises(SinkLostError, match="gone from disk"):
+        cap.flush()
+    cap.flush()  # said once
+    with pytest.raises(SinkLostError):
+        cap.close()
+    assert len(cap) == 2
+
+
+def test_each_head_gets_its_file_at_start_in_the_same_order_every_run(tmp_path):
+    def run(first):
+        a, b = torch.nn.Linear(4, 2), torch.nn.Linear(4, 3)
+        with capture_probs([a, b], sink=tmp_path / "x.parquet") as cap:
+            assert sorted(p.name for p in tmp_path.glob("*.partial.arrows")) == [
+                "x.model1.parquet.partial.arrows", "x.parquet.partial.arrows",
+            ]  # fmt: skip
+            (b if first == "b" else a)(torch.randn(1, 4))
+            (a if first == "b" else b)(torch.randn(1, 4))
+        return cap
+
+    for first in ("a", "b"):
+        run(first)
+        assert probhook.load(tmp_path / "x.parquet").labels == ("0", "1")
+        assert probhook.load(tmp_path / "x.model1.parquet").labels == ("0", "1", "2")
+    (tmp_path / "x.model1.parquet.partial.arrows").write_bytes(b"rows of a killed run")
+    with pytest.raises(FileExistsError, match=r"x\.model1\.parquet\.partial\.arrows holds"):
+        capture_probs(
+            [torch.nn.Linear(4, 2), torch.nn.Linear(4, 3)], sink=tmp_path / "x.parquet"
+        ).start()
+    assert not (tmp_path / "x.parquet.partial.arrows").exists()  # the start was undone
+
+
+def test_a_sink_that_reads_its_capture_gets_a_clear_error():
+    from probhook.sink import SinkReentryError
+
+    class Progress(CollectingSink):
+        reads = True
+
+        def write(self, rows):
+            if self.reads:
+                print(len(cap))
+            super().write(rows)
+
+    model = torch.nn.Linear(4, 3)
+    cap = capture_probs(model, sink=Progress())
+    cap.start()
+    with pytest.raises(SinkReentryError, match="inside its own sink's write"):
+        model(torch.randn(2, 4))
+    cap.sink.reads = False
+    cap.stop()  # the rows were kept
+    assert cap.sink.seq == [0, 1]
+
+
+def test_a_stream_moved_away_mid_run_is_said_once_at_close(tmp_path):
+    path = tmp_path / "run.arrows"
+    model = torch.nn.Linear(4, 3)
+    cap = capture_probs(model, sink=path)
+    cap.start()
+    model(torch.randn(3, 4))
+    os.rename(tmp_path / "run.arrows.partial.arrows", tmp_path / "moved.arrows")
+    with pytest.raises(SinkLostError, match=r"moved, removed or replaced.*3 rows are wherever"):
+        cap.close()
+    cap.close()
+    assert not path.exists()
+    with pytest.warns(RuntimeWarning, match="no end-of-stream marker"):
+        assert len(probhook.load(tmp_path / "moved.arrows")) == 3
