@@ -22,7 +22,7 @@ from types import ModuleType
 EXTRAS: dict[str, tuple[str, ...]] = {
     "deepdoctection": (
         "deepdoctection", "transformers", "timm", "torchvision", "pypdf", "pypdfium2", "pdfplumber",
-        "pyarrow", "tqdm", "PIL",
+        "pyarrow", "tqdm", "PIL", "tokenizers",
     ),
     "pandas": ("pandas", "pyarrow"),
     "parquet": ("pyarrow",),
