@@ -43,5 +43,6 @@ def test_ci_times_every_stage():
     for i, line in enumerate(lines):
         if line in commands and not line.startswith("stage "):  # the README's line, verbatim,
             assert lines[i - 1] == "began=$SECONDS", line  # timed by the lines around it
-            assert lines[i + 1].startswith('echo "=== ') and "began" in lines[i + 1], line
+            assert lines[i + 1].startswith('echo "=== '), line
+            assert "began" in lines[i + 1], line
     assert 'echo "=== $name: $((SECONDS - began)) s' in "\n".join(lines)
