@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from probhook import element_view
 from probhook.distribution import Distribution
 from probhook.head_view import HeadView
 from probhook.heads import HeadSpec
@@ -71,6 +72,7 @@ class Capture:
         self.options = CaptureOptions.from_kwargs(options)  # every option checked here
         self.target = target
         self.heads: dict[str, HeadView] = {}
+        self._specs: dict[str, HeadSpec] = {}  # the spec each head was hooked with
         self._meta: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
             "probhook_meta", default=None
         )
@@ -229,16 +231,22 @@ class Capture:
     def _hook(self, spec: HeadSpec, stack: contextlib.ExitStack) -> None:
         view = self.heads.get(spec.name)
         if view is None:
-            view = self.heads[spec.name] = HeadView(
+            view = self.heads[spec.name] = element_view.view_type(spec.columns)(
                 spec.name,
                 labels=self._labels_for(spec),
                 columns={**self._recorder.columns, **spec.columns},
                 key_of=self._key_of,
             )
-        hook = self._recorder.forward_hook(spec, view)
-        handle = spec.module.register_forward_hook(hook, with_kwargs=spec.rows_of is not None)
-        stack.callback(handle.remove)
+        self._specs[spec.name] = spec
+        if not spec.staged:  # a staged head's rows come through stage_rows
+            hook = self._recorder.forward_hook(spec, view)
+            handle = spec.module.register_forward_hook(hook, with_kwargs=spec.rows_of is not None)
+            stack.callback(handle.remove)
         stack.enter_context(sharing_check(spec))
+
+    def stage_rows(self, head: str, make_rows: Callable[[], Any]) -> None:
+        """For integrations: rows of staged head ``head``, made later by ``make_rows``."""
+        self._recorder.stage_rows(self._specs[head], self.heads[head], self._meta.get(), make_rows)
 
     def _labels_for(self, spec: HeadSpec) -> tuple[str, ...] | None:
         labels = self.options.labels
@@ -276,7 +284,7 @@ class Capture:
         found = {n: d for n, v in self.heads.items() if (d := v.get(key)) is not None}
         if len(found) == 1:
             return next(iter(found.values()))
-        if not found and any("word_id" in v.schema for v in self.heads.values()):
+        if not found and any(element_view.keyed_by_annotation(v) for v in self.heads.values()):
             return None
         return self.head.get(key)  # the error naming the heads
 
@@ -292,6 +300,11 @@ class Capture:
                 )
             head = token_heads[0]
         return self.heads[head].words(page)
+
+    def elements(self, page: Any, head: str | None = None, *, discarded: bool = False
+                 ) -> list[Distribution]:  # fmt: skip
+        """The elements of ``page`` (see [`probhook.element_view.elements_of`][])."""
+        return element_view.elements_of(self.heads, page, head, discarded=discarded)
 
     def __len__(self) -> int:
         """Rows kept, over all heads."""

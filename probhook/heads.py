@@ -42,7 +42,10 @@ class HeadSpec:
     the activation an integration knows its framework applies (None: the ``auto`` rule).
 
     A token head also has ``rows_of``, which maps each forward's ``(batch, tokens, classes)``
-    probabilities to rows (one per word), and the extra ``columns`` those rows carry.
+    probabilities to rows (one per word), and the extra ``columns`` those rows carry. A
+    ``staged`` head has no forward hook: its integration hands its rows to the capture
+    (``CaptureHost.stage_rows``) once it can key them (a detector's elements, keyed by the
+    annotations its service creates after the forward).
     """
 
     name: str
@@ -52,6 +55,7 @@ class HeadSpec:
     activation: str | None = None
     rows_of: RowMapper | None = None
     columns: Mapping[str, ColumnKind] = field(default_factory=dict)
+    staged: bool = False
 
 
 def config_labels(module: Any) -> tuple[str, ...] | None:

@@ -237,7 +237,7 @@ class Recorder:
         activation = self.activations[name] = resolve_activation(options.activation, config)
         apply = make_activation(activation, options.temperature)
         enter, leave = self._inflight.append, self._inflight.pop
-        queue, store, rule = self.queue, self._token_rows, options.word_rule
+        stage, rule = self.stage_rows, options.word_rule
 
         def activate(logits: torch.Tensor) -> Any:
             return to_host(apply(logits))
@@ -246,8 +246,6 @@ class Recorder:
             return to_host(logits.float())
 
         kept = keep if options.keep_logits else None
-        # "error" refuses the rows of the forward that overflows, so that forward maps them
-        at_once = options.on_overflow == "error"
 
         def on_forward(module: Any, args: Any, kwargs: Any, output: Any) -> None:
             enter(None)
@@ -256,19 +254,25 @@ class Recorder:
                 logits = logits_of(output, name, options.output, ndim=3).detach().clone()
                 meta = meta_var.get()
                 make_rows = rows_of(TokenForward(logits, activate, kept, kwargs, meta, rule))
-                if make_rows is None:  # not attributable
-                    return
-                if at_once or view.buffer is None:
-                    with queue.locked(keep=True):  # a sink refusing earlier rows: kept too
-                        store(spec, view, meta, make_rows)
-                    return
-                queue.stage(functools.partial(store, spec, view, meta, make_rows))
-                if len(queue.staged) >= STAGED_FORWARDS:
-                    queue.drain_now()
+                if make_rows is not None:  # None: not attributable
+                    stage(spec, view, meta, make_rows)
             finally:
                 leave()
 
         return on_forward
+
+    def stage_rows(self, spec: HeadSpec, view: HeadView, meta: Mapping[str, Any] | None,
+                   make_rows: Callable[[], MappedRows]) -> None:  # fmt: skip
+        """Stage the rows ``make_rows`` makes (a token head's forward, a detector's elements;
+        when they are made: ``_token_hook``'s docstring)."""
+        queue = self.queue
+        if self.options.on_overflow == "error" or view.buffer is None:
+            with queue.locked(keep=True):  # a sink refusing earlier rows: kept too
+                self._token_rows(spec, view, meta, make_rows)
+            return
+        queue.stage(functools.partial(self._token_rows, spec, view, meta, make_rows))
+        if len(queue.staged) >= STAGED_FORWARDS:
+            queue.drain_now()
 
     def _token_rows(
         self,

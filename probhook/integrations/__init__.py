@@ -17,7 +17,8 @@ An adapter provides (see [`Adapter`][Adapter]):
   end-of-block warning says it instead of its generic "lazy iterator" guess).
 
 It talks to the capture only through [`CaptureHost`][CaptureHost]: register a head's hook (to follow
-a module swapped in mid-run) and set or reset the metadata of the rows captured in this context.
+a module swapped in mid-run), set or reset the metadata of the rows captured in this context,
+hand over the rows of a staged head (one without a forward hook), and read the capture's options.
 """
 
 from __future__ import annotations
@@ -25,18 +26,23 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from probhook.block import ColumnKind
 from probhook.heads import HeadSpec, find_heads
-from probhook.options import Selector
+from probhook.options import CaptureOptions, Selector
+
+if TYPE_CHECKING:
+    from probhook.words import MappedRows
 
 MetaToken = contextvars.Token  # what set_meta returns and reset_meta takes
 
 
 class CaptureHost(Protocol):
     """What an adapter may ask of the capture it serves."""
+
+    options: CaptureOptions
 
     def hook(self, spec: HeadSpec) -> None:
         """Hook ``spec`` now (removed when the capture stops)."""
@@ -46,6 +52,10 @@ class CaptureHost(Protocol):
 
     def reset_meta(self, token: MetaToken[dict[str, Any] | None]) -> None:
         """Undo [`set_meta`][set_meta]."""
+
+    def stage_rows(self, head: str, make_rows: Callable[[], MappedRows]) -> None:
+        """Rows of the staged head ``head`` (``HeadSpec.staged``), made by ``make_rows`` when
+        the capture stores them, with the metadata current now."""
 
 
 class Adapter(Protocol):
