@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from probhook.plots import Plotter
+
 
 class ElementDistribution(Distribution):
     """One element's row: its query's distribution, predicting the element's own class (the
@@ -66,7 +68,8 @@ class ElementDistribution(Distribution):
     @property
     def box(self) -> tuple[int, int, int, int]:
         """``(ulx, uly, lrx, lry)`` in page pixels."""
-        return tuple(self.meta[k] for k in ("ulx", "uly", "lrx", "lry"))  # type: ignore[return-value]
+        ulx, uly, lrx, lry = (int(self.meta[k]) for k in ("ulx", "uly", "lrx", "lry"))
+        return ulx, uly, lrx, lry
 
 
 class ElementView(HeadView):
@@ -145,6 +148,19 @@ class ElementView(HeadView):
             "with to_pandas() and score the matched ones with probhook.calibration"
         )
 
+    @property
+    def plot(self) -> Plotter:
+        """Plots of these rows, measured at each element's class (the plots against true labels
+        are refused, as [`calibration`][calibration] is)."""
+        from probhook.plots import Plotter
+
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            self.calibration(None)
+
+        plotter = Plotter(self)
+        plotter.reliability = plotter.confusion = plotter.risk_coverage = refused  # type: ignore[method-assign]
+        return plotter
+
     def to_arrow(self) -> pa.Table:
         """One Arrow row per kept row; ``predicted``, ``confidence``, ``margin`` and
         ``entropy`` are the element's (entropy is empty for sigmoid rows)."""
@@ -214,7 +230,7 @@ def elements_of(
 def load(path: str | os.PathLike[str], *, strict: bool = False) -> HeadView:
     """Read a file written by ``to_parquet`` or a sink back into a read-only view: an
     [`ElementView`][ElementView] for element rows (see
-    [`probhook.head_view.load`][probhook.head_view.load])."""
+    ``probhook.head_view.load``)."""
     view = load_head(path, strict=strict)
     if not is_element_schema(view.schema):
         return view

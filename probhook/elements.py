@@ -120,5 +120,5 @@ def measures(
     margin = np.where(np.isfinite(second), confidence - second, 1.0)
     sigmoid = np.asarray(activation, object) == "sigmoid"
     entropy = np.where(sigmoid, np.nan, metrics.entropy(p))
-    finite = np.isfinite(p).all(axis=1)
+    finite = np.asarray(np.isfinite(p).all(axis=1), bool)
     return Measures(chosen, confidence, margin, entropy, finite, sigmoid, width)

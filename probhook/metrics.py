@@ -92,7 +92,7 @@ def flag(
     p = as_probs(probs)
     predicted = np.argmax(np.nan_to_num(p, nan=-1.0), axis=1) if len(p) else np.zeros(0, int)
     return flag_measures(
-        np.isfinite(p).all(axis=1),
+        np.asarray(np.isfinite(p).all(axis=1), bool),
         predicted,
         p.shape[1],
         confidence=lambda: max_prob(p),

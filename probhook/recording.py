@@ -263,8 +263,7 @@ class Recorder:
 
     def stage_rows(self, spec: HeadSpec, view: HeadView, meta: Mapping[str, Any] | None,
                    make_rows: Callable[[], MappedRows]) -> None:  # fmt: skip
-        """Stage the rows ``make_rows`` makes (a token head's forward, a detector's elements;
-        when they are made: ``_token_hook``'s docstring)."""
+        """Stage the rows of a token forward or a detector's elements (see ``_token_hook``)."""
         queue = self.queue
         if self.options.on_overflow == "error" or view.buffer is None:
             with queue.locked(keep=True):  # a sink refusing earlier rows: kept too

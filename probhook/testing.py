@@ -4,8 +4,8 @@ pipelines), for probhook's own tests and yours. They live in
 token classification (per-word heads) in
 [`probhook.integrations.deepdoctection.token_kit`][probhook.integrations.deepdoctection.token_kit]
 and, for DETR-family detectors (per-element heads), in
-[`probhook.integrations.deepdoctection.detector_kit`][probhook.integrations.deepdoctection.detector_kit];
-this module is their public name.
+[`detector_kit`][probhook.integrations.deepdoctection.detector_kit]; this module is their
+public name.
 
     from probhook.testing import build_model, make_pages, make_pipe, run_pipe
 

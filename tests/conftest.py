@@ -37,7 +37,9 @@ def detector(tmp_path_factory):
         key = (kind, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                                   for k, v in options.items())))  # fmt: skip
         if key not in cache:
-            cache[key] = build_detector(kind, tmp_path_factory.mktemp(f"{kind}-detector"), **options)
+            cache[key] = build_detector(
+                kind, tmp_path_factory.mktemp(f"{kind}-detector"), **options
+            )
         return cache[key]
 
     return get

@@ -7,7 +7,6 @@ import pytest
 
 from probhook.detections import (
     NO_OBJECT,
-    REASONS,
     Detections,
     element_rows,
     match_queries,
@@ -79,8 +78,15 @@ def test_softmax_rows_are_the_queries_of_the_kept_detections():
     boxes = spread_boxes(30, rng)
     candidates, returned, queries = run(probs, boxes, "softmax")
     assert len(returned) > 3
-    rows = element_rows(probs, "softmax", query_boxes=boxes, threshold=0.1,
-                        candidates=candidates, returned=returned, stored=range(len(returned)))
+    rows = element_rows(
+        probs,
+        "softmax",
+        query_boxes=boxes,
+        threshold=0.1,
+        candidates=candidates,
+        returned=returned,
+        stored=range(len(returned)),
+    )
     assert rows.query.tolist() == queries.tolist()
     assert rows.column.tolist() == returned.labels.tolist()
     np.testing.assert_array_equal(rows.probs, probs[queries])
@@ -96,9 +102,17 @@ def test_a_sigmoid_query_can_give_two_elements_whose_rows_are_its_scores():
     probs[1] = [0.9, 0.6, 0.01]  # one query, two classes above the threshold
     probs[3] = [0.01, 0.01, 0.5]
     boxes = np.array([[0, 0, 10, 10], [100, 100, 150, 150], [300, 0, 320, 5], [0, 500, 50, 600.0]])
-    candidates, returned, queries = run(probs, boxes, "sigmoid")
-    rows = element_rows(probs, "sigmoid", query_boxes=boxes, threshold=0.1, top_k=100,
-                        candidates=candidates, returned=returned, stored=[0, 1, 2])
+    candidates, returned, _queries = run(probs, boxes, "sigmoid")
+    rows = element_rows(
+        probs,
+        "sigmoid",
+        query_boxes=boxes,
+        threshold=0.1,
+        top_k=100,
+        candidates=candidates,
+        returned=returned,
+        stored=[0, 1, 2],
+    )
     assert rows.query.tolist() == [1, 1, 3]
     assert rows.column.tolist() == [0, 1, 2]
     np.testing.assert_array_equal(rows.probs[0], rows.probs[1])  # the same query's row
@@ -170,7 +184,8 @@ def test_dropped_classes_top_k_and_unstored_detections_are_marked():
     ], np.float32)  # fmt: skip
     boxes = spread_boxes(5, np.random.default_rng(0))
     candidates, returned, queries = run(probs, boxes, "sigmoid", top_k=3, dropped={3})
-    assert queries.tolist() == [0, 1] and len(candidates) == 3
+    assert queries.tolist() == [0, 1]
+    assert len(candidates) == 3
     rows = element_rows(probs, "sigmoid", query_boxes=boxes, threshold=0.1, top_k=3,
                         candidates=candidates, returned=returned, stored=[1], dropped={3},
                         discarded=True)  # fmt: skip

@@ -104,14 +104,16 @@ def register(module_prefixes: tuple[str, ...], adapter: str) -> None:
 
 def adapter_for(target: Any) -> Adapter:
     """The registered adapter for ``target`` (the first item's, for a list), else a
-    [`ModuleAdapter`][ModuleAdapter]."""
+    [`ModuleAdapter`][ModuleAdapter]. A class defined elsewhere that derives from a framework's
+    class (a user's own detector, say) is that framework's."""
     probe = target[0] if isinstance(target, (list, tuple)) and target else target
-    module = type(probe).__module__ + "."
-    for prefixes, path in _REGISTRY:
-        if module.startswith(prefixes):
-            module_name, class_name = path.split(":")
-            adapter: Adapter = getattr(importlib.import_module(module_name), class_name)(target)
-            return adapter
+    for cls in type(probe).__mro__:
+        module = cls.__module__ + "."
+        for prefixes, path in _REGISTRY:
+            if module.startswith(prefixes):
+                module_name, class_name = path.split(":")
+                adapter: Adapter = getattr(importlib.import_module(module_name), class_name)(target)
+                return adapter
     return ModuleAdapter(target)
 
 

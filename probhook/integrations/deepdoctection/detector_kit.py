@@ -108,7 +108,7 @@ def build_detector(
     if labels is None:
         labels = LAYOUT_LABELS if sigmoid else CELL_LABELS
     if class_scale is None:
-        class_scale = 2.5 if sigmoid else 2.0
+        class_scale = 2.5 if sigmoid else 0.5
     if class_bias is None:
         class_bias = -3.0 if sigmoid else 0.0
     config_name, model_name, processor_name = _ARCHITECTURES[kind]
@@ -127,7 +127,9 @@ def build_detector(
     model = getattr(tf, model_name)(config).eval()
     processor = getattr(tf, processor_name)(size={"shortest_edge": 256, "longest_edge": 384})
     with torch.no_grad():  # transformers starts these heads at zero or near it
-        model.model.query_position_embeddings.weight.normal_(0.0, 20.0)
+        # Table Transformer's queries differ only in where they look: spread them (Deformable
+        # DETR's reference points come from these embeddings, which must stay near zero)
+        model.model.query_position_embeddings.weight.normal_(0.0, 1.0 if sigmoid else 20.0)
         layers = [(h, class_scale) for h in _class_heads(model)]
         for mlp in _box_heads(model):  # ReLU layers at He scale, the last one at box_scale
             layers += [(layer, 2**0.5) for layer in mlp.layers[:-1]] + [(mlp.layers[-1], box_scale)]
@@ -188,8 +190,8 @@ def _calibration_images() -> list[Any]:
         pixels = page.image
         height, width = pixels.shape[:2]
         images.append(pixels)
-        for _ in range(1):
-            h, w = rng.randint(height // 8, height // 2), rng.randint(width // 4, width - 1)
+        for _ in range(2):  # about the size of the layout detector's elements
+            h, w = rng.randint(height // 12, height // 3), rng.randint(width // 8, width // 2)
             top, left = rng.randint(0, height - h), rng.randint(0, width - w)
             images.append(pixels[top : top + h, left : left + w])
     return images
@@ -304,7 +306,7 @@ def render_pages(
     ``shuffle=False``. 72 dpi keeps pages small (612x792 for a letter page)."""
     import deepdoctection as dd
     import numpy as np
-    import pypdfium2 as pdfium
+    import pypdfium2 as pdfium  # type: ignore[import-untyped]
 
     from probhook.integrations.deepdoctection.adapter import page_offset
 
