@@ -9,7 +9,7 @@ Examples:
     >>> from probhook.elements import ELEMENT_COLUMNS
     >>> buffer = ProbBuffer(3, 10, labels=["table", "figure", "no_object"], columns=ELEMENT_COLUMNS)
     >>> buffer.append_batch(np.array([[.5, .3, .2], [.2, .1, .7]], np.float32), keys=["e1", "e2"],
-    ...                     category_id=[1, 1], activation="softmax", element_id=["e1", "e2"])
+    ...                     category_id=[1, 1], activation="softmax")
     >>> view = ElementView("layout", buffer=buffer)
     >>> view.get("e2").predicted, round(view.get("e2").confidence, 2)
     ('table', 0.2)

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 Array = npt.NDArray[Any]
 ELEMENT_COLUMNS: Mapping[str, ColumnKind] = {
-    "element_id": "str",
     "category": "str",
     "category_id": "int",
     "query": "int",
@@ -56,9 +55,9 @@ ELEMENT_COLUMNS: Mapping[str, ColumnKind] = {
     "activation": "str",
     "discarded": "str",
 }
-"""The columns of an element row (besides the page columns): the element's ``annotation_id``
-(None for a discarded query), its category name and 1-based id and its box in page pixels as
-the detector's service stored them, the query it came from, the annotation whose image the
+"""The columns of an element row (besides the page columns; its key is the element's
+``annotation_id``): its category name and 1-based id and its box in page pixels as the
+detector's service stored them, the query it came from, the annotation whose image the
 detector saw (a table, for table structure; None for a page), ``"softmax"`` or ``"sigmoid"``,
 and, for a query that gave no element, why (see
 [`probhook.detections.REASONS`][probhook.detections.REASONS])."""
@@ -72,7 +71,7 @@ SIGMOID_ENTROPY = (
 
 def is_element_schema(schema: Mapping[str, Any]) -> bool:
     """Whether rows with these columns are element rows."""
-    return "element_id" in schema and "category_id" in schema
+    return "category_id" in schema and "discarded" in schema
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ def test_discarded_queries_have_rows_marked_with_why(layout, cells):
             a.annotation_id for a in elements_of(page, pipe.pipe_component_list[0])
         ]
         lost = rows[len(kept) :]
-        assert all(d.meta["element_id"] is None and d.key == f"{page.image_id}#q{d.meta['query']}"
+        assert all(d.key == f"{page.image_id}#q{d.meta['query']}" and d.meta["discarded"]
                    for d in lost)  # fmt: skip
         # every query of the forward: as elements, or as a discarded row (once)
         assert {d.meta["query"] for d in rows} == set(range(24))
@@ -192,7 +192,8 @@ def test_a_bare_detector_gives_one_row_per_returned_detection(layout):
         dist = cap.get(i)
         assert dist.predicted == result.class_name.value
         assert abs(dist.confidence - result.score) <= 1e-6
-        assert dist.meta["element_id"] is None
+        assert dist.key == i
+        assert dist.meta["discarded"] is None
         assert list(dist.box) == [round(v) for v in result.box]
     assert "predict" not in vars(det)
 
@@ -290,7 +291,7 @@ def test_exports_and_files_read_back_as_elements(captured, tmp_path):
         np.testing.assert_allclose(df["confidence"], chosen)
         assert df["entropy"].isna().all() == (df["activation"] == "sigmoid").all()
         assert df["key"].tolist() == view.keys
-        assert df["element_id"].tolist() == view.keys
+        assert df["discarded"].isna().all()
         for path in (view.to_parquet(tmp_path / "rows.parquet"), sink_paths[name]):
             loaded = probhook.load(path)
             assert isinstance(loaded, ElementView)

@@ -145,8 +145,7 @@ def wrap_detector(detector: Any, wrap: Any, stack: contextlib.ExitStack, *, keep
                   bare: StageRows | None = None) -> None:  # fmt: skip
     """Wrap ``predict`` and its image processor's post-processing on the instances; ``bare``
     stages the rows of a detector captured without its service (keyed by position)."""
-    kind, labels = kind_of(detector), detector_labels(detector)
-    processor = detector.feature_extractor
+    kind, processor = kind_of(detector), detector.feature_extractor
 
     def around_post(original: Any) -> Any:
         signature = inspect.signature(original)
@@ -157,7 +156,7 @@ def wrap_detector(detector: Any, wrap: Any, stack: contextlib.ExitStack, *, keep
             if forward is not None:
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
-                forward.take(dict(bound.arguments), results[0], kind, keep_logits)
+                forward.take(dict(bound.arguments), results[0])
             return results
 
         return post_process_object_detection
@@ -175,9 +174,9 @@ def wrap_detector(detector: Any, wrap: Any, stack: contextlib.ExitStack, *, keep
             if serving is not None and serving.component.predictor is detector:
                 serving.forwards.append(forward)
                 serving.results.update({id(r): (forward, i, r) for i, r in enumerate(results)})
-            elif bare is not None and forward.probs is not None:
+            elif bare is not None and forward.logits is not None:
                 forward.stored = list(range(len(results)))
-                bare(functools.partial(bare_rows, forward, kind, labels))
+                bare(functools.partial(bare_rows, forward, kind, keep_logits))
             return results
 
         return predict
@@ -188,7 +187,7 @@ def wrap_detector(detector: Any, wrap: Any, stack: contextlib.ExitStack, *, keep
 
 def service_serving(
     dd: Any, component: Any, wrap: Any, stack: contextlib.ExitStack, stage: StageRows,
-    *, discarded: bool,
+    *, discarded: bool, keep_logits: bool,
 ) -> Callable[[Any], contextlib.AbstractContextManager[None]]:  # fmt: skip
     """Wrap the service's ``dp_manager.set_image_annotation`` (and a table-structure service's
     ``prepare_np_image``) on the instances; return ``serving(page)``, the context in which the
@@ -205,8 +204,10 @@ def service_serving(
             if ann_id is not None and serving is not None and serving.component is component:
                 known = serving.results.get(id(result))
                 if known is not None and known[2] is result:  # not one a generator made
-                    known[0].stored.append(known[1])
-                    known[0].ids.append(ann_id)
+                    forward = known[0]
+                    forward.stored.append(known[1])
+                    forward.ids.append(ann_id)
+                    forward.anns.append(_newest(serving.page, ann_id))
             return ann_id
 
         return set_image_annotation
@@ -232,14 +233,22 @@ def service_serving(
             yield
         finally:
             _SERVING.reset(token)
-        forwards = [f for f in state.forwards if f.probs is not None]
+        forwards = [f for f in state.forwards if f.logits is not None]
         if forwards:  # only when serve returned: an exception leaves the page without rows
             boxes = page_boxes(page, forwards, kind, discarded, padder)
             make = functools.partial(page_rows, forwards, page.image_id, boxes, kind, labels,
-                                     dropped, discarded)  # fmt: skip
+                                     dropped, discarded, keep_logits)  # fmt: skip
             stage(make)
 
     return serving
+
+
+def _newest(page: Any, ann_id: str) -> Any:
+    """The annotation ``ann_id`` if it is the page's newest (deepdoctection dumps a new one
+    last: no search), else None (looked up by id when the page is done)."""
+    annotations = page.annotations
+    newest = annotations[-1] if annotations else None
+    return newest if newest is not None and newest.annotation_id == ann_id else None
 
 
 def install(detector: Any, service: Any, head: str, host: CaptureHost, stack: contextlib.ExitStack,
@@ -263,4 +272,5 @@ def install(detector: Any, service: Any, head: str, host: CaptureHost, stack: co
                       bare=None if service is not None else stage)  # fmt: skip
     if service is None:
         return None
-    return service_serving(dd, service, wrap, stack, stage, discarded=options.discarded)
+    return service_serving(dd, service, wrap, stack, stage, discarded=options.discarded,
+                           keep_logits=options.keep_logits)  # fmt: skip

@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from probhook.detections import Detections, element_rows, query_boxes
+from probhook.detections import (
+    Detections,
+    ElementRows,
+    activate,
+    element_rows,
+    query_boxes,
+)
 from probhook.elements import ELEMENT_COLUMNS
 from probhook.words import MappedRows
 
@@ -20,43 +26,55 @@ class Forward:
     """One ``predict`` call: what post-processing saw and kept, and what became elements."""
 
     parent: Any  # the annotation whose image the detector saw; None: the page
-    probs: Any = None
-    logits: Any = None
-    boxes: Any = None  # (queries, 4) query boxes, input-image pixels
+    logits: Any = None  # (queries, columns), a view of deepdoctection's CPU tensor
+    pred_boxes: Any = None  # (queries, 4) relative (cx, cy, w, h)
+    size: tuple[int, int] = (0, 0)  # (height, width) of the detector's input image
     threshold: float = 0.0
     top_k: int | None = None
     candidates: Detections = field(default_factory=Detections.empty)
-    returned: Detections = field(default_factory=Detections.empty)
-    names: list[str] = field(default_factory=list)  # category of each returned detection
+    results: list[tuple[Any, ...]] = field(default_factory=list)  # what predict returned
     stored: list[int] = field(default_factory=list)  # indices into returned, in stored order
     ids: list[str] = field(default_factory=list)  # their annotation ids
+    anns: list[Any] = field(default_factory=list)  # their annotations (None: look up by id)
 
-    def take(self, arguments: dict[str, Any], candidates: dict[str, Any], kind: str,
-             keep_logits: bool) -> None:  # fmt: skip
-        """Keep what ``post_process_object_detection`` was given and returned (CPU tensors)."""
-        import torch
-
+    def take(self, arguments: dict[str, Any], candidates: dict[str, Any]) -> None:
+        """Keep what ``post_process_object_detection`` was given and returned: views of the
+        CPU tensors deepdoctection made (no copy; activated when the rows are made)."""
         outputs = arguments["outputs"]
-        with torch.no_grad():  # deepdoctection predicts without no_grad
-            logits = outputs["logits"][:1].detach()
-            # the post-processing's own function on the same tensor: the same bits
-            probs = logits.softmax(-1) if kind == "softmax" else logits.sigmoid()
-        self.probs = probs[0].numpy()
-        self.logits = logits[0].float().numpy() if keep_logits else None
+        self.logits = outputs["logits"][0].detach().numpy()
+        self.pred_boxes = outputs["pred_boxes"][0].detach().numpy()
         height, width = arguments["target_sizes"][0]
-        self.boxes = query_boxes(outputs["pred_boxes"][0].detach().numpy(), height, width)
+        self.size = (int(height), int(width))
         self.threshold, self.top_k = float(arguments["threshold"]), arguments.get("top_k")
         self.candidates = Detections(*(candidates[k].detach().numpy()
                                        for k in ("labels", "scores", "boxes")))  # fmt: skip
 
+    def mapped(self, kind: str, dropped: frozenset[int], discarded: bool) -> ElementRows:
+        """This forward's rows (see [`probhook.detections.element_rows`][])."""
+        return element_rows(activate(self.logits, kind), kind, query_boxes=self.query_boxes(),
+                            threshold=self.threshold, candidates=self.candidates,
+                            returned=self.returned(), stored=self.stored, top_k=self.top_k,
+                            dropped=dropped, discarded=discarded)  # fmt: skip
+
+    def query_boxes(self) -> Any:
+        """Every query's box in the detector's input-image pixels."""
+        return query_boxes(self.pred_boxes, *self.size)
+
     def keep_returned(self, results: list[Any]) -> None:
-        """What ``predict`` returned, as it was then (a padder moves the boxes afterwards)."""
-        self.returned = Detections(
-            np.array([r.class_id - 1 for r in results], np.int64),
-            np.array([r.score for r in results], np.float64),
-            np.array([r.box for r in results], np.float64).reshape(-1, 4),
-        )
-        self.names = [str(getattr(r.class_name, "value", r.class_name)) for r in results]
+        """What ``predict`` returned, as it was then: a padder gives each result a new box
+        afterwards (the box list itself is not changed)."""
+        self.results = [(r.class_id, r.score, r.box, r.class_name) for r in results]
+
+    def returned(self) -> Detections:
+        """What ``predict`` returned, in model columns (deepdoctection's class id - 1)."""
+        results = self.results
+        return Detections(np.array([r[0] - 1 for r in results], np.int64),
+                          np.array([r[1] for r in results], np.float64),
+                          np.array([r[2] for r in results], np.float64).reshape(-1, 4))  # fmt: skip
+
+    def names(self) -> list[str]:
+        """The category each returned detection got."""
+        return [str(getattr(r[3], "value", r[3])) for r in self.results]
 
 
 def discarded_key(source: str, query: int) -> str:
@@ -78,14 +96,19 @@ def page_boxes(page: Any, forwards: list[Forward], kind: str, discarded: bool,
                 padder: Any) -> list[Any]:  # fmt: skip
     """Per forward, the page boxes of its stored elements (and, with ``discarded``, of every
     query): read now, while the page is as the service left it."""
-    ids = [i for f in forwards for i in f.ids]
-    anns = {a.annotation_id: a for a in page.get_annotation(annotation_ids=ids)} if ids else {}
+    missing = [i for f in forwards for i, a in zip(f.ids, f.anns, strict=True) if a is None]
+    found = (
+        {a.annotation_id: a for a in page.get_annotation(annotation_ids=missing)} if missing else {}
+    )
     out = []
     for forward in forwards:
-        stored = np.array([page_box(anns[i], page) for i in forward.ids], np.int64).reshape(-1, 4)
+        anns = [
+            found[i] if a is None else a for i, a in zip(forward.ids, forward.anns, strict=True)
+        ]
+        stored = np.array([page_box(a, page) for a in anns], np.int64).reshape(-1, 4)
         queries = None
         if discarded:  # where each query would have been: unpadded, moved into the page
-            queries = forward.boxes.copy()
+            queries = forward.query_boxes()
             if padder is not None:
                 queries = padder.inverse_apply_coords(queries)
             if forward.parent is not None:
@@ -97,15 +120,12 @@ def page_boxes(page: Any, forwards: list[Forward], kind: str, discarded: bool,
 
 
 def page_rows(forwards: list[Forward], image_id: str, boxes: list[Any], kind: str,
-              labels: tuple[str, ...], dropped: frozenset[int],
-              discarded: bool) -> MappedRows:  # fmt: skip
+              labels: tuple[str, ...], dropped: frozenset[int], discarded: bool,
+              keep_logits: bool) -> MappedRows:  # fmt: skip
     """The rows of one page's forwards (made when the capture stores them)."""
     probs, logits, keys, parts = [], [], [], []
     for forward, (stored_boxes, query_page_boxes) in zip(forwards, boxes, strict=True):
-        rows = element_rows(forward.probs, kind, query_boxes=forward.boxes,
-                            threshold=forward.threshold, candidates=forward.candidates,
-                            returned=forward.returned, stored=forward.stored,
-                            top_k=forward.top_k, dropped=dropped, discarded=discarded)  # fmt: skip
+        rows, names = forward.mapped(kind, dropped, discarded), forward.names()
         n_kept = len(forward.stored)
         lost = rows.query[n_kept:]
         source = image_id if forward.parent is None else forward.parent.annotation_id
@@ -113,8 +133,7 @@ def page_rows(forwards: list[Forward], image_id: str, boxes: list[Any], kind: st
         box = stored_boxes if query_page_boxes is None else np.concatenate(
             [stored_boxes, query_page_boxes[lost]])  # fmt: skip
         parts.append({
-            "element_id": forward.ids + [None] * len(lost),
-            "category": [forward.names[e] for e in forward.stored]
+            "category": [names[e] for e in forward.stored]
             + [labels[c] for c in rows.column[n_kept:].tolist()],
             "category_id": rows.column + 1,
             "query": rows.query,
@@ -124,22 +143,19 @@ def page_rows(forwards: list[Forward], image_id: str, boxes: list[Any], kind: st
             "discarded": rows.reason,
         })  # fmt: skip
         probs.append(rows.probs)
-        logits.append(None if forward.logits is None else forward.logits[rows.query])
+        logits.append(forward.logits[rows.query] if keep_logits else None)
     return mapped(probs, logits, keys, parts, kind)
 
 
-def bare_rows(forward: Forward, kind: str, labels: tuple[str, ...]) -> MappedRows:
+def bare_rows(forward: Forward, kind: str, keep_logits: bool) -> MappedRows:
     """A detector captured on its own: one row per detection ``predict`` returned, keyed by
     its position, with its box as returned (input-image pixels, rounded)."""
-    rows = element_rows(forward.probs, kind, query_boxes=forward.boxes,
-                        threshold=forward.threshold, candidates=forward.candidates,
-                        returned=forward.returned, stored=forward.stored,
-                        top_k=forward.top_k)  # fmt: skip
+    rows = forward.mapped(kind, frozenset(), discarded=False)
     n = len(rows)
-    part = {"element_id": [None] * n, "category": forward.names, "category_id": rows.column + 1,
-            "query": rows.query, "box": np.rint(forward.returned.boxes).astype(np.int64),
+    part = {"category": forward.names(), "category_id": rows.column + 1,
+            "query": rows.query, "box": np.rint(forward.returned().boxes).astype(np.int64),
             "parent_id": [None] * n, "discarded": rows.reason}  # fmt: skip
-    logits = None if forward.logits is None else forward.logits[rows.query]
+    logits = forward.logits[rows.query] if keep_logits else None
     return mapped([rows.probs], [logits], list(range(n)), [part], kind)
 
 
