@@ -351,3 +351,15 @@ def test_elements_next_to_a_page_classifier(layout, tiny):
     assert cap.get("no-such-element") is None
     with pytest.raises(ValueError, match="not a detector head"):
         cap.elements(out[0], head=next(n for n in cap.heads if n.startswith("LayoutLM")))
+
+
+def test_two_captures_of_one_pipe_both_get_every_element(layout, cells):
+    pipe = make_detector_pipe(layout, cells)
+    with capture_probs(pipe) as outer, capture_probs(pipe, discarded=True) as inner:
+        out = run_pipe(pipe, render_pages(PDFS[:1]))
+    for service in pipe.pipe_component_list:
+        for ann in elements_of(out[0], service):
+            assert outer.get(ann).seq is not None
+            np.testing.assert_array_equal(outer.get(ann).probs, inner.get(ann).probs)
+    assert len(inner) > len(outer) > 0
+    assert "serve" not in vars(pipe.pipe_component_list[0])

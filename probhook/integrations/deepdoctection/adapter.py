@@ -254,11 +254,12 @@ class DeepdoctectionAdapter:
     def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
         self.served.clear()
         wrapped: set[int] = set()
+        current = detectors.Current()  # this capture's detector wrappers share it
         for comp in self._found:
             if comp.detector is not None:
                 service = comp.component if comp.serves else None
                 comp._serving = detectors.install(comp.detector, service, comp.name, host, stack,
-                                                  wrap_on_instance, wrapped)  # fmt: skip
+                                                  wrap_on_instance, wrapped, current)  # fmt: skip
                 if comp.serves:
                     _wrap_serve(comp, host, stack, self)
                 continue

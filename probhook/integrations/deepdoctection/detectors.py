@@ -25,8 +25,9 @@ import contextlib
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from probhook.detections import NO_OBJECT
@@ -132,27 +133,46 @@ class _Serving:
     results: dict[int, tuple[Forward, int, Any]] = field(default_factory=dict)
 
 
-_SERVING: contextvars.ContextVar[_Serving | None] = contextvars.ContextVar(
-    "probhook_dd_detector_serving", default=None
-)
-_CALL: contextvars.ContextVar[Forward | None] = contextvars.ContextVar(
-    "probhook_dd_detector_call", default=None
-)
+class Current:
+    """What one capture's wrappers share in a context: the page a service serves and the
+    ``predict`` call running now. Each capture has its own (the wrappers of two captures of one
+    pipe are nested, and each keeps its own rows), in one context variable for all."""
+
+    _VAR: contextvars.ContextVar[Mapping[Any, Any]] = contextvars.ContextVar(
+        "probhook_dd_detectors", default=MappingProxyType({})
+    )
+
+    def __init__(self) -> None:
+        self.serving, self.call = (id(self), "serving"), (id(self), "call")
+
+    def get(self, slot: Any) -> Any:
+        return self._VAR.get().get(slot)
+
+    @contextlib.contextmanager
+    def set(self, slot: Any, value: Any) -> Iterator[None]:
+        token = self._VAR.set({**self._VAR.get(), slot: value})
+        try:
+            yield
+        finally:
+            self._VAR.reset(token)
+
+
 StageRows = Callable[[Callable[[], MappedRows]], None]
 
 
-def wrap_detector(detector: Any, wrap: Any, stack: contextlib.ExitStack, *, keep_logits: bool,
-                  bare: StageRows | None = None) -> None:  # fmt: skip
+def wrap_detector(detector: Any, wrap: Any, stack: contextlib.ExitStack, current: Current, *,
+                  keep_logits: bool, bare: StageRows | None = None) -> None:  # fmt: skip
     """Wrap ``predict`` and its image processor's post-processing on the instances; ``bare``
     stages the rows of a detector captured without its service (keyed by position)."""
     kind, processor = kind_of(detector), detector.feature_extractor
 
     def around_post(original: Any) -> Any:
-        signature = inspect.signature(original)
+        signature = inspect.signature(original)  # through the wraps of another capture's
 
+        @functools.wraps(original)
         def post_process_object_detection(*args: Any, **kwargs: Any) -> Any:
             results = original(*args, **kwargs)
-            forward = _CALL.get()
+            forward = current.get(current.call)
             if forward is not None:
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
@@ -162,14 +182,12 @@ def wrap_detector(detector: Any, wrap: Any, stack: contextlib.ExitStack, *, keep
         return post_process_object_detection
 
     def around_predict(original: Any) -> Any:
+        @functools.wraps(original)
         def predict(np_img: Any) -> Any:
-            serving = _SERVING.get()
+            serving = current.get(current.serving)
             forward = Forward(serving.parent if serving is not None else None)
-            token = _CALL.set(forward)
-            try:
+            with current.set(current.call, forward):
                 results = original(np_img)
-            finally:
-                _CALL.reset(token)
             forward.keep_returned(results)
             if serving is not None and serving.component.predictor is detector:
                 serving.forwards.append(forward)
@@ -187,7 +205,7 @@ def wrap_detector(detector: Any, wrap: Any, stack: contextlib.ExitStack, *, keep
 
 def service_serving(
     dd: Any, component: Any, wrap: Any, stack: contextlib.ExitStack, stage: StageRows,
-    *, discarded: bool, keep_logits: bool,
+    current: Current, *, discarded: bool, keep_logits: bool,
 ) -> Callable[[Any], contextlib.AbstractContextManager[None]]:  # fmt: skip
     """Wrap the service's ``dp_manager.set_image_annotation`` (and a table-structure service's
     ``prepare_np_image``) on the instances; return ``serving(page)``, the context in which the
@@ -197,9 +215,10 @@ def service_serving(
     padder = getattr(component, "padder", None)
 
     def around_store(original: Any) -> Any:
+        @functools.wraps(original)
         def set_image_annotation(*args: Any, **kwargs: Any) -> Any:
             ann_id = original(*args, **kwargs)
-            serving = _SERVING.get()
+            serving = current.get(current.serving)
             result = args[0] if args else kwargs.get("detect_result")
             if ann_id is not None and serving is not None and serving.component is component:
                 known = serving.results.get(id(result))
@@ -213,8 +232,9 @@ def service_serving(
         return set_image_annotation
 
     def around_prepare(original: Any) -> Any:
+        @functools.wraps(original)
         def prepare_np_image(sub_image_ann: Any) -> Any:
-            serving = _SERVING.get()
+            serving = current.get(current.serving)
             if serving is not None and serving.component is component:
                 serving.parent = sub_image_ann
             return original(sub_image_ann)
@@ -228,11 +248,8 @@ def service_serving(
     @contextlib.contextmanager
     def serving(page: Any) -> Iterator[None]:
         state = _Serving(component, page)
-        token = _SERVING.set(state)
-        try:
+        with current.set(current.serving, state):
             yield
-        finally:
-            _SERVING.reset(token)
         forwards = [f for f in state.forwards if f.logits is not None]
         if forwards:  # only when serve returned: an exception leaves the page without rows
             boxes = page_boxes(page, forwards, kind, discarded, padder)
@@ -252,10 +269,12 @@ def _newest(page: Any, ann_id: str) -> Any:
 
 
 def install(detector: Any, service: Any, head: str, host: CaptureHost, stack: contextlib.ExitStack,
-            wrap: Any, wrapped: set[int]) -> Callable[[Any], Any] | None:  # fmt: skip
+            wrap: Any, wrapped: set[int],
+            current: Current) -> Callable[[Any], Any] | None:  # fmt: skip
     """Wrap ``detector`` (once, however many services share it, see ``wrapped``) and its
-    ``service`` (None: a detector captured on its own) for head ``head``; returns the service's
-    ``serving(page)`` context (None without a service)."""
+    ``service`` (None: a detector captured on its own) for head ``head``, all with the
+    capture's ``current``; returns the service's ``serving(page)`` context (None without a
+    service)."""
     import deepdoctection as dd
 
     options = host.options
@@ -268,9 +287,9 @@ def install(detector: Any, service: Any, head: str, host: CaptureHost, stack: co
     stage = functools.partial(host.stage_rows, head)
     if id(detector) not in wrapped:
         wrapped.add(id(detector))
-        wrap_detector(detector, wrap, stack, keep_logits=options.keep_logits,
+        wrap_detector(detector, wrap, stack, current, keep_logits=options.keep_logits,
                       bare=None if service is not None else stage)  # fmt: skip
     if service is None:
         return None
-    return service_serving(dd, service, wrap, stack, stage, discarded=options.discarded,
+    return service_serving(dd, service, wrap, stack, stage, current, discarded=options.discarded,
                            keep_logits=options.keep_logits)  # fmt: skip
