@@ -66,7 +66,7 @@ timed(element_rows.Forward, "keep_returned")
 for fn in ("page_boxes", "page_rows", "bare_rows"):
     timed(detectors, fn)
 
-big = {"queries": 300}
+big = {"queries": 300, "width": 256, "layers": (6, 6)}  # deepdoctection's default's size
 configs = [
     # name, layout options, with table structure, pages per block, blocks, repeats
     ("tiny layout + table structure", {}, True, 6, 3, 5 if args.quick else 15),
@@ -75,18 +75,7 @@ configs = [
 rows, raw = [], {}
 for name, options, tables, n_pages, blocks, repeats in configs:
     path = f"{workdir.name}/{len(rows)}"
-    if options:
-        import transformers as tf
-
-        # default-size: d_model 256, 6+6 layers, 1024-wide feed-forward, 8 heads
-        layout = build_detector("deformable_detr", f"{path}-layout", **options)
-        config = tf.AutoConfig.from_pretrained(layout.path)
-        config.update({"d_model": 256, "encoder_layers": 6, "decoder_layers": 6,
-                       "encoder_ffn_dim": 1024, "decoder_ffn_dim": 1024,
-                       "encoder_attention_heads": 8, "decoder_attention_heads": 8})  # fmt: skip
-        tf.DeformableDetrForObjectDetection(config).save_pretrained(layout.path)
-    else:
-        layout = build_detector("deformable_detr", f"{path}-layout")
+    layout = build_detector("deformable_detr", f"{path}-layout", **options)
     cells = build_detector("table_transformer", f"{path}-cells") if tables else None
     pipe = make_detector_pipe(layout, cells)
     run_pipe(pipe, render_pages(shuffle=False)[:2])  # warm-up (analyze() switches timers on)

@@ -89,6 +89,8 @@ def build_detector(
     class_bias: float | None = None,
     box_scale: float = 1.5,
     box_size: float = 0.15,
+    width: int = 32,
+    layers: tuple[int, int] = (1, 2),
 ) -> TinyDetector:
     """Build a seeded random ``kind`` detector and save it to ``path`` (a few seconds, offline).
 
@@ -97,7 +99,9 @@ def build_detector(
     logits) and ``class_bias`` (added to every class logit; Deformable DETR's sigmoid scores
     need a negative one, or every query passes the threshold in every class) set how many
     queries pass; ``box_scale`` spreads the boxes, ``box_size`` is their typical width and
-    height (a fraction of the image).
+    height (a fraction of the image). ``width`` (``d_model``) and ``layers`` (encoder, decoder)
+    make larger models: ``width=256, layers=(6, 6), queries=300`` is the size of
+    deepdoctection's default layout model (with a ResNet-18 backbone, not its ResNet-50).
     """
     import torch
     import transformers as tf
@@ -112,10 +116,12 @@ def build_detector(
     if class_bias is None:
         class_bias = -3.0 if sigmoid else 0.0
     config_name, model_name, processor_name = _ARCHITECTURES[kind]
+    ffn, heads = (4 * width, 8) if width >= 256 else (2 * width, 2)
     common: dict[str, Any] = {
         "use_timm_backbone": True, "backbone": "resnet18", "use_pretrained_backbone": False,
-        "d_model": 32, "encoder_layers": 1, "decoder_layers": 2, "encoder_ffn_dim": 64,
-        "decoder_ffn_dim": 64, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
+        "d_model": width, "encoder_layers": layers[0], "decoder_layers": layers[1],
+        "encoder_ffn_dim": ffn, "decoder_ffn_dim": ffn, "encoder_attention_heads": heads,
+        "decoder_attention_heads": heads,
         "num_queries": queries, "id2label": dict(enumerate(labels)),
         "label2id": {label: i for i, label in enumerate(labels)},
     }  # fmt: skip
