@@ -136,10 +136,10 @@ def build_detector(
         # Table Transformer's queries differ only in where they look: spread them (Deformable
         # DETR's reference points come from these embeddings, which must stay near zero)
         model.model.query_position_embeddings.weight.normal_(0.0, 1.0 if sigmoid else 20.0)
-        layers = [(h, class_scale) for h in _class_heads(model)]
+        scaled = [(h, class_scale) for h in _class_heads(model)]
         for mlp in _box_heads(model):  # ReLU layers at He scale, the last one at box_scale
-            layers += [(layer, 2**0.5) for layer in mlp.layers[:-1]] + [(mlp.layers[-1], box_scale)]
-        for layer, std in layers:
+            scaled += [(layer, 2**0.5) for layer in mlp.layers[:-1]] + [(mlp.layers[-1], box_scale)]
+        for layer, std in scaled:
             layer.weight.normal_(0.0, std / layer.weight.shape[1] ** 0.5)
             layer.bias.zero_()
         for head in _class_heads(model):
