@@ -126,7 +126,7 @@ def _instances(pipe):
 
 
 def test_discarded_queries_have_rows_marked_with_why(layout, cells):
-    pipe = make_detector_pipe(layout, cells)
+    pipe = make_detector_pipe(layout, cells, layout_filter=["figure", "caption"])
     with capture_probs(pipe, discarded=True) as cap:
         out = run_pipe(pipe, render_pages(PDFS[:3]))
     layout_view, cell_view = cap.heads.values()
@@ -144,13 +144,16 @@ def test_discarded_queries_have_rows_marked_with_why(layout, cells):
         assert {d.meta["query"] for d in rows} == set(range(24))
         assert len(lost) == 24 - len({d.meta["query"] for d in kept})
         reasons |= {d.meta["discarded"] for d in lost}
-        for d in lost:  # a discarded query predicts its best class; its score is below others'
+        for d in lost:  # a discarded query predicts its best class
             assert d.predicted == d.labels[int(np.argmax(d.probs))]
+            if d.meta["discarded"] == "category":  # only candidates of filtered classes
+                assert d.predicted in {"figure", "caption"}
         for table in cells_parents(cap, cell_view, page):
             queries = [d.meta["query"] for d in cell_view.elements(page, discarded=True)
                        if d.meta["parent_id"] == table]  # fmt: skip
             assert set(queries) == set(range(24))
-    assert {"nms", "service"} <= reasons  # suppressed, and boxes deepdoctection refused
+    # suppressed, boxes deepdoctection refused, filtered classes, nothing above the threshold
+    assert {"nms", "service", "category", "threshold"} <= reasons
     assert cap.elements(out[0], discarded=False) != cap.elements(out[0], discarded=True)
 
 

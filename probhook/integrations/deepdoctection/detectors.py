@@ -226,7 +226,7 @@ def service_serving(
                     forward = known[0]
                     forward.stored.append(known[1])
                     forward.ids.append(ann_id)
-                    forward.anns.append(_newest(serving.page, ann_id))
+                    forward.at.append(len(serving.page.annotations) - 1)  # dumped last
             return ann_id
 
         return set_image_annotation
@@ -258,14 +258,6 @@ def service_serving(
             stage(make)
 
     return serving
-
-
-def _newest(page: Any, ann_id: str) -> Any:
-    """The annotation ``ann_id`` if it is the page's newest (deepdoctection dumps a new one
-    last: no search), else None (looked up by id when the page is done)."""
-    annotations = page.annotations
-    newest = annotations[-1] if annotations else None
-    return newest if newest is not None and newest.annotation_id == ann_id else None
 
 
 def install(detector: Any, service: Any, head: str, host: CaptureHost, stack: contextlib.ExitStack,

@@ -5,6 +5,7 @@ kept ([`Forward`][Forward]), and the rows made of it when the capture stores the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,7 @@ class Forward:
     results: list[tuple[Any, ...]] = field(default_factory=list)  # what predict returned
     stored: list[int] = field(default_factory=list)  # indices into returned, in stored order
     ids: list[str] = field(default_factory=list)  # their annotation ids
-    anns: list[Any] = field(default_factory=list)  # their annotations (None: look up by id)
+    at: list[int] = field(default_factory=list)  # where each is in the page's annotations
 
     def take(self, arguments: dict[str, Any], candidates: dict[str, Any]) -> None:
         """Keep what ``post_process_object_detection`` was given and returned: views of the
@@ -83,36 +84,56 @@ def discarded_key(source: str, query: int) -> str:
     return f"{source}#q{query}"
 
 
-def page_box(ann: Any, page: Any) -> tuple[int, int, int, int]:
-    """An annotation's box in page pixels, as deepdoctection's page view gives it
-    (``ann.get_bounding_box(page)``, made absolute)."""
-    box = ann.get_bounding_box(page.image_id)
-    if not box.absolute_coords:
-        box = box.transform(page.width, page.height, absolute_coords=True)
-    return int(box.ulx), int(box.uly), int(box.lrx), int(box.lry)
+def page_box(ann: Any, image_id: str, width: float, height: float) -> tuple[int, int, int, int]:
+    """An annotation's box in page pixels, as deepdoctection's page view gives it: its box in
+    the page (``ann.get_bounding_box(image_id)``), made absolute as ``BoundingBox.transform``
+    does (upper left rounded half down, lower right half up), without building a new box (11 µs
+    an element)."""
+    box = ann.get_bounding_box(image_id)
+    if box.absolute_coords:
+        return int(box.ulx), int(box.uly), int(box.lrx), int(box.lry)
+    return (_half_down(box.ulx * width), _half_down(box.uly * height),
+            _half_up(box.lrx * width), _half_up(box.lry * height))  # fmt: skip
+
+
+def _half_up(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def _half_down(x: float) -> int:
+    f = math.floor(x)
+    return int(f if x - f <= 0.5 else f + 1)
+
+
+def annotation_id(ann: Any) -> Any:
+    """``ann.annotation_id``, read from pydantic's private attributes where deepdoctection keeps
+    it (its property costs 2.5 µs a call)."""
+    private = getattr(ann, "__pydantic_private__", None)
+    return private["_annotation_id"] if private else ann.annotation_id
 
 
 def page_boxes(page: Any, forwards: list[Forward], kind: str, discarded: bool,
                 padder: Any) -> list[Any]:  # fmt: skip
     """Per forward, the page boxes of its stored elements (and, with ``discarded``, of every
-    query): read now, while the page is as the service left it."""
-    missing = [i for f in forwards for i, a in zip(f.ids, f.anns, strict=True) if a is None]
-    found = (
-        {a.annotation_id: a for a in page.get_annotation(annotation_ids=missing)} if missing else {}
-    )
+    query): read now, while the page is as the service left it. Each element is where the
+    service put it in the page's annotations, else (moved since) looked up by id."""
+    annotations = page.annotations
+    image_id, width, height = page.image_id, page.width, page.height
     out = []
     for forward in forwards:
-        anns = [
-            found[i] if a is None else a for i, a in zip(forward.ids, forward.anns, strict=True)
-        ]
-        stored = np.array([page_box(a, page) for a in anns], np.int64).reshape(-1, 4)
+        anns = [annotations[at] if at < len(annotations) else None for at in forward.at]
+        if any(a is None or annotation_id(a) != i for a, i in zip(anns, forward.ids, strict=True)):
+            found = {a.annotation_id: a for a in page.get_annotation(annotation_ids=forward.ids)}
+            anns = [found[i] for i in forward.ids]
+        boxes = [page_box(a, image_id, width, height) for a in anns]
+        stored = np.array(boxes, np.int64).reshape(-1, 4)
         queries = None
         if discarded:  # where each query would have been: unpadded, moved into the page
             queries = forward.query_boxes()
             if padder is not None:
                 queries = padder.inverse_apply_coords(queries)
             if forward.parent is not None:
-                ulx, uly, _, _ = page_box(forward.parent, page)
+                ulx, uly, _, _ = page_box(forward.parent, image_id, width, height)
                 queries = queries + np.array([ulx, uly, ulx, uly])
             queries = np.rint(queries).astype(np.int64)
         out.append((stored, queries))
@@ -161,9 +182,13 @@ def bare_rows(forward: Forward, kind: str, keep_logits: bool) -> MappedRows:
 
 def mapped(probs: list[Any], logits: list[Any], keys: list[Any], parts: list[dict[str, Any]],
             kind: str) -> MappedRows:  # fmt: skip
-    box = np.concatenate([p.pop("box") for p in parts]) if parts else np.zeros((0, 4), np.int64)
-    columns: dict[str, Any] = {name: [v for p in parts for v in p[name]] for name in parts[0]}
-    columns.update(dict(zip(("ulx", "uly", "lrx", "lry"), box.T.tolist(), strict=True)))
+    box = np.concatenate([p.pop("box") for p in parts])
+    columns: dict[str, Any] = {  # int columns as arrays, the others as lists
+        name: np.concatenate([p[name] for p in parts]) if ELEMENT_COLUMNS[name] == "int"
+        else [v for p in parts for v in p[name]]
+        for name in parts[0]
+    }  # fmt: skip
+    columns.update(zip(("ulx", "uly", "lrx", "lry"), np.ascontiguousarray(box.T), strict=True))
     columns["activation"] = kind
     assert set(columns) == set(ELEMENT_COLUMNS)
     kept = None if logits[0] is None else np.ascontiguousarray(np.concatenate(logits), np.float32)
