@@ -70,7 +70,7 @@ big = {"queries": 300, "width": 256, "layers": (6, 6)}  # deepdoctection's defau
 configs = [
     # name, layout options, with table structure, pages per block, blocks, repeats
     ("tiny layout + table structure", {}, True, 6, 3, 5 if args.quick else 15),
-    ("default-size layout (300 queries)", big, False, 2, 2, 3 if args.quick else 9),
+    ("default-size layout (300 queries)", big, False, 6, 2, 3 if args.quick else 9),
 ]
 rows, raw = [], {}
 for name, options, tables, n_pages, blocks, repeats in configs:
