@@ -115,6 +115,11 @@ def test_deepdoctection_stores_the_same_with_and_without_a_capture(layout, cells
     assert captured == plain
     assert sum(map(len, plain)) > 20
     assert len(cap) > sum(map(len, plain))  # discarded queries too
+    from probhook.detections import activate
+
+    for view in cap.heads.values():  # keep_logits: each row's logits are its query's
+        kinds = set(view.column("activation"))
+        np.testing.assert_allclose(activate(view.logits, kinds.pop()), view.probs, atol=1e-7)
     # every wrapper is gone: the instances hold what they held before
     assert {id(o): set(vars(o)) for o in _instances(pipe)} == before
 

@@ -11,12 +11,15 @@ None when deepdoctection refuses the box, e.g. one reaching outside the image).
 
 For the duration of a capture, four methods are wrapped *on instances* (classes are never
 touched): the detector's ``predict`` (which detections it returned) and its image processor's
-``post_process_object_detection`` (the CPU logits deepdoctection made, the threshold, what passed
-it: no other copy from the device), the service's ``dp_manager.set_image_annotation`` (which
-detection became which annotation) and, for table structure, ``prepare_np_image`` (which table is
-being detected on). When the service's ``serve`` returns, each stored detection is matched to its
-query ([`probhook.detections`][probhook.detections]) and its row staged in the capture; the rows
-are made later, with the capture's other staged rows.
+``post_process_object_detection`` (views of the CPU logits and boxes deepdoctection made, the
+threshold, what passed it: no other copy from the device), the service's
+``dp_manager.set_image_annotation`` (which detection became which annotation) and, for table
+structure, ``prepare_np_image`` (which table is being detected on). When the service's ``serve``
+returns, the elements' boxes are read from the page and the page's rows staged in the capture
+(``CaptureHost.stage_rows``); they are made later, with the capture's other staged rows: each
+stored detection matched to its query ([`probhook.detections`][probhook.detections]).
+Each capture's wrappers share their own state (two captures of one pipe nest, each with its
+rows).
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ MODELS = {
     "DeformableDetrForObjectDetection": "sigmoid",
 }
 """The models whose post-processing probhook mirrors, and how each scores its queries."""
-SERVICES = ("ImageLayoutService", "SubImageLayoutService")
 
 
 def is_detector_service(dd: Any, obj: Any) -> bool:
@@ -146,10 +148,12 @@ class Current:
         self.serving, self.call = (id(self), "serving"), (id(self), "call")
 
     def get(self, slot: Any) -> Any:
+        """The value of ``slot`` in this context (None: not set)."""
         return self._VAR.get().get(slot)
 
     @contextlib.contextmanager
     def set(self, slot: Any, value: Any) -> Iterator[None]:
+        """``slot`` holds ``value`` inside the block."""
         token = self._VAR.set({**self._VAR.get(), slot: value})
         try:
             yield
