@@ -14,7 +14,8 @@ from probhook.buffer import BufferFullError, ProbBuffer
 from probhook.capture import Capture, capture_probs
 from probhook.distribution import Distribution, DocumentDistribution
 from probhook.drift import compare
-from probhook.head_view import HeadView, load
+from probhook.element_view import load
+from probhook.head_view import HeadView
 from probhook.sink import Sink
 
 __all__ = [

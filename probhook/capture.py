@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from probhook import element_view
 from probhook.distribution import Distribution
 from probhook.head_view import HeadView
 from probhook.heads import HeadSpec
@@ -79,6 +80,7 @@ class Capture:
         self._stack: contextlib.ExitStack | None = None
         self._appended_at_start: dict[str, int] = {}
         self._adapter: Adapter | None = None
+        self._specs: dict[str, HeadSpec] = {}  # the spec each head was hooked with
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -247,7 +249,7 @@ class Capture:
     def _hook(self, spec: HeadSpec, stack: contextlib.ExitStack) -> None:
         view = self.heads.get(spec.name)
         if view is None:
-            view = self.heads[spec.name] = HeadView(
+            view = self.heads[spec.name] = element_view.view_type(spec.columns)(
                 spec.name,
                 labels=self._labels_for(spec),
                 columns={**self._recorder.columns, **spec.columns},
@@ -255,8 +257,15 @@ class Capture:
                 kind=spec.kind,
                 group=spec.group,
             )
-        self._recorder.hook(spec, view).register(stack)
+        self._specs[spec.name] = spec
+        if not spec.staged:  # a staged head's rows come through stage_rows
+            self._recorder.hook(spec, view).register(stack)
         stack.enter_context(sharing_check(spec))
+
+    def stage_rows(self, head: str, make_rows: Callable[[], Any]) -> None:
+        """For integrations: rows of the staged head ``head``, made later by ``make_rows``
+        (with the metadata current now)."""
+        self._recorder.stage_rows(self._specs[head], self.heads[head], self._meta.get(), make_rows)
 
     def _labels_for(self, spec: HeadSpec) -> tuple[str, ...] | None:
         labels = self.options.labels
@@ -310,6 +319,11 @@ class Capture:
                 )
             head = token_heads[0]
         return self.heads[head].words(page)
+
+    def elements(self, page: Any, head: str | None = None, *, discarded: bool = False
+                 ) -> list[Distribution]:  # fmt: skip
+        """The elements of ``page`` (see [`probhook.element_view.elements_of`][])."""
+        return element_view.elements_of(self.heads, page, head, discarded=discarded)
 
     def __len__(self) -> int:
         """Rows kept, over all heads."""

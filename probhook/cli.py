@@ -52,6 +52,7 @@ from probhook.integrations.deepdoctection.analyzer import (
     read_model_folder,
     reason,
 )
+from probhook.integrations.deepdoctection.element_table import ElementReport
 from probhook.integrations.deepdoctection.word_table import WordTable
 from probhook.sink import SinkBusyError, SinkError
 
@@ -108,24 +109,39 @@ def _run(args: argparse.Namespace, inputs: Inputs, folder: ModelFolder, ocr: boo
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     writer: TableWriter | JsonWriter | WordTable
+    detecting = args.layout_model is not None or args.table_model is not None
     if folder.task == "token":  # a word classifier: each page lists its least confident words
         analyzer = build_word_analyzer(folder, ocr)
         writer = WordTable(shown=args.top_k, min_confidence=args.min_confidence,
                            min_margin=args.min_margin, json=args.format == "json")  # fmt: skip
     else:
-        analyzer = build_analyzer(args.model, folder.wrapper, folder.labels, ocr)
+        analyzer = build_analyzer(
+            args.model, folder.wrapper, folder.labels, ocr, skip_pixels=not detecting
+        )  # detectors read the pixels
         names = [d.name for d in inputs.documents]
         writer = (JsonWriter() if args.format == "json"
                   else TableWriter(names, folder.labels, args.top_k))  # fmt: skip
+    classifier = analyzer  # captured on its own: each detector has its own capture and file
+    elements = None  # detectors: each page lists its least confident elements, per detector
+    if detecting:
+        elements = ElementReport.build(
+            analyzer, args.layout_model, args.table_model, out=args.out,
+            stream=err if args.format == "json" else out, shown=args.top_k,
+            min_confidence=args.min_confidence, min_margin=args.min_margin,
+        )  # fmt: skip
+        analyzer = elements.analyzer
     from probhook import capture_probs
 
     pages = 0 if args.quiet else count_pages(inputs.documents)  # only progress needs it
     progress = Progress(pages, len(inputs.documents), err, enabled=not args.quiet)
-    run = Run(args, analyzer, capture_probs(analyzer, sink=args.out), writer, progress, inputs,
-              out, err, stop=stop)  # fmt: skip
-    try:  # the rows file is opened and locked now, before any document
+    run = Run(args, analyzer, capture_probs(classifier, sink=args.out), writer, progress, inputs,
+              out, err, stop=stop, elements=elements)  # fmt: skip
+    try:  # the rows files are opened and locked now, before any document
         run.cap.start()
+        if elements is not None:
+            elements.start()
     except (SinkBusyError, FileExistsError) as error:
+        run.cap.close()
         raise UsageError(str(error)) from None
     failed: SinkError | None = None  # the rows file could not be written (a full disk)
     try:
@@ -143,9 +159,13 @@ def _run(args: argparse.Namespace, inputs: Inputs, folder: ModelFolder, ocr: boo
             progress.close()
             try:
                 run.cap.close()
+                if elements is not None:
+                    elements.close()
             except SinkError as error:
                 failed = failed or error
             written = None if failed else finish_rows_file(args.out, len(run.cap))
+            for path, rows in elements.files() if elements is not None and not failed else ():
+                finish_rows_file(path, rows)  # each detector's rows file too
     if failed is not None:
         return write_failed(args.out, failed, err)
     gc.collect()  # close the PDF handles while pypdfium2 is still loaded (no warnings at exit)
@@ -157,6 +177,8 @@ def _run(args: argparse.Namespace, inputs: Inputs, folder: ModelFolder, ocr: boo
         lines = summary_lines(run.totals, len(inputs.skipped), written, run.stop.name)
         classified = run.totals.classified
     print_lines(lines, report)
+    if elements is not None:
+        elements.summary()
     if args.plot and classified:
         save_plot(run.cap, args.plot, args.min_confidence)
         print(f"plot: {args.plot}", file=report)
@@ -179,6 +201,7 @@ class Run:
     err: TextIO
     totals: Totals = field(default_factory=Totals)
     stop: StopRequest = field(default_factory=StopRequest)
+    elements: ElementReport | None = None
 
     def document(self, document: Path) -> None:
         """Classify every page of one document, a line each; a broken document is skipped."""
@@ -191,6 +214,8 @@ class Run:
                 for view in self.cap.heads.values():  # the row is written now: a full disk
                     view.buffer and view.buffer.flush()  # ends the run (SinkError)
                 self.print(self._lines(document, page))
+                if self.elements is not None:
+                    self.elements.add(page)
                 self.progress.page_done()
                 if self.stop.signal is not None:
                     return
@@ -301,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(none: probhook's toy demo model)")  # fmt: skip
     demo = sub.add_parser("demo", help="the shipped toy model on the shipped sample PDFs",
                           formatter_class=_HelpFormatter)  # fmt: skip
+    run.add_argument("--layout-model", type=Path, help="a layout detector folder (Table "
+                     "Transformer or Deformable DETR): element rows in <out>.layout.*")  # fmt: skip
+    run.add_argument("--table-model", type=Path, help="a table-structure detector folder, run "
+                     "on the layout's tables: element rows in <out>.tables.*")  # fmt: skip
     run.add_argument("--engine", choices=("local", "ray"), default="local",
                      help="local: this process; ray: Ray workers, --out a folder")  # fmt: skip
     run.add_argument("--address", help="--engine ray: the Ray cluster to join "
@@ -356,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         or getattr(args, "gpus_per_worker", 0)
     ):
         parser.error("--address, --workers and --gpus-per-worker go with --engine ray")
+    if getattr(args, "engine", "local") == "ray" and (args.layout_model or args.table_model):
+        parser.error("--layout-model and --table-model go with the local engine")
+    args.layout_model = getattr(args, "layout_model", None)
+    args.table_model = getattr(args, "table_model", None)
     try:
         return classify(args)
     except UsageError as error:

@@ -106,6 +106,9 @@ class HeadSpec:
     A mapped head also has ``rows_of`` (see [`RowMapper`][RowMapper]), its ``kind`` (``"word"``
     or ``"element"``), the extra ``columns`` its rows carry, and the column that ``group``\ s
     its rows (their page: ``cap.words(page)`` reads one group).
+    A ``staged`` head has no forward hook: its integration hands its rows to the capture
+    (``CaptureHost.stage_rows``) once it can key them (a detector's elements, keyed by the
+    annotations its service creates after the forward).
     """
 
     name: str
@@ -117,6 +120,7 @@ class HeadSpec:
     columns: Mapping[str, ColumnKind] = field(default_factory=dict)
     kind: Kind = "page"
     group: str | None = None
+    staged: bool = False
 
 
 def config_labels(module: Any) -> tuple[str, ...] | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
@@ -251,23 +251,29 @@ class MappedHook:
             meta = recorder.meta.get()
             forward = Forward(logits, self._activate, self._keep, kwargs, meta, options.word_rule)
             make_rows = spec.rows_of(forward)  # type: ignore[misc]
-            if make_rows is None:  # not attributable
-                return
-            job = _Staged(self, make_rows, meta)
-            writer = recorder.writer
-            at_once = self._at_once or self.view.buffer is None
-            held = None if meta is None else meta.get(HOLD)
-            if held is not None:
-                held.append((writer.write if at_once else writer.stage, job))
-                return
-            if at_once:
-                writer.write(job, copy=False)
-                return
-            writer.stage(job)
-            if len(writer.pending) >= ENTRY * STAGED_FORWARDS:  # one entry per forward
-                writer.drain()
+            if make_rows is not None:  # None: not attributable
+                self.hand(make_rows, meta)
         finally:
             recorder.inflight.remove(thread)
+
+    def hand(self, make_rows: Callable[[], MappedRows], meta: Mapping[str, Any] | None) -> None:
+        """Hand one forward's mapping to the writer: staged, or at once (the head's first
+        forward, or ``on_overflow="error"``), or kept in the context's ``HOLD`` list. An
+        integration whose rows can be keyed only after the forward (a detector's elements)
+        hands them the same way (``Capture.stage_rows``)."""
+        job = _Staged(self, make_rows, meta)
+        writer = self.recorder.writer
+        at_once = self._at_once or self.view.buffer is None
+        held = None if meta is None else meta.get(HOLD)
+        if held is not None:
+            held.append((writer.write if at_once else writer.stage, job))
+            return
+        if at_once:
+            writer.write(job, copy=False)
+            return
+        writer.stage(job)
+        if len(writer.pending) >= ENTRY * STAGED_FORWARDS:  # one entry per forward
+            writer.drain()
 
     def rows(self, mapped: MappedRows, meta: Mapping[str, Any] | None) -> Rows | None:
         """One forward's mapped rows for the writer (its lock held)."""

@@ -14,7 +14,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
 import numpy as np
@@ -77,6 +77,20 @@ class Rule(Protocol):
         """The thresholds, as ``flag`` takes them."""
 
 
+def with_rule(
+    rule: Rule | None, labels: Sequence[str] | None, **given: Threshold
+) -> tuple[dict[str, Threshold], Sequence[str] | None]:
+    """The thresholds ``given`` plus those of ``rule`` (one given twice is an error), and the
+    labels: ``labels``, else the rule's."""
+    if rule is None:
+        return given, labels
+    for name, value in rule.thresholds().items():
+        if name not in given or given[name] is not None:
+            raise ValueError(f"{name} is given twice: by the rule and as an argument")
+        given[name] = value
+    return given, labels if labels is not None else getattr(rule, "labels", None)
+
+
 def flag(
     probs: npt.ArrayLike,
     rule: Rule | None = None,
@@ -102,39 +116,65 @@ def flag(
         [True, True, False]
     """
     p = as_probs(probs)
-    if rule is not None:
-        given = {"min_confidence": min_confidence, "min_margin": min_margin,
-                 "max_entropy": max_entropy}  # fmt: skip
-        for name, value in rule.thresholds().items():
-            if name not in given or given[name] is not None:
-                raise ValueError(f"{name} is given twice: by the rule and as an argument")
-            given[name] = value
-        min_confidence, min_margin = given["min_confidence"], given["min_margin"]
-        max_entropy = given["max_entropy"]
-        labels = labels if labels is not None else getattr(rule, "labels", None)
-    out = ~np.isfinite(p).all(axis=1)
-    if min_confidence is not None:
-        out |= max_prob(p) < _per_row("min_confidence", min_confidence, p, labels)
-    if min_margin is not None:
-        out |= margin(p) < _per_row("min_margin", min_margin, p, labels)
-    if max_entropy is not None:
-        out |= entropy(p, normalized=True) > _per_row("max_entropy", max_entropy, p, labels)
+    thresholds, labels = with_rule(rule, labels, min_confidence=min_confidence,
+                                   min_margin=min_margin, max_entropy=max_entropy)  # fmt: skip
+    predicted = np.argmax(np.nan_to_num(p, nan=-1.0), axis=1) if len(p) else np.zeros(0, int)
+    return flag_measures(
+        np.asarray(np.isfinite(p).all(axis=1), bool),
+        predicted,
+        p.shape[1],
+        confidence=lambda: max_prob(p),
+        margin=lambda: margin(p),
+        entropy=lambda: entropy(p, normalized=True),
+        labels=labels,
+        **thresholds,
+    )
+
+
+def flag_measures(
+    finite: Array,
+    predicted: Array,
+    n_classes: int,
+    *,
+    confidence: Callable[[], Array],
+    margin: Callable[[], Array],
+    entropy: Callable[[], Array],
+    min_confidence: Threshold = None,
+    min_margin: Threshold = None,
+    max_entropy: Threshold = None,
+    labels: Sequence[str] | None = None,
+) -> npt.NDArray[np.bool_]:
+    """[`flag`][flag] over measures computed elsewhere (each asked for only when its threshold
+    is given): rows whose prediction is not their most probable column (detected elements)
+    use it. Per-label thresholds apply by ``predicted`` column."""
+    out = ~np.asarray(finite, bool)
+    checks = ((min_confidence, confidence, np.less, "min_confidence"),
+              (min_margin, margin, np.less, "min_margin"),
+              (max_entropy, entropy, np.greater, "max_entropy"))  # fmt: skip
+    for threshold, measure, beyond, name in checks:
+        if threshold is not None:
+            limit = _per_row(name, threshold, predicted, n_classes, labels)
+            out |= beyond(measure(), limit)
     return np.asarray(out, dtype=bool)
 
 
 def _per_row(
-    name: str, threshold: float | Mapping[str, float], p: Array, labels: Sequence[str] | None
+    name: str,
+    threshold: float | Mapping[str, float],
+    predicted: Array,
+    n_classes: int,
+    labels: Sequence[str] | None,
 ) -> float | npt.NDArray[np.float64]:
     """A scalar threshold as given; a per-label one as each row's threshold (NaN: none)."""
     if not isinstance(threshold, Mapping):
         return float(threshold)
-    if labels is None or len(labels) != p.shape[1]:
+    if labels is None or len(labels) != n_classes:
         raise ValueError(
-            f"{name} per class ({dict(threshold)}) needs labels=, the {p.shape[1]} class names "
+            f"{name} per class ({dict(threshold)}) needs labels=, the {n_classes} class names "
             f"in column order; got {None if labels is None else list(labels)}"
         )
     unknown = sorted(set(threshold) - set(labels))
     if unknown:
         raise ValueError(f"{name} names {unknown}, which are not among the labels {list(labels)}")
     by_column = np.array([threshold.get(label, np.nan) for label in labels], dtype=np.float64)
-    return by_column[np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)] if len(p) else by_column[:0]
+    return by_column[np.asarray(predicted, np.int64)] if len(predicted) else by_column[:0]

@@ -50,9 +50,13 @@ def summary_line(head: RowSource, min_confidence: float = REVIEW_CONFIDENCE) -> 
     n = len(head)
     if not n:
         return f"{escape(head.name)}: no rows yet"
-    probs = head.probs  # one copy of the kept rows
-    # column by column: numpy reduces a short last axis slowly (~40 ms for 200,000 x 4 rows)
-    confidence = functools.reduce(np.maximum, probs.T) if probs.shape[1] else np.zeros(n)
+    measures = getattr(head, "measures", None)  # detected elements: at their own class
+    if measures is not None:
+        confidence = measures().confidence
+    else:
+        probs = head.probs  # one copy of the kept rows
+        # column by column: numpy reduces a short last axis slowly (~40 ms for 200,000 x 4)
+        confidence = functools.reduce(np.maximum, probs.T) if probs.shape[1] else np.zeros(n)
     finite = np.isfinite(confidence)  # NaN anywhere in a row propagates through np.maximum
     flagged = int((~finite | (confidence < min_confidence)).sum())
     mean = float(confidence[finite].mean()) if finite.any() else float("nan")

@@ -196,6 +196,9 @@ class CaptureOptions:
         word_rule: which sub-token speaks for a word of a token-classification head:
             ``"dd"`` (deepdoctection's rule: the most confident one), ``"first"`` or ``"mean"``
             (see [`probhook.words`][probhook.words]).
+        discarded: a detector head also keeps a row for each query that gave no element
+            (below the threshold, suppressed, ...; see
+            [`probhook.detections`][probhook.detections]), marked in its ``discarded`` column.
     """
 
     capacity: int = 10_000
@@ -211,6 +214,7 @@ class CaptureOptions:
     flush_seconds: float = 1.0
     output: int | str | None = None
     word_rule: WordRule = "dd"
+    discarded: bool = False
 
     def __post_init__(self) -> None:
         if self.capacity is None:  # None means "from max_bytes" only for a ProbBuffer
@@ -238,6 +242,8 @@ class CaptureOptions:
         if not isinstance(self.keep_logits, bool):
             raise TypeError(f"keep_logits must be True or False, got {self.keep_logits!r}")
         check_choice("word_rule", self.word_rule, WORD_RULES)
+        if not isinstance(self.discarded, bool):
+            raise TypeError(f"discarded must be True or False, got {self.discarded!r}")
         if self.word_rule == "mean" and self.keep_logits:
             raise ValueError(
                 "word_rule='mean' averages sub-token probabilities: no single token's logits "

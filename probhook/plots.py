@@ -52,17 +52,35 @@ def _histogram(
     ax: Axes, values: npt.NDArray[np.float64], bins: int, color: str, threshold: float | None,
     flagged_below: bool,
 ) -> None:  # fmt: skip
-    ax.hist(values, bins=bins, range=(0.0, 1.0), color=color, edgecolor="white", label="rows")
+    # a detected element's margin is negative when its query prefers another class
+    low = -1.0 if len(values) and float(np.nanmin(values)) < 0 else 0.0
+    ax.hist(values, bins=bins, range=(low, 1.0), color=color, edgecolor="white", label="rows")
     if threshold is not None:
         n = int((values < threshold).sum() if flagged_below else (values > threshold).sum())
         side = "below" if flagged_below else "above"
         ax.axvline(threshold, color=THRESHOLD_COLOR, linestyle="--", linewidth=1.5,
                    label=f"threshold {threshold:g}\n{n} rows {side}")  # fmt: skip
         legend_outside(ax)
-    ax.set_xlim(0.0, 1.0)
+    ax.set_xlim(low, 1.0)
     from matplotlib.ticker import MaxNLocator
 
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # row counts are whole numbers
+
+
+def _measure(source: Any, name: str, default: Any) -> npt.NDArray[np.float64]:
+    """A per-row measure: the source's own where its rows define it (detected elements are
+    measured at their own class, see ``probhook.elements``), else ``default()``."""
+    measures = getattr(source, "measures", None)
+    if measures is None:
+        return np.asarray(default(), np.float64)
+    m = measures()
+    if name == "entropy":
+        if m.sigmoid.any():
+            from probhook.elements import SIGMOID_ENTROPY
+
+            raise ValueError(SIGMOID_ENTROPY)
+        return np.asarray(m.normalized_entropy())
+    return np.asarray(getattr(m, name), np.float64)
 
 
 def confidence_histogram(
@@ -72,7 +90,8 @@ def confidence_histogram(
     a line and counts the rows below it."""
     probs, _ = probs_labels(source)
     ax = new_axes(ax)
-    _histogram(ax, metrics.max_prob(probs), bins, "#4c78a8", threshold, flagged_below=True)
+    values = _measure(source, "confidence", lambda: metrics.max_prob(probs))
+    _histogram(ax, values, bins, "#4c78a8", threshold, flagged_below=True)
     ax.set(title=f"Confidence of {len(probs)} predictions", xlabel="top probability", ylabel="rows")
     note_if_empty(ax, len(probs))
     return ax
@@ -90,9 +109,11 @@ def uncertainty_histogram(
     ``threshold`` (a ``min_margin`` or ``max_entropy``) draws a line and counts the flagged rows."""
     probs, _ = probs_labels(source)
     if measure == "margin":
-        values, xlabel = metrics.margin(probs), "margin (top-1 minus top-2 probability)"
+        values = _measure(source, "margin", lambda: metrics.margin(probs))
+        xlabel = "margin (top-1 minus top-2 probability)"
     elif measure == "entropy":
-        values, xlabel = metrics.entropy(probs, normalized=True), "entropy / log C"
+        values = _measure(source, "entropy", lambda: metrics.entropy(probs, normalized=True))
+        xlabel = "entropy / log C"
     else:
         raise ValueError(f"measure must be 'margin' or 'entropy', got {measure!r}")
     ax = new_axes(ax)

@@ -36,6 +36,7 @@ from probhook.writer import ENTRY, Writer
 
 if TYPE_CHECKING:
     from probhook.block import ColumnKind
+    from probhook.heads import MappedRows
 
 Meta = contextvars.ContextVar[dict[str, Any] | None]
 
@@ -52,6 +53,7 @@ class Recorder:
         # its ``try`` stays listed: a thread waits only for the others)
         self.inflight: list[int] = []
         self._lock = threading.Lock()
+        self._staged: dict[str, MappedHook] = {}  # the hooks of staged heads, never registered
 
     @property
     def sink(self) -> Sink | None:
@@ -166,6 +168,20 @@ class Recorder:
         return (
             MappedHook(self, spec, view) if spec.rows_of is not None else PageHook(self, spec, view)
         )
+
+    def stage_rows(
+        self,
+        spec: HeadSpec,
+        view: HeadView,
+        meta: Mapping[str, Any] | None,
+        make_rows: Callable[[], MappedRows],
+    ) -> None:
+        """Rows of a staged head (no forward hook: its integration makes them once it can key
+        them), handed to the writer as a mapped forward's are."""
+        hook = self._staged.get(spec.name)
+        if hook is None:
+            hook = self._staged[spec.name] = MappedHook(self, spec, view)
+        hook.hand(make_rows, meta)
 
     def buffer_for(self, spec: HeadSpec, view: HeadView, n_classes: int) -> ProbBuffer:
         """The head's buffer, made at its first forward (when its width is known)."""

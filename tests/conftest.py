@@ -24,3 +24,22 @@ def tiny(tmp_path_factory):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def detector(tmp_path_factory):
+    """``detector(kind, **options)``: a saved tiny DETR-family detector, built once per session."""
+    from probhook.testing import build_detector
+
+    cache: dict[tuple, object] = {}
+
+    def get(kind: str = "deformable_detr", **options):
+        key = (kind, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                                  for k, v in options.items())))  # fmt: skip
+        if key not in cache:
+            cache[key] = build_detector(
+                kind, tmp_path_factory.mktemp(f"{kind}-detector"), **options
+            )
+        return cache[key]
+
+    return get

@@ -223,3 +223,18 @@ def test_converted_lines_fit(width):
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if "][" in line:
                 assert len(line) <= width, f"{path}:{number}"
+
+
+def test_the_elements_page_examples_run(capsys):
+    """docs/elements.md: its ``python`` blocks run in order, in one namespace (``py`` blocks
+    illustrate what needs a real analyzer)."""
+    page = DOCS / "elements.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), namespace)
+    out = capsys.readouterr().out
+    assert re.search(r"table at \[.*\] \(0\.\d\d\): \d+ cells, \d+ to check", out)
+    assert "confidence" in out
+    assert "p_no_object" in out
+    assert len(namespace["flagged"]) == len(namespace["rows"])

@@ -17,8 +17,10 @@ An adapter provides (see [`Adapter`][Adapter]):
   end-of-block warning says it instead of its generic "lazy iterator" guess).
 
 It talks to the capture only through [`CaptureHost`][CaptureHost]: register a head's hook (to follow
-a module swapped in mid-run) and set, extend or reset the metadata of the rows captured in this
-context (one ``ContextVar``: everything a forward's rows need of its context is in it).
+a module swapped in mid-run), set, extend or reset the metadata of the rows captured in this
+context (one ``ContextVar``: everything a forward's rows need of its context is in it), hand on
+rows that waited for their page's outcome, hand over the rows of a staged head (one without a
+forward hook), and read the capture's options.
 """
 
 from __future__ import annotations
@@ -27,17 +29,22 @@ import contextlib
 import contextvars
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from probhook.block import ColumnKind
 from probhook.heads import HeadSpec, find_heads
-from probhook.options import Selector
+from probhook.options import CaptureOptions, Selector
+
+if TYPE_CHECKING:
+    from probhook.heads import MappedRows
 
 MetaToken = contextvars.Token  # what set_meta returns and reset_meta takes
 
 
 class CaptureHost(Protocol):
     """What an adapter may ask of the capture it serves."""
+
+    options: CaptureOptions
 
     def hook(self, spec: HeadSpec) -> None:
         """Hook ``spec`` now (removed when the capture stops)."""
@@ -53,6 +60,10 @@ class CaptureHost(Protocol):
 
     def release(self, held: list[Any]) -> None:
         """Hand on the rows that waited in the metadata's ``probhook.hooks.HOLD`` list."""
+
+    def stage_rows(self, head: str, make_rows: Callable[[], MappedRows]) -> None:
+        """Rows of the staged head ``head`` (``HeadSpec.staged``), made by ``make_rows`` when
+        the capture stores them, with the metadata current now."""
 
 
 class Adapter(Protocol):
@@ -161,14 +172,16 @@ def register(module_prefixes: tuple[str, ...], adapter: str) -> None:
 
 def adapter_for(target: Any) -> Adapter:
     """The registered adapter for ``target`` (the first item's, for a list), else a
-    [`ModuleAdapter`][ModuleAdapter]."""
+    [`ModuleAdapter`][ModuleAdapter]. A class defined elsewhere that derives from a framework's
+    class (a user's own detector, say) is that framework's."""
     probe = target[0] if isinstance(target, (list, tuple)) and target else target
-    module = type(probe).__module__ + "."
-    for prefixes, path in _REGISTRY:
-        if module.startswith(prefixes):
-            module_name, class_name = path.split(":")
-            adapter: Adapter = getattr(importlib.import_module(module_name), class_name)(target)
-            return adapter
+    for cls in type(probe).__mro__:
+        module = cls.__module__ + "."
+        for prefixes, path in _REGISTRY:
+            if module.startswith(prefixes):
+                module_name, class_name = path.split(":")
+                adapter: Adapter = getattr(importlib.import_module(module_name), class_name)(target)
+                return adapter
     return ModuleAdapter(target)
 
 

@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 import weakref
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from probhook.block import ColumnKind
+from probhook.elements import ELEMENT_COLUMNS, n_real
 from probhook.heads import HeadSpec, matches
 from probhook.hooks import HOLD
 from probhook.integrations import meta_during, wrap_on_instance
-from probhook.integrations.deepdoctection import tokens
+from probhook.integrations.deepdoctection import detectors, tokens
 from probhook.options import Selector
 
 if TYPE_CHECKING:
@@ -91,15 +93,22 @@ class _Component:
         serves: bool = True,
         group: int | None = None,
         token_wrapper: Any = None,
+        detector: Any = None,
     ) -> None:
         self.name, self.component, self.model_of, self.labels = name, component, model_of, labels
         self.serves, self.group, self.token_wrapper = serves, group, token_wrapper
+        self.detector = detector  # a detector's service (or the bare detector): element rows
+        # the context a detector's service serves a page in (see detectors.install)
+        self.context: Callable[[Any], contextlib.AbstractContextManager[None]] | None = None
         self._serving = (
             tokens.serving_meta(component) if token_wrapper is not None and serves else None
         )
 
     def spec(self, module: Any = None) -> HeadSpec:
         module = self.model_of() if module is None else module
+        if self.detector is not None:
+            return HeadSpec(self.name, module, labels=self.labels, columns=ELEMENT_COLUMNS,
+                            staged=True)  # fmt: skip
         if self.token_wrapper is None:
             return HeadSpec(self.name, module, labels=self.labels)
         return HeadSpec(self.name, module, labels=self.labels, rows_of=tokens.rows_of,
@@ -111,6 +120,14 @@ class _Component:
         if self._serving is not None:
             meta.update(self._serving(dp))
         return meta
+
+
+def _detector(component: Any, detector: Any) -> _Component:
+    """A detector's head: its service (None for a bare detector) and the detector."""
+    labels = detectors.detector_labels(detector)
+    name = _short(detectors.architecture(detector), labels[: n_real(labels)])
+    return _Component(name, component, lambda: detector.hf_detr_predictor, labels,
+                      serves=component is not None, detector=detector)  # fmt: skip
 
 
 def _token(name: str, component: Any, wrapper: Any, group: int | None = None) -> _Component:
@@ -136,6 +153,7 @@ class DeepdoctectionAdapter:
         self.offset = page_offset(dd.__version__)
         self.served: Counter[str] = Counter()  # pages served per head, while capturing
         self._lock = threading.Lock()
+        self.unmapped: list[str] = []  # detectors of the targets probhook cannot map
 
     def _candidates(self, target: Any) -> list[_Component] | list[Any]:
         """The components of one target, or the wrapper itself as a finished component."""
@@ -144,13 +162,20 @@ class DeepdoctectionAdapter:
             dd.LMSequenceClassifierService,
             dd.LMTokenClassifierService,
             dd.MultiThreadPipelineComponent,
+            dd.ImageLayoutService,
+            dd.SubImageLayoutService,
         )
         if isinstance(target, services):
+            if detectors.is_detector_service(dd, target):
+                detectors.check(dd, target, None)  # asked for: one it cannot map is refused
             return [target]
         if hasattr(target, "pipe_component_list"):
             return list(target.pipe_component_list)
         if tokens.is_token_wrapper(dd, target):
             return [_token(target.name, None, target)]
+        if isinstance(target, dd.ObjectDetector):
+            detectors.check(dd, target, None)
+            return [_detector(None, target)]
         if hasattr(target, "categories") and hasattr(target, "model"):
             labels = category_labels(target)
             return [
@@ -161,7 +186,8 @@ class DeepdoctectionAdapter:
         raise TypeError(
             f"capture_probs does not know the deepdoctection object {type(target).__name__}; "
             "pass a DoctectionPipe, an LMSequenceClassifierService or LMTokenClassifierService, "
-            "a MultiThreadPipelineComponent, one of their HF* wrappers or a list of these"
+            "a MultiThreadPipelineComponent, one of their HF* wrappers, an ImageLayoutService "
+            "or SubImageLayoutService, an HFDetrDerivedDetector or a list of these"
         )
 
     def _services(self, comp: Any, selector: Selector | None) -> list[_Component]:
@@ -191,6 +217,9 @@ class DeepdoctectionAdapter:
             ]  # fmt: skip
         if isinstance(comp, dd.LMTokenClassifierService):
             return [_token(comp.name, comp, comp.language_model)]
+        if detectors.is_detector_service(dd, comp):
+            mappable = detectors.check(dd, comp, self.unmapped)
+            return [_detector(comp, comp.predictor)] if mappable else []
         if isinstance(comp, dd.LanguageDetectionService) and selector is not None:
             # its XLM-R model detects languages, not document types: only when asked for
             det = comp.predictor
@@ -200,6 +229,7 @@ class DeepdoctectionAdapter:
         return []
 
     def _components(self, selector: Selector | None) -> list[_Component]:
+        self.unmapped.clear()
         candidates = [c for target in self.targets for c in self._candidates(target)]
         found = [svc for comp in candidates for svc in self._services(comp, selector)]
         if selector is not None:
@@ -208,12 +238,19 @@ class DeepdoctectionAdapter:
         if not found:
             names = [getattr(c, "name", type(c).__name__) for c in candidates]
             kinds = ", ".join(type(t).__name__ for t in self.targets)
+            unmapped = f"; detectors probhook cannot map: {'; '.join(self.unmapped)}"
             raise ValueError(
-                f"found no LM sequence classifier or token classifier in {kinds} (components: "
-                f"{names}{'' if selector is None else f', heads={selector!r}'}). Add an "
-                "LMSequenceClassifierService or LMTokenClassifierService, or name a component "
-                "with heads="
+                f"found no LM sequence classifier, token classifier or DETR-family detector in "
+                f"{kinds} (components: {names}{'' if selector is None else f', heads={selector!r}'}"
+                f"){unmapped if self.unmapped else ''}. Add an LMSequenceClassifierService, "
+                "LMTokenClassifierService or a layout service with an HFDetrDerivedDetector, or "
+                "name a component with heads="
             )
+        if self.unmapped:
+            warnings.warn(
+                "these detectors give no rows (probhook cannot map them): "
+                + "; ".join(self.unmapped), RuntimeWarning, stacklevel=5,
+            )  # fmt: skip
         return _dedupe(found)
 
     def heads(self, selector: Selector | None) -> list[HeadSpec]:
@@ -226,7 +263,15 @@ class DeepdoctectionAdapter:
     def install(self, host: CaptureHost, stack: contextlib.ExitStack) -> None:
         self.served.clear()
         wrapped: set[int] = set()
+        current = detectors.Current()  # this capture's detector wrappers share it
         for comp in self._found:
+            if comp.detector is not None:
+                service = comp.component if comp.serves else None
+                comp.context = detectors.install(comp.detector, service, comp.name, host, stack,
+                                                 wrap_on_instance, wrapped, current)  # fmt: skip
+                if comp.serves:
+                    _wrap_serve(comp, host, stack, self)
+                continue
             wrapper = comp.token_wrapper
             if wrapper is not None and id(wrapper) not in wrapped:  # shared: wrapped once
                 wrapped.add(id(wrapper))
@@ -250,6 +295,8 @@ class DeepdoctectionAdapter:
                 f"no page was served to {name} inside the capture (a lazy dataflow consumed "
                 "after the block captures nothing: iterate it inside the block)"
             )
+        if any(c.name == name and c.detector is not None for c in self._found):
+            return f"{n} page(s) served to {name}, but its detector stored no element on them"
         return (
             f"{n} page{'s were' if n != 1 else ' was'} served to {name} but none reached the "
             "model, so there are 0 rows: deepdoctection skips pages without words (layout "
@@ -317,7 +364,10 @@ def _wrap_serve(
             held = meta[HOLD] = []  # the page's rows wait for its outcome
             token = host.set_meta(meta)
             try:
-                return original(dp)
+                if comp.context is None:
+                    return original(dp)
+                with comp.context(dp):  # a detector's service: its elements, made at the end
+                    return original(dp)
             except BaseException as err:
                 meta["page_error"] = f"{type(err).__name__}: {err}"
                 raise

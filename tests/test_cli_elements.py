@@ -1,0 +1,88 @@
+"""``probhook run --layout-model DIR --table-model DIR``: element rows beside the classifier's,
+and each page's least confident elements on stdout."""
+
+import json
+
+import pytest
+
+from probhook import demo, load
+from probhook.cli import main
+from probhook.element_view import ElementView
+from probhook.testing import CELL_LABELS
+
+PDFS = [demo.SAMPLES_DIR / "invoice_1.pdf", demo.SAMPLES_DIR / "letter_and_invoice.pdf"]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_detectors_write_element_rows_and_report_the_least_confident(detector, tmp_path,
+                                                                      capsys):  # fmt: skip
+    layout, cells = detector("deformable_detr"), detector("table_transformer")
+    out = tmp_path / "run.parquet"
+    code, stdout, stderr = run_cli(capsys, "run", *PDFS, "--layout-model", layout.path,
+                                   "--table-model", cells.path, "--out", out, "--top-k", 2,
+                                   "--min-confidence", 0.5, "-q")  # fmt: skip
+    assert code == 0, stderr
+    pages = load(out)
+    layout_rows, cell_rows = (
+        load(tmp_path / "run.layout.parquet"),
+        load(tmp_path / "run.tables.parquet"),
+    )
+    assert len(pages) == 3
+    assert isinstance(layout_rows, ElementView)
+    assert isinstance(cell_rows, ElementView)
+    assert cell_rows.labels == (*CELL_LABELS, "no_object")
+    assert set(layout_rows.column("image_id")) == set(pages.column("image_id"))
+    for page_id in pages.column("image_id"):
+        shown = layout_rows.elements(page_id)
+        flagged = sum(d.confidence < 0.5 for d in shown)
+        assert f"layout: {len(shown)} elements, mean confidence " in stdout
+        assert f", {flagged} to review" in stdout
+    lowest = min(layout_rows.elements(pages.column("image_id")[0]), key=lambda d: d.confidence)
+    assert f"{lowest.predicted:<16} {lowest.confidence:.2f}  at [" in stdout
+    assert f"{len(layout_rows) + len(cell_rows)} elements detected" in stdout
+    # the rows files carry the element measures as the files read them back
+    derived = layout_rows.to_pandas()
+    assert (derived["predicted"] == derived["category"]).all()
+
+
+def test_json_output_stays_json_with_detectors(detector, tmp_path, capsys):
+    layout = detector("deformable_detr")
+    options = ["--out", tmp_path / "r.parquet", "--format", "json", "-q"]
+    code, stdout, stderr = run_cli(capsys, "run", PDFS[0], "--layout-model", layout.path, *options)
+    assert code == 0, stderr
+    assert [json.loads(line)["page"] for line in stdout.splitlines()] == [1]
+    assert "layout: " in stderr
+    assert "elements detected" in stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d, tmp: ["--table-model", d("table_transformer").path],
+         "give a --layout-model whose labels include table"),
+        (lambda d, tmp: ["--layout-model", tmp], "no config.json"),
+        (lambda d, tmp: ["--layout-model", demo.MODEL_DIR], "not one of TableTransformer"),
+        (lambda d, tmp: ["--layout-model", d("table_transformer", labels=["text", "x"]).path],
+         "label 'x' is not a deepdoctection category"),
+    ],
+    ids=["tables-without-layout", "no-config", "a-classifier", "unknown-label"],
+)  # fmt: skip
+def test_detector_folders_are_checked_before_any_document(detector, tmp_path, capsys, make,
+                                                          message):  # fmt: skip
+    code, _, stderr = run_cli(capsys, "run", PDFS[0], *make(detector, tmp_path),
+                              "--out", tmp_path / "r.parquet")  # fmt: skip
+    assert code == 2
+    assert message in stderr
+    assert not (tmp_path / "r.parquet").exists()
+
+
+def test_detectors_go_with_the_local_engine(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["run", str(PDFS[0]), "--engine", "ray", "--layout-model", str(tmp_path),
+              "--out", str(tmp_path / "o")])  # fmt: skip
+    assert "go with the local engine" in capsys.readouterr().err
