@@ -310,15 +310,7 @@ class Capture:
     def words(self, page: Any, head: str | None = None) -> list[Distribution]:
         """The word distributions of ``page`` (a page or its ``image_id``) in reading order,
         from the token head (name it with ``head=`` when there are several)."""
-        if head is None:
-            token_heads = [n for n, v in self.heads.items() if v.kind == "word"]
-            if len(token_heads) != 1:
-                raise ValueError(
-                    f"words() reads a token head; this capture has {len(token_heads)} "
-                    f"({', '.join(token_heads) or 'none'}): name one with head="
-                )
-            head = token_heads[0]
-        return self.heads[head].words(page)
+        return element_view.words_of(self.heads, page, head)
 
     def elements(self, page: Any, head: str | None = None, *, discarded: bool = False
                  ) -> list[Distribution]:  # fmt: skip

@@ -11,7 +11,6 @@ folder), found before any document is read; 128 + N stopped by signal N (130 Ctr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import os
 import signal
@@ -27,6 +26,7 @@ from probhook.cli_output import (
     Progress,
     TableWriter,
     Totals,
+    devnull,
     finish_rows_file,
     print_lines,
     save_plot,
@@ -243,21 +243,12 @@ class Run:
             for line in lines:
                 self.progress.write(line, self.out)
         except BrokenPipeError:
-            self.out = _devnull(self.out)
+            self.out = devnull(self.out)
             self.stop.signal = signal.SIGPIPE
 
     def _skip(self, document: Path, why: str) -> None:
         self.inputs.skipped.append((document, why))
         self.progress.write(f"warning: skipped {document}: {why}", self.err)
-
-
-def _devnull(out: TextIO) -> TextIO:
-    """Where output goes once the reader of ``out`` left: nowhere (stdout's descriptor too,
-    so that Python's flush at exit does not fail again)."""
-    if out is sys.stdout:
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-    return open(os.devnull, "w")  # lives as long as the run
 
 
 def _classify_on_ray(args: argparse.Namespace, inputs: Inputs, out: TextIO) -> int:

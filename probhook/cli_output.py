@@ -7,7 +7,9 @@ them at once); progress and the summary of a JSON run go to stderr, so stdout st
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -283,3 +285,12 @@ def write_failed(path: Path, error: Exception, err: TextIO) -> int:
     print(f"probhook: error: writing {path} failed ({error.__cause__ or error}); the rows "
           f"written before are kept: probhook.load('{path}') reads them", file=err)  # fmt: skip
     return 1
+
+
+def devnull(out: TextIO) -> TextIO:
+    """Where output goes once the reader of ``out`` left: nowhere (stdout's descriptor too,
+    so that Python's flush at exit does not fail again)."""
+    if out is sys.stdout:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+    return open(os.devnull, "w")  # lives as long as the run

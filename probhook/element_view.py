@@ -220,6 +220,22 @@ def keyed_by_annotation(view: HeadView) -> bool:
     return "word_id" in view.schema or isinstance(view, ElementView)
 
 
+def words_of(
+    heads: Mapping[str, HeadView], page: Any, head: str | None = None
+) -> list[Distribution]:
+    """The words of ``page`` in the word head ``head`` of ``heads`` (needed only when there are
+    several), in reading order."""
+    if head is None:
+        token_heads = [n for n, v in heads.items() if v.kind == "word"]
+        if len(token_heads) != 1:
+            raise ValueError(
+                f"words() reads a token head; this capture has {len(token_heads)} "
+                f"({', '.join(token_heads) or 'none'}): name one with head="
+            )
+        head = token_heads[0]
+    return heads[head].words(page)
+
+
 def elements_of(
     heads: Mapping[str, HeadView], page: Any, head: str | None = None, *, discarded: bool = False
 ) -> list[Distribution]:
