@@ -45,8 +45,7 @@ from probhook.integrations.deepdoctection.analyzer import (
     NO_PAGES,
     ModelFolder,
     UsageError,
-    build_analyzer,
-    build_word_analyzer,
+    analyzer_from_folder,
     ocr_available,
     quiet_libraries,
     read_model_folder,
@@ -110,14 +109,12 @@ def _run(args: argparse.Namespace, inputs: Inputs, folder: ModelFolder, ocr: boo
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     writer: TableWriter | JsonWriter | WordTable
     detecting = args.layout_model is not None or args.table_model is not None
+    # the analyzer every engine builds from the folder; detectors read the pixels
+    analyzer = analyzer_from_folder(folder.path, ocr=ocr, skip_pixels=not detecting)
     if folder.task == "token":  # a word classifier: each page lists its least confident words
-        analyzer = build_word_analyzer(folder, ocr)
         writer = WordTable(shown=args.top_k, min_confidence=args.min_confidence,
                            min_margin=args.min_margin, json=args.format == "json")  # fmt: skip
     else:
-        analyzer = build_analyzer(
-            args.model, folder.wrapper, folder.labels, ocr, skip_pixels=not detecting
-        )  # detectors read the pixels
         names = [d.name for d in inputs.documents]
         writer = (JsonWriter() if args.format == "json"
                   else TableWriter(names, folder.labels, args.top_k))  # fmt: skip
@@ -252,7 +249,8 @@ class Run:
 
 
 def _classify_on_ray(args: argparse.Namespace, inputs: Inputs, out: TextIO) -> int:
-    """``--engine ray``: the documents on Ray workers, every row in the folder ``--out``."""
+    """``--engine ray``: the documents on Ray workers, the classifier's rows in the folder
+    ``--out``, each detector's in ``<out>.layout`` / ``<out>.tables`` beside it."""
     import probhook
     from probhook.integrations.ray import run
 
@@ -260,6 +258,8 @@ def _classify_on_ray(args: argparse.Namespace, inputs: Inputs, out: TextIO) -> i
         inputs.documents,
         model_dir=args.model,
         out=args.out,
+        layout_model=args.layout_model,
+        table_model=args.table_model,
         address=args.address,
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
@@ -318,9 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the shipped toy model on the shipped sample PDFs",
                           formatter_class=_HelpFormatter)  # fmt: skip
     run.add_argument("--layout-model", type=Path, help="a layout detector folder (Table "
-                     "Transformer or Deformable DETR): element rows in <out>.layout.*")  # fmt: skip
+                     "Transformer or Deformable DETR): element rows in <out>.layout.parquet "
+                     "(--engine ray: the folder <out>.layout/)")  # fmt: skip
     run.add_argument("--table-model", type=Path, help="a table-structure detector folder, run "
-                     "on the layout's tables: element rows in <out>.tables.*")  # fmt: skip
+                     "on the layout's tables: element rows in <out>.tables.parquet "
+                     "(--engine ray: <out>.tables/)")  # fmt: skip
     run.add_argument("--engine", choices=("local", "ray"), default="local",
                      help="local: this process; ray: Ray workers, --out a folder")  # fmt: skip
     run.add_argument("--address", help="--engine ray: the Ray cluster to join "
@@ -376,8 +378,6 @@ def main(argv: list[str] | None = None) -> int:
         or getattr(args, "gpus_per_worker", 0)
     ):
         parser.error("--address, --workers and --gpus-per-worker go with --engine ray")
-    if getattr(args, "engine", "local") == "ray" and (args.layout_model or args.table_model):
-        parser.error("--layout-model and --table-model go with the local engine")
     args.layout_model = getattr(args, "layout_model", None)
     args.table_model = getattr(args, "table_model", None)
     try:

@@ -96,10 +96,12 @@ def check_outputs(args: argparse.Namespace) -> None:
     if getattr(args, "engine", "local") == "ray" and importlib.util.find_spec("ray") is None:
         raise UsageError('--engine ray needs ray, which is not installed: '
                          'pip install "probhook[ray]"')  # fmt: skip
-    if getattr(args, "engine", "local") == "ray":  # Ray writes a folder of Parquet files
+    if getattr(args, "engine", "local") == "ray":  # Ray writes folders of Parquet files
+        from probhook.integrations.ray import check_folders, detector_parts
+
         args.out = Path(args.out)
-        if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
-            raise UsageError(f"--out {args.out}: --engine ray writes a new or empty folder")
+        models = (getattr(args, "layout_model", None), getattr(args, "table_model", None))
+        check_folders(args.out, detector_parts(*models))
     else:
         args.out = check_output("--out", args.out, OUT_SUFFIXES, "probhook-results.parquet")
     if args.plot is not None:

@@ -106,29 +106,31 @@ def _of_view(view: Any) -> Rows:
 
 def run_heads(path: str | os.PathLike[str]) -> dict[str, Rows]:
     """The heads of a run on disk by name: a file and the sibling files a sink wrote for further
-    heads (``run.parquet``, ``run.<head>.parquet``), or a folder of Parquet files (one head)."""
+    heads (``run.parquet``, ``run.<head>.parquet``), or a folder of Parquet files and the
+    sibling folders of further heads (``probhook run --engine ray``: ``run/``,
+    ``run.layout/``)."""
     require("pyarrow", "parquet", "reading a run's files")
-    path = Path(path)
-    if path.is_dir():
-        rows = _of_folder(path)
-        return {rows.name: rows}
     from probhook.arrow import stream_path
 
+    path = Path(path)
     if not path.exists() and not stream_path(path).exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
+    read = _of_folder if path.is_dir() else _of_file
     heads: dict[str, Rows] = {}
     for file in [path, *_siblings(path)]:
-        rows = _of_file(file)
+        rows = read(file)
         heads.setdefault(rows.name, rows)
     return heads
 
 
 def _siblings(path: Path) -> list[Path]:
-    """``run.<head>.suffix`` beside ``run.suffix`` (the sink's files of further heads)."""
-    prefix, found = f"{path.stem}.", []
-    for other in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")):
-        head = other.name[len(prefix) : -len(path.suffix)]
-        if other != path and head and "." not in head:
+    """``run.<head>.suffix`` beside ``run.suffix`` (the sink's files of further heads), or the
+    folders ``run.<head>`` beside the folder ``run`` (a Ray run's)."""
+    stem, suffix = (path.name, "") if path.is_dir() else (path.stem, path.suffix)
+    found = []
+    for other in sorted(path.parent.glob(f"{stem}.*{suffix}")):
+        head = other.name[len(stem) + 1 : len(other.name) - len(suffix)]
+        if other != path and head and "." not in head and other.is_dir() == path.is_dir():
             found.append(other)
     return found
 

@@ -79,10 +79,3 @@ def test_detector_folders_are_checked_before_any_document(detector, tmp_path, ca
     assert code == 2
     assert message in stderr
     assert not (tmp_path / "r.parquet").exists()
-
-
-def test_detectors_go_with_the_local_engine(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["run", str(PDFS[0]), "--engine", "ray", "--layout-model", str(tmp_path),
-              "--out", str(tmp_path / "o")])  # fmt: skip
-    assert "go with the local engine" in capsys.readouterr().err

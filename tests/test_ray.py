@@ -143,8 +143,8 @@ def test_a_killed_worker_is_replaced_and_every_page_appears_once(
         engine.documents_dataset(documents), factory=factory, workers=1, batch_size=1
     )
     tables, killed = [], None
-    for table in rows.iter_batches(batch_format="pyarrow", batch_size=None):
-        tables.append(table)
+    for packed in rows.iter_batches(batch_format="pyarrow", batch_size=None):
+        tables.append(engine.unpack(packed)[""])
         if killed is None:  # the first batch is out, the others are not: kill the worker
             (pid_file,) = tmp_path.iterdir()
             killed = int(pid_file.name)
@@ -168,8 +168,9 @@ def test_no_page_is_dropped_without_words_or_beyond_the_ring(folder, tmp_path, l
     writer.write(blank)
     letter, memo = folder / "letter_1-0.pdf", folder / "memo_1-0.pdf"
     # in this process: the class itself, with a ring of one row (the others spill to the output)
-    classifier = engine.PageClassifier(demo.MODEL_DIR, capacity=1)
-    table = classifier({"path": [str(blank), str(letter), str(memo)]})  # no bytes: read paths
+    classifier = engine.DocumentClassifier(demo.MODEL_DIR, capacity=1)
+    packed = classifier({"path": [str(blank), str(letter), str(memo)]})  # no bytes: read paths
+    table = engine.unpack(packed)[""]
     rows = {Path(r["location"]).name: r for r in table.to_pylist()}
     assert len(table) == len(rows) == 3
     assert rows["memo_1-0.pdf"]["predicted"] == "memo"
@@ -190,7 +191,7 @@ def test_bad_options_fail_before_any_work(tmp_path, capsys):
     with pytest.raises(ValueError, match="workers must be a positive int"):
         engine.classify(None, model_dir=demo.MODEL_DIR, workers=0)
     with pytest.raises(ValueError, match="exactly one"):
-        engine.PageClassifier()
+        engine.DocumentClassifier()
     with pytest.raises(engine.UsageError, match=r"no config\.json"):
         engine.classify(None, model_dir=tmp_path)
     (tmp_path / "old.parquet").write_bytes(b"")
@@ -267,9 +268,9 @@ def test_a_pdf_without_pages_is_reported(tmp_path):
 
     empty = tmp_path / "empty.pdf"
     PdfWriter().write(empty)
-    classifier = engine.PageClassifier(demo.MODEL_DIR)
+    classifier = engine.DocumentClassifier(demo.MODEL_DIR)
     memo = demo.SAMPLES_DIR / "memo_1.pdf"
-    table = classifier({"path": [str(empty), str(memo)]})
+    table = engine.unpack(classifier({"path": [str(empty), str(memo)]}))[""]
     rows = {Path(r["location"]).name: r for r in table.to_pylist()}
     assert rows["empty.pdf"]["status"] == "no pages (deepdoctection read 0 pages from it)"
     assert rows["memo_1.pdf"]["status"] == "ok"

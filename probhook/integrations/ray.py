@@ -1,23 +1,30 @@
-"""Ray Data: classify documents on a Ray cluster and keep every page's distribution
-(``pip install probhook[ray]``; imported only when used).
+"""Ray Data: classify documents on a Ray cluster and keep every distribution the local engine
+keeps (``pip install probhook[ray]``; imported only when used).
 
-Each Ray worker builds the analyzer once (by default the one ``probhook run`` builds) and runs its
-batches of documents inside a capture; every batch leaves as an Arrow table with one row per page,
-in the columns of the local Parquet output
-([`rows_to_arrow`][probhook.arrow_rows.rows_to_arrow] with the derived columns) plus ``status``:
+Each Ray worker builds the analyzer once (by default the one ``probhook run`` builds) and runs
+its batches of documents inside the captures the local engine runs: the classifier's (one row
+per page, or per word for a token classifier) and, with ``layout_model=`` / ``table_model=``,
+one per detector (one row per element). Each output's rows are in the columns of the local
+Parquet output ([`rows_to_arrow`][probhook.arrow_rows.rows_to_arrow] with the derived columns)
+plus ``status``, and each output is written to its own folder: the classifier's to ``out``, a
+detector's to ``<out>.layout`` / ``<out>.tables`` beside it:
 
-    import ray
-    from probhook.integrations.ray import classify, documents_dataset
+    import probhook
+    from probhook.integrations.ray import classify, documents_dataset, write
 
-    rows = classify(documents_dataset("scans/"), model_dir="my-layoutlm/", workers=4)
-    rows.write_parquet("results/")           # one file per block
+    rows = classify(documents_dataset("scans/"), model_dir="my-layoutlm/", workers=4,
+                    layout_model="layout-detector/")
+    write(rows, "results/")                  # results/ and results.layout/
     probhook.load("results/").calibration(truth)
+    probhook.load("results.layout/").elements(page)
 
-``status`` is ``"ok"`` for a classified page, [`NO_WORDS`][NO_WORDS] for a page the classifier did
-not run on (deepdoctection skips pages without words), and the reason for a document that could not
-be read (one row, its page columns empty but ``location`` and ``file_name``). Nothing is dropped and
-a bad document never stops the run. [`probhook.load`][probhook.load] reads the ``"ok"`` rows of a
-folder.
+``status`` is ``"ok"`` for a row of the model,
+[`NO_WORDS`][probhook.integrations.ray_worker.NO_WORDS] for a page the classifier did not run on
+(deepdoctection skips pages without words), and the reason for a document that could not be
+read (one row, its page columns empty but ``location`` and ``file_name``); these status rows
+are in ``out``. Nothing is dropped and a bad document never stops the run.
+[`probhook.load`][probhook.load] reads the ``"ok"`` rows of a folder, ``probhook report out``
+every output.
 """
 
 from __future__ import annotations
@@ -31,27 +38,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from probhook.block import RowBlock
-from probhook.integrations.deepdoctection.analyzer import (
-    NO_PAGES,
-    UsageError,
-    read_model_dir,
-    reason,
-)
+from probhook.integrations.deepdoctection.analyzer import UsageError, read_model_folder
 from probhook.integrations.ray_logs import held_stderr, quiet_ray
+from probhook.integrations.ray_worker import NO_WORDS, OK, STATUS, DocumentClassifier, folder_of
+from probhook.integrations.ray_worker import default_analyzer as default_analyzer  # re-exported
+from probhook.integrations.ray_worker import unpack as unpack  # re-exported
 
 if TYPE_CHECKING:
-    import numpy as np
-    import pyarrow as pa
     import ray.data
 
-STATUS = "status"
-"""The column that says what happened to a page or document."""
-OK = "ok"
-NO_WORDS = "not classified (no words)"
 DOCUMENT_SUFFIXES = (".pdf",)
 """What [`documents_dataset`][documents_dataset] reads by default (images need an OCR engine on
 every worker)."""
+DETECTOR_PARTS = ("layout", "tables")
+"""The outputs of the detectors, each in its folder ``<out>.<part>``."""
 
 
 def documents_dataset(
@@ -97,152 +97,28 @@ def documents_dataset(
     return sets[0] if len(sets) == 1 else sets[0].union(*sets[1:])
 
 
-def default_analyzer(model_dir: str | os.PathLike[str]) -> Any:
-    """The analyzer ``probhook run`` builds: PDF text extraction (OCR when tesseract is on the
-    PATH) and the sequence classifier in ``model_dir``, read offline."""
-    from probhook.integrations.deepdoctection.analyzer import (
-        build_analyzer,
-        ocr_available,
-        quiet_libraries,
-    )
-
-    quiet_libraries()  # a worker's log lines and warnings would all be forwarded to the driver
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    wrapper, labels = read_model_dir(Path(model_dir))
-    return build_analyzer(Path(model_dir), wrapper, labels, ocr_available())
-
-
-class _Blocks:
-    """A sink that keeps the blocks a batch's capture writes (they leave with the batch)."""
-
-    def __init__(self) -> None:
-        self.blocks: list[RowBlock] = []
-
-    def write(self, rows: RowBlock) -> None:
-        self.blocks.append(rows)
-
-    def close(self) -> None:
-        """Nothing to release: the blocks are read after the capture."""
-
-
-class PageClassifier:
-    """A callable class for ``Dataset.map_batches``: one analyzer per worker, one row per page.
-
-    Args:
-        model_dir: a Hugging Face sequence-classifier folder, read by
-            [`default_analyzer`][default_analyzer].
-        factory: instead of ``model_dir``, a function returning the analyzer (a deepdoctection
-            pipe); called once in each worker.
-        capacity: rows the capture's ring buffer keeps; a batch's rows beyond it go straight to
-            the batch's output, so a worker's memory stays at this size plus one batch.
-    """
-
-    def __init__(
-        self,
-        model_dir: str | os.PathLike[str] | None = None,
-        *,
-        factory: Callable[[], Any] | None = None,
-        capacity: int = 1024,
-    ) -> None:
-        from probhook import capture_probs
-        from probhook.head_view import HeadView
-
-        if (model_dir is None) == (factory is None):
-            raise ValueError("give the model as model_dir= or factory=, exactly one")
-        self.analyzer = factory() if factory is not None else default_analyzer(model_dir)  # type: ignore[arg-type]
-        self.capacity = capacity
-        probe = capture_probs(self.analyzer)
-        probe.start()  # the heads and their columns, known before any page
-        probe.stop(warn=False)
-        if len(probe.heads) != 1:
-            raise ValueError(
-                f"the analyzer has {len(probe.heads)} classifier heads ({list(probe.heads)}); "
-                "the Ray engine writes one label space: give an analyzer with one"
-            )
-        head: HeadView = next(iter(probe.heads.values()))
-        self.head, self.columns = head.name, head.schema
-        self.schema = self._to_arrow(head.rows()).schema
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        """Classify a batch of documents (columns ``path`` and, optionally, ``bytes``)."""
-        import pyarrow as pa
-
-        from probhook import capture_probs
-        from probhook.integrations.deepdoctection.adapter import page_meta
-
-        paths = [str(p) for p in batch["path"]]
-        contents = batch["bytes"] if "bytes" in batch else [None] * len(paths)
-        blocks = _Blocks()
-        pages: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
-        cap = capture_probs(self.analyzer, capacity=self.capacity, sink=blocks)
-        cap.start()
-        try:
-            for path, data in zip(paths, contents, strict=True):
-                try:
-                    read = [page_meta(page) for page in self._pages(path, data)]
-                except Exception as error:  # a broken document is reported, the batch goes on
-                    failed.append(self._failure(path, reason(error, Path(path).name)))
-                    continue
-                pages.extend(read)
-                if not read:  # a PDF with 0 pages: reported, as a local run does
-                    failed.append(self._failure(path, NO_PAGES))
-        finally:
-            cap.stop(warn=False)
-        tables = [self._to_arrow(block) for block in blocks.blocks]
-        classified = {key for block in blocks.blocks for key in block.columns["key"]}
-        extra = [
-            {**self._page_columns(meta), STATUS: NO_WORDS}
-            for meta in pages
-            if meta["key"] not in classified
-        ]
-        tables.append(pa.Table.from_pylist([*extra, *failed], schema=self.schema))
-        return pa.concat_tables(tables)
-
-    def _pages(self, path: str, data: Any) -> Any:
-        kwargs: dict[str, Any] = {"path": path}
-        if data is not None:  # bytes read by Ray; the path names them, as a local run would
-            kwargs.update(bytes=bytes(data), file_type=Path(path).suffix.lower())
-        flow = self.analyzer.analyze(**kwargs)
-        flow.reset_state()
-        return flow
-
-    def _page_columns(self, meta: dict[str, Any]) -> dict[str, Any]:
-        page = {c: meta.get(c) for c in self.columns if c not in ("key", "head")}
-        return {"key": meta["key"], "head": self.head, **page}
-
-    def _failure(self, path: str, why: str) -> dict[str, Any]:
-        return {"head": self.head, "location": path, "file_name": Path(path).name, STATUS: why}
-
-    def _to_arrow(self, rows: RowBlock) -> pa.Table:
-        import pyarrow as pa
-
-        from probhook.arrow_rows import rows_to_arrow
-
-        table = rows_to_arrow(rows, self.columns, derived=True)
-        status = pa.array([OK] * len(table), pa.string())
-        return table.append_column(STATUS, status).replace_schema_metadata(table.schema.metadata)
-
-
 def classify(
     documents: ray.data.Dataset,
     *,
     model_dir: str | os.PathLike[str] | None = None,
     factory: Callable[[], Any] | None = None,
+    layout_model: str | os.PathLike[str] | None = None,
+    table_model: str | os.PathLike[str] | None = None,
     workers: int = 1,
     gpus_per_worker: float = 0,
     batch_size: int = 4,
     retries: int = 3,
     capacity: int = 1024,
 ) -> ray.data.Dataset:
-    """The page rows of ``documents`` (a dataset with ``path`` and optionally ``bytes``, as
-    [`documents_dataset`][documents_dataset] makes), computed by ``workers``
-    [`PageClassifier`][PageClassifier] actors.
+    """Every output's rows of ``documents`` (a dataset with ``path`` and optionally ``bytes``,
+    as [`documents_dataset`][documents_dataset] makes), computed by ``workers``
+    [`DocumentClassifier`][probhook.integrations.ray_worker.DocumentClassifier] actors: one
+    packed row per output and batch ([`unpack`][probhook.integrations.ray_worker.unpack] reads
+    a batch, [`write`][write] writes each output to its folder).
 
     A worker that dies is restarted (up to ``retries`` times per worker) and its unfinished
-    batches run again, so each page is written once. Lazy, like every Ray dataset: write it
-    (``write_parquet``) or iterate it to run it.
+    batches run again, so each row is written once. Lazy, like every Ray dataset: write it or
+    iterate it to run it. The model and detector folders are checked here, not in every worker.
     """
     for name, value in (("workers", workers), ("batch_size", batch_size), ("capacity", capacity)):
         if type(value) is not int or value < 1:
@@ -251,17 +127,19 @@ def classify(
         raise ValueError(f"gpus_per_worker and retries must be >= 0, got {gpus_per_worker}, "
                          f"{retries}")  # fmt: skip
     if model_dir is not None:
-        read_model_dir(Path(model_dir))  # a bad folder fails here, not in every worker
+        read_model_folder(Path(model_dir))
+    _check_detectors(layout_model, table_model)
     import ray.data
 
-    arguments = {"model_dir": model_dir, "factory": factory, "capacity": capacity}
+    arguments = {"model_dir": model_dir, "factory": factory, "capacity": capacity,
+                 "layout_model": layout_model, "table_model": table_model}  # fmt: skip
     with warnings.catch_warnings():
         # Ray 2.60 deprecates remote keywords for map_batches with no other way yet to bound an
         # actor's restarts; its default, restarting and retrying without limit, would loop for
         # ever on a document that crashes its worker every time
         warnings.simplefilter("ignore", DeprecationWarning)
         return documents.map_batches(
-            PageClassifier,
+            DocumentClassifier,
             fn_constructor_kwargs=arguments,
             batch_size=batch_size,
             batch_format="numpy",
@@ -272,9 +150,36 @@ def classify(
         )
 
 
+def _check_detectors(
+    layout: str | os.PathLike[str] | None, tables: str | os.PathLike[str] | None
+) -> None:
+    if layout is not None or tables is not None:
+        from probhook.integrations.deepdoctection.element_table import check_detectors
+
+        check_detectors(*(None if p is None else Path(p) for p in (layout, tables)))
+
+
+def write(rows: ray.data.Dataset, out: str | os.PathLike[str]) -> set[str]:
+    """Write [`classify`][classify]'s rows: the classifier's to the folder ``out`` and each
+    detector's to ``<out>.<part>`` beside it, one Parquet file per output and write task,
+    written where the task runs (a local path every node can write to, or a URI such as
+    ``s3://bucket/run``); returns the outputs that got rows. Writing takes no CPU slot, as
+    reading: each block is written as it comes instead of waiting for a worker's CPU at the
+    end, with every row held until then."""
+    from probhook.integrations.ray_sink import rows_datasink
+
+    sink = rows_datasink(out if "://" in os.fspath(out) else Path(out).resolve())
+    with warnings.catch_warnings():  # see classify: Ray 2.60 deprecates remote arguments
+        warnings.simplefilter("ignore", DeprecationWarning)
+        rows.write_datasink(sink, ray_remote_args={"num_cpus": 0})
+    parts: set[str] = sink.parts
+    return parts
+
+
 @dataclass
 class RunSummary:
-    """What [`run`][run] did: rows written, pages not classified, documents that failed."""
+    """What [`run`][run] did: pages classified, rows written per output, pages not classified,
+    documents that failed."""
 
     out: Path
     pages: int
@@ -284,6 +189,10 @@ class RunSummary:
     files: int = 0
     seconds: float = 0.0
     workers: int = 1
+    rows: int = 0
+    """The ``"ok"`` rows in ``out``: one per page, or per word for a word classifier."""
+    detectors: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Each detector's output: its rows (elements) and Parquet files in ``<out>.<part>``."""
 
     def __str__(self) -> str:
         rate = self.pages / self.seconds if self.seconds else float("nan")
@@ -294,8 +203,30 @@ class RunSummary:
         if self.not_classified:
             lines.append(f"{self.not_classified} pages not classified (no words)")
         lines += [f"failed: {where}: {why}" for where, why in self.failed]
-        lines.append(f"all rows: {self.out}/ ({self.files} Parquet files; probhook.load reads it)")
+        lines.append(f"all rows: {self.out}/ ({self.rows} rows in {self.files} Parquet files; "
+                     "probhook.load reads it)")  # fmt: skip
+        for part, (rows, files) in self.detectors.items():
+            where = f"{folder_of(self.out, part)}/ ({rows} elements in {files} Parquet files)"
+            lines.append(f"{part} rows: {where}" if rows else f"{part}: no elements")
         return "\n".join(lines)
+
+
+def detector_parts(layout_model: Any, table_model: Any) -> list[str]:
+    """The detector outputs of a run given these models (``layout``, ``tables``)."""
+    given = (layout_model, table_model)
+    return [part for part, model in zip(DETECTOR_PARTS, given, strict=True) if model is not None]
+
+
+def check_folders(out: str | os.PathLike[str], parts: Sequence[str] = ()) -> None:
+    """Each folder a run writes (``out``, ``<out>.<part>`` for ``parts``) is new or empty: a
+    [`UsageError`][probhook.integrations.deepdoctection.analyzer.UsageError] before any
+    document otherwise."""
+    for part in ("", *parts):
+        folder = Path(folder_of(out, part))
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            option = "--out" if not part else f"--out {out}: the {part} rows' folder"
+            raise UsageError(f"{option} {folder} exists: --engine ray writes folders of Parquet "
+                             "files; give a new or empty folder")  # fmt: skip
 
 
 def run(
@@ -303,25 +234,28 @@ def run(
     *,
     model_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    layout_model: str | os.PathLike[str] | None = None,
+    table_model: str | os.PathLike[str] | None = None,
     address: str | None = None,
     workers: int = 1,
     gpus_per_worker: float = 0,
     batch_size: int = 4,
     quiet: bool = False,
 ) -> RunSummary:
-    """``probhook run --engine ray``: classify ``documents`` on Ray and write every page's row to
-    the folder ``out`` (one Parquet file per block). Joins the cluster at ``address``, or starts
-    a local Ray instance (and stops it at the end)."""
+    """``probhook run --engine ray``: classify ``documents`` on Ray and write the classifier's
+    rows to the folder ``out`` and each detector's to ``<out>.layout`` / ``<out>.tables``
+    (see [`write`][write]). Every folder and model is checked first; joins the cluster at
+    ``address``, or starts a local Ray instance (and stops it at the end)."""
     import ray
     import ray.data
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"{out} exists: --engine ray writes a folder of Parquet files, give a "
-                         "new or empty folder")  # fmt: skip
+    parts = detector_parts(layout_model, table_model)
+    check_folders(out, parts)
     if not documents:
         raise UsageError("nothing to classify (no PDF)")
-    read_model_dir(Path(model_dir))
+    read_model_folder(Path(model_dir))
+    _check_detectors(layout_model, table_model)
+    resolved = [None if p is None else Path(p).resolve() for p in (layout_model, table_model)]
     started = not ray.is_initialized()
     with quiet_ray(quiet), held_stderr(quiet):
         if started:
@@ -335,20 +269,19 @@ def run(
         rows = classify(
             documents_dataset(documents, suffixes=None),  # the files given, whatever their names
             model_dir=Path(model_dir).resolve(),
+            layout_model=resolved[0],
+            table_model=resolved[1],
             workers=workers,
             gpus_per_worker=gpus_per_worker,
             batch_size=batch_size,
         )
-        with warnings.catch_warnings(), quiet_ray(quiet):  # see classify: Ray 2.60 deprecates
-            warnings.simplefilter("ignore", DeprecationWarning)  # remote arguments
-            # writing takes no CPU slot, as reading: each block is written as it comes instead
-            # of waiting for a worker's CPU at the end, with every row held until then
-            rows.write_parquet(os.fspath(out.resolve()), ray_remote_args={"num_cpus": 0})
+        with quiet_ray(quiet):
+            write(rows, out)
         seconds = time.perf_counter() - begin
     finally:
         if started:
             ray.shutdown()
-    return summarize(out, seconds=seconds, workers=workers, documents=documents)
+    return summarize(out, seconds=seconds, workers=workers, documents=documents, parts=parts)
 
 
 def summarize(
@@ -357,20 +290,32 @@ def summarize(
     seconds: float = 0.0,
     workers: int = 1,
     documents: Sequence[str | os.PathLike[str]] = (),
+    parts: Sequence[str] = (),
 ) -> RunSummary:
-    """Count the rows of a finished run's folder by status (reads only the small columns); each
-    of ``documents`` without a row is counted as failed: nothing given is lost silently."""
+    """Count the rows of a finished run's folder by status (reads only the small columns), and
+    the rows of each detector output in ``parts``; each of ``documents`` without a row is
+    counted as failed: nothing given is lost silently."""
     import pyarrow.dataset as pds
 
     folder = pds.dataset(os.fspath(out), format="parquet")
-    table = folder.to_table(columns=[STATUS, "location"])
+    names = folder.schema.names
+    table = folder.to_table(columns=[c for c in (STATUS, "location", "image_id") if c in names])
     status, where = table.column(STATUS).to_pylist(), table.column("location").to_pylist()
     failed = sorted((w, s) for w, s in zip(where, status, strict=True) if s not in (OK, NO_WORDS))
     seen = {os.path.abspath(w) for w in where if w is not None}
     failed += [(os.fspath(d), "not read: no row came back from Ray") for d in documents
                if os.path.abspath(d) not in seen]  # fmt: skip
     read = len({w for w, s in zip(where, status, strict=True) if s in (OK, NO_WORDS)})
+    pages = status.count(OK)
+    if "image_id" in names:  # the pages the rows are on (a word classifier's: many a page)
+        ids = table.column("image_id").to_pylist()
+        pages = len({i for i, s in zip(ids, status, strict=True) if s == OK})
+    detectors = {}
+    for part in parts:  # a detector that found nothing wrote no folder
+        path = Path(folder_of(out, part))
+        found = pds.dataset(os.fspath(path), format="parquet") if path.is_dir() else None
+        detectors[part] = (found.count_rows(), len(found.files)) if found is not None else (0, 0)
     return RunSummary(
-        Path(out), status.count(OK), read, status.count(NO_WORDS), failed,
-        len(folder.files), seconds, workers,
+        Path(out), pages, read, status.count(NO_WORDS), failed, len(folder.files), seconds,
+        workers, status.count(OK), detectors,
     )  # fmt: skip

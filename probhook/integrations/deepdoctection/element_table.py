@@ -69,19 +69,27 @@ def read_detector_folder(path: Path, option: str) -> dict[int, str]:
     return {i + 1: label for i, label in enumerate(labels)}
 
 
+def check_detectors(layout: Path | None, tables: Path | None) -> dict[str, dict[int, str]]:
+    """The categories of each detector folder given (``layout``, ``tables``), checked without
+    loading a model: each folder ([`read_detector_folder`][read_detector_folder]), and a table
+    model only behind a layout model that finds tables."""
+    folders = [("layout", "--layout-model", layout), ("tables", "--table-model", tables)]
+    categories = {name: read_detector_folder(p, opt) for name, opt, p in folders if p is not None}
+    if tables is not None and not set(categories.get("layout", {}).values()) & set(TABLES):
+        raise UsageError("--table-model finds rows, columns and cells inside tables: give a "
+                         "--layout-model whose labels include table")  # fmt: skip
+    return categories
+
+
 def detector_services(layout: Path | None, tables: Path | None) -> list[tuple[str, Any]]:
     """The layout service (``ImageLayoutService``, each element with its own image, as
     deepdoctection's analyzer has it) and the table-structure service over its tables
     (``SubImageLayoutService``), named ``layout`` and ``tables``."""
     import deepdoctection as dd
 
-    folders = [("layout", "--layout-model", layout), ("tables", "--table-model", tables)]
-    categories = {name: read_detector_folder(p, opt) for name, opt, p in folders if p is not None}
-    if tables is not None and not set(categories.get("layout", {}).values()) & set(TABLES):
-        raise UsageError("--table-model finds rows, columns and cells inside tables: give a "
-                         "--layout-model whose labels include table")  # fmt: skip
+    categories = check_detectors(layout, tables)
     services = []
-    for name, _, folder in folders:
+    for name, folder in (("layout", layout), ("tables", tables)):
         if folder is None:
             continue
         files = [folder / n for n in ("config.json", "model.safetensors",
@@ -93,6 +101,23 @@ def detector_services(layout: Path | None, tables: Path | None) -> list[tuple[st
             service = dd.SubImageLayoutService(detector, list(TABLES))
         services.append((name, service))
     return services
+
+
+def with_detectors(
+    analyzer: Any, layout: Path | None, tables: Path | None
+) -> tuple[Any, list[tuple[str, Any]]]:
+    """A pipe that runs the detector services (see [`detector_services`][detector_services])
+    before ``analyzer``'s own components, with the same page parser and the pixels no
+    component reads skipped; and the services by name, each to be captured on its own (the
+    command line's engines both do: one rows file or folder per detector)."""
+    import deepdoctection as dd
+
+    from probhook.integrations.deepdoctection.pixels import skip_unused_pixels
+
+    services = detector_services(layout, tables)
+    pipe = dd.DoctectionPipe([s for _, s in services] + list(analyzer.pipe_component_list),
+                             page_parsing_service=analyzer.page_parser)  # fmt: skip
+    return skip_unused_pixels(pipe), services
 
 
 @dataclass
@@ -114,18 +139,13 @@ class ElementReport:
               stream: TextIO, **options: Any) -> ElementReport:  # fmt: skip
         """The detectors in front of ``analyzer``'s components, each captured to a file beside
         ``out`` (``<stem>.layout<suffix>``, ``<stem>.tables<suffix>``)."""
-        import deepdoctection as dd
-
         from probhook import capture_probs
-        from probhook.integrations.deepdoctection.pixels import skip_unused_pixels
 
-        services = detector_services(layout, tables)
-        pipe = dd.DoctectionPipe([s for _, s in services] + list(analyzer.pipe_component_list),
-                                 page_parsing_service=analyzer.page_parser)  # fmt: skip
+        pipe, services = with_detectors(analyzer, layout, tables)
         paths = [out.with_name(f"{out.stem}.{name}{out.suffix}") for name, _ in services]
         captures = [(name, capture_probs(service, sink=path))
                     for (name, service), path in zip(services, paths, strict=True)]  # fmt: skip
-        return cls(skip_unused_pixels(pipe), captures, stream, paths=paths, **options)
+        return cls(pipe, captures, stream, paths=paths, **options)
 
     def start(self) -> None:
         for _, cap in self.captures:
