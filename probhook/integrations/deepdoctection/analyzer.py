@@ -82,13 +82,8 @@ def read_model_folder(model_dir: Path) -> ModelFolder:
         raise UsageError(
             f"--model {model_dir}: no such folder (expected a Hugging Face model folder)"
         )
-    config_path = model_dir / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{model_dir} has no config.json: expected a Hugging Face model folder")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise UsageError(f"{config_path} is not valid JSON ({error})") from None
+    config = read_config(model_dir, f"{model_dir} has no config.json: expected a Hugging Face "
+                         "model folder")  # fmt: skip
     architectures = config.get("architectures") or []
     suffixes = {"sequence": "ForSequenceClassification", "token": "ForTokenClassification"}
     tasks = [t for t, end in suffixes.items() if any(str(a).endswith(end) for a in architectures)]
@@ -101,7 +96,9 @@ def read_model_folder(model_dir: Path) -> ModelFolder:
     id2label = config.get("id2label") or {}
     labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
     if not labels:
-        raise UsageError(f"{config_path} has no id2label: the classifier's categories are unknown")
+        raise UsageError(
+            f"{model_dir / 'config.json'} has no id2label: the classifier's categories are unknown"
+        )
     weights = next((model_dir / n for n in WEIGHT_FILES if (model_dir / n).is_file()), None)
     if weights is None:
         raise UsageError(f"{model_dir} has no weights (expected one of {', '.join(WEIGHT_FILES)})")
@@ -351,3 +348,15 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def read_config(folder: Path, missing: str) -> dict[str, Any]:
+    """A model folder's ``config.json``, or a usage error (``missing`` when there is none)."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise UsageError(missing)
+    try:
+        config: dict[str, Any] = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UsageError(f"{config_path} is not valid JSON ({error})") from None
+    return config

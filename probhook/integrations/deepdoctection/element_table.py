@@ -19,13 +19,12 @@ classifier's). An element is flagged for review below ``min_confidence`` (its ow
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from probhook.integrations.deepdoctection.analyzer import UsageError
+from probhook.integrations.deepdoctection.analyzer import UsageError, read_config
 from probhook.integrations.deepdoctection.detectors import MODELS
 
 DETECTOR_ARCHITECTURES = ("TableTransformerForObjectDetection", "DeformableDetrForObjectDetection")
@@ -41,13 +40,8 @@ def read_detector_folder(path: Path, option: str) -> dict[int, str]:
     categories, ``model.safetensors`` and ``preprocessor_config.json``."""
     import deepdoctection as dd
 
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{option} {path}: no config.json (expected a detector model folder)")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise UsageError(f"{config_path} is not valid JSON ({error})") from None
+    config = read_config(path, f"{option} {path}: no config.json (expected a detector model "
+                         "folder)")  # fmt: skip
     architectures = config.get("architectures") or []
     if not set(architectures) & set(DETECTOR_ARCHITECTURES):
         raise UsageError(f"{option} {path} holds {architectures or 'no architecture'}, not one "
