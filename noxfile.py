@@ -36,7 +36,7 @@ def tests(session):
 @nox.session(python=PY)
 def extras(session):
     """Each extra installed into a fresh venv: its README commands run, missing extras are named."""
-    session.install("pytest>=8", env=QUIET)
+    session.install("pytest>=8", "pytest-timeout>=2.3", env=QUIET)
     # the venvs under test install probhook themselves; this one only runs pytest
     session.run("pytest", "--noconftest", "-m", "extras", "tests/test_extras.py", *session.posargs)
 

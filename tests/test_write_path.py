@@ -201,7 +201,11 @@ def test_ctrl_c_while_blocks_are_written_leaves_every_row_once(tmp_path):
                     cap.flush()
                 i += 1
             stop.set()
-            thread.join()
+            # A simulated Ctrl-C does not wake a blocking join: poll, and re-arm so that a
+            # thread that has just interrupted sees ``stop``; a late interrupt lands in the try.
+            while thread.is_alive():
+                armed.set()
+                thread.join(0.01)
             break
         except KeyboardInterrupt:
             interrupted += 1
