@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from probhook.chunk import Columns
 from probhook.drift import Drift, compare_stats
+from probhook.elements import is_element_schema
 from probhook.estimate import AccuracyEstimate, expected_accuracy
 from probhook.labels_file import LabelTable
 from probhook.review import NONE, ReviewRule, fewest_rows, review_threshold
@@ -109,7 +110,7 @@ def row_kind(columns: tuple[str, ...]) -> str:
     """``"words"``, ``"elements"``, ``"pages"`` or ``"rows"``, from a head's columns."""
     if "word_id" in columns:
         return "words"
-    if "category_name" in columns or "element_id" in columns:
+    if is_element_schema(columns):  # a detector's rows: one per element, not per page
         return "elements"
     return "pages" if "image_id" in columns else "rows"
 
