@@ -117,13 +117,13 @@ def run_heads(path: str | os.PathLike[str]) -> dict[str, Rows]:
         raise FileNotFoundError(f"no such file or folder: {path}")
     read = _of_folder if path.is_dir() else _of_file
     heads: dict[str, Rows] = {}
-    for file in [path, *_siblings(path)]:
+    for file in [path, *siblings(path)]:
         rows = read(file)
         heads.setdefault(rows.name, rows)
     return heads
 
 
-def _siblings(path: Path) -> list[Path]:
+def siblings(path: Path) -> list[Path]:
     """``run.<head>.suffix`` beside ``run.suffix`` (the sink's files of further heads), or the
     folders ``run.<head>`` beside the folder ``run`` (a Ray run's)."""
     stem, suffix = (path.name, "") if path.is_dir() else (path.stem, path.suffix)
