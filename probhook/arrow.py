@@ -53,6 +53,8 @@ PARTIAL = ".partial.arrows"
 """Suffix of the stream a sink writes until it is closed."""
 END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 """The Arrow stream format's end marker (a continuation token and a zero length)."""
+UNFINISHED = ".probhook-unfinished"
+"""Marks a folder a Ray run is writing: removed once every file of the run is in place."""
 PARQUET_ROWS = 65_536
 """Rows per Parquet row group when a stream is converted: memory stays bounded by it."""
 
@@ -338,7 +340,7 @@ def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Tabl
 
     path = Path(path)
     if path.is_dir():
-        return read_folder(path)
+        return read_folder(path, strict=strict)
     path = resolve(path, strict=strict)
     if is_stream(path):
         return read_stream(path, strict=strict)
@@ -351,10 +353,17 @@ def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Tabl
         ) from None
 
 
-def folder_files(path: Path) -> list[str]:
+def folder_files(path: Path, *, strict: bool = False) -> list[str]:
     """The Parquet files of a folder (a Ray run's); other files are skipped with a warning
-    (hidden ones and those starting with ``_`` silently)."""
+    (hidden ones and those starting with ``_`` silently); the folder of a run that did not
+    finish is read with a warning (``strict=True``: refused)."""
     files = sorted(p for p in path.rglob("*") if p.is_file())
+    if (path / UNFINISHED).is_file():
+        message = (f"{path} was written by a run that did not finish (killed, failed, or still "
+                   "writing): it holds only the files written so far")  # fmt: skip
+        if strict:
+            raise ValueError(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
     visible = [p for p in files if not p.name.startswith((".", "_"))]
     stray = [p for p in visible if p.suffix != ".parquet"]
     if stray:
@@ -366,7 +375,7 @@ def folder_files(path: Path) -> list[str]:
     return parquet
 
 
-def read_folder(path: str | os.PathLike[str]) -> pa.Table:
+def read_folder(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Table:
     """The rows of a folder of Parquet files written by several writers (Ray workers, say): one
     label space across files, only rows whose ``status`` (where there is one) is ``"ok"``, and
     sequence numbers renumbered in reading order (each writer numbered its own rows). Files
@@ -377,7 +386,7 @@ def read_folder(path: str | os.PathLike[str]) -> pa.Table:
     import pyarrow.compute as pc
     import pyarrow.dataset as pds
 
-    parquet = folder_files(Path(path))
+    parquet = folder_files(Path(path), strict=strict)
     try:
         dataset = pds.dataset(parquet, format="parquet")
     except (pa.ArrowInvalid, OSError) as err:
