@@ -66,11 +66,16 @@ def test_json_output_stays_json_with_detectors(detector, tmp_path, capsys):
         (lambda d, tmp: ["--table-model", d("table_transformer").path],
          "give a --layout-model whose labels include table"),
         (lambda d, tmp: ["--layout-model", tmp], "no config.json"),
+        (lambda d, tmp: ["--layout-model", tmp / "gone"], "gone: no such folder (expected a "
+         "detector model folder"),
+        (lambda d, tmp: ["--layout-model", d("deformable_detr").path / "config.json"],
+         "config.json: is a file (expected a detector model folder"),
         (lambda d, tmp: ["--layout-model", demo.MODEL_DIR], "not one of TableTransformer"),
         (lambda d, tmp: ["--layout-model", d("table_transformer", labels=["text", "x"]).path],
          "label 'x' is not a deepdoctection category"),
     ],
-    ids=["tables-without-layout", "no-config", "a-classifier", "unknown-label"],
+    ids=["tables-without-layout", "no-config", "missing", "a-file", "a-classifier",
+         "unknown-label"],
 )  # fmt: skip
 def test_detector_folders_are_checked_before_any_document(detector, tmp_path, capsys, make,
                                                           message):  # fmt: skip

@@ -40,6 +40,10 @@ def read_detector_folder(path: Path, option: str) -> dict[int, str]:
     categories, ``model.safetensors`` and ``preprocessor_config.json``."""
     import deepdoctection as dd
 
+    if not path.is_dir():
+        kind = "is a file" if path.exists() else "no such folder"
+        raise UsageError(f"{option} {path}: {kind} (expected a detector model folder with "
+                         "config.json, model.safetensors, preprocessor_config.json)")  # fmt: skip
     config = read_config(path, f"{option} {path}: no config.json (expected a detector model "
                          "folder)")  # fmt: skip
     architectures = config.get("architectures") or []
