@@ -116,13 +116,14 @@ def check_no_stale_heads(out: Path, layout_model: Path | None, table_model: Path
     """No file beside ``out`` that a reader of the run takes for one of its heads
     (``<stem>.<head><suffix>``, as ``probhook report`` finds them) is left from an earlier run:
     each must be one this run writes (``layout``, ``tables``) and replaces."""
+    from probhook.arrow import stream_path
     from probhook.scan import siblings
 
     ours = {f"{out.stem}.{part}{out.suffix}" for part, model in
             (("layout", layout_model), ("tables", table_model)) if model is not None}  # fmt: skip
     stale = [p for p in siblings(out) if p.name not in ours]
     if stale:
-        names = ", ".join(p.name for p in stale)
+        names = ", ".join(p.name if p.exists() else stream_path(p).name for p in stale)
         raise UsageError(f"--out {out}: {names} beside it holds an earlier run's rows, which "
                          f"probhook report {out} would read as this run's: move or remove it, "
                          "or give another --out")  # fmt: skip

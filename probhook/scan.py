@@ -124,15 +124,22 @@ def run_heads(path: str | os.PathLike[str]) -> dict[str, Rows]:
 
 
 def siblings(path: Path) -> list[Path]:
-    """``run.<head>.suffix`` beside ``run.suffix`` (the sink's files of further heads), or the
-    folders ``run.<head>`` beside the folder ``run`` (a Ray run's)."""
-    stem, suffix = (path.name, "") if path.is_dir() else (path.stem, path.suffix)
-    found = []
-    for other in sorted(path.parent.glob(f"{stem}.*{suffix}")):
-        head = other.name[len(stem) + 1 : len(other.name) - len(suffix)]
-        if other != path and head and "." not in head and other.is_dir() == path.is_dir():
-            found.append(other)
-    return found
+    """``run.<head>.suffix`` beside ``run.suffix`` (the sink's files of further heads, or their
+    unfinished streams ``run.<head>.suffix.partial.arrows`` after a killed run: the path of the
+    file, which reading resolves), or the folders ``run.<head>`` beside the folder ``run`` (a
+    Ray run's)."""
+    from probhook.arrow import PARTIAL
+
+    folder = path.is_dir()
+    stem, suffix = (path.name, "") if folder else (path.stem, path.suffix)
+    found = set()
+    for end in [suffix] if folder else [suffix, suffix + PARTIAL]:
+        for other in path.parent.glob(f"{stem}.*{end}"):
+            head = other.name[len(stem) + 1 : len(other.name) - len(end)]
+            file = other.with_name(f"{stem}.{head}{suffix}")
+            if file != path and head and "." not in head and other.is_dir() == folder:
+                found.add(file)
+    return sorted(found)
 
 
 def _meta(schema: pa.Schema, origin: str) -> tuple[tuple[str, ...], dict[str, str], dict[str, str]]:
@@ -207,8 +214,17 @@ def _of_file(path: Path) -> Rows:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from probhook.arrow import StreamReader, is_stream, resolve, stream_tables, stream_target
+    from probhook.arrow import (
+        PARTIAL,
+        StreamReader,
+        is_stream,
+        resolve,
+        stream_tables,
+        stream_target,
+    )
 
+    given = path.name[: -len(PARTIAL)] if path.name.endswith(PARTIAL) else path.name
+    stem = Path(given).stem  # a head without a name: the file's, not its stream's
     path = resolve(path)  # an unfinished run: its partial stream, said so
     if is_stream(path):
         target = stream_target(path)  # one encoding per column over the stream's segments
@@ -226,7 +242,7 @@ def _of_file(path: Path) -> Rows:
                 warnings.warn(f"{path} ends in an incomplete block ({reader.damage}); it was "
                               "skipped", RuntimeWarning, stacklevel=2)  # fmt: skip
 
-        name = _head_name(first, path.stem)
+        name = _head_name(first, stem)
         return Rows(name, labels, tuple(kinds), os.fspath(path), read_stream)
     try:
         file = pq.ParquetFile(path)

@@ -86,17 +86,20 @@ def test_detector_folders_are_checked_before_any_document(detector, tmp_path, ca
     assert not (tmp_path / "r.parquet").exists()
 
 
-def test_an_earlier_run_s_head_file_beside_out_is_refused_before_any_document(detector, tmp_path,
-                                                                             capsys):  # fmt: skip
-    """``run.tables.parquet`` left by an earlier run with a table model: a run without one
-    would not replace it, and ``probhook report run.parquet`` would read it as this run's."""
+@pytest.mark.parametrize("stale", ["run.tables.parquet", "run.tables.parquet.partial.arrows"])
+def test_an_earlier_run_s_head_file_beside_out_is_refused_before_any_document(
+    detector, tmp_path, capsys, stale
+):
+    """``run.tables.parquet`` (or its stream, the run killed) left by an earlier run with a
+    table model: a run without one would not replace it, and ``probhook report run.parquet``
+    would read it as this run's."""
     layout = detector("deformable_detr")
-    (tmp_path / "run.tables.parquet").write_bytes(b"an earlier run's rows")
+    (tmp_path / stale).write_bytes(b"an earlier run's rows")
     out = tmp_path / "run.parquet"
     code, stdout, stderr = run_cli(capsys, "run", PDFS[0], "--layout-model", layout.path,
                                    "--out", out, "-q")  # fmt: skip
     assert code == 2
     assert stderr.count("probhook: error: ") == 1
-    assert "run.tables.parquet beside it holds an earlier run's rows" in stderr
+    assert f"{stale} beside it holds an earlier run's rows" in stderr
     assert not out.exists() and not (tmp_path / "run.layout.parquet").exists()
     assert stdout == ""

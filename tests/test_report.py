@@ -262,3 +262,27 @@ def test_element_rows_are_reported_as_elements_and_not_scored_by_page_labels(tmp
     labels = write_labels(tmp_path / "table.csv", ["image_id", "label"], [("p1", "table")])
     assert main(["report", run, "--labels", str(labels), "-o", str(tmp_path / "t.html")]) == 2
     assert "name classes the classifier does not have: 'table'" in capsys.readouterr().err
+
+
+def test_a_killed_run_is_reported_with_every_head_it_streamed(tmp_path, capsys):
+    """A run killed before it finished left only the streams ``run.parquet.partial.arrows``
+    and ``run.layout.parquet.partial.arrows``: both heads are reported, each with a warning."""
+    from probhook import ProbBuffer
+    from probhook.elements import ELEMENT_COLUMNS
+    from probhook.sink import FileSink
+
+    sinks = [FileSink(tmp_path / "run.parquet"), FileSink(tmp_path / "run.layout.parquet")]
+    pages = ProbBuffer(2, 10, labels=["letter", "invoice"], sink=sinks[0])
+    pages.append_batch(np.array([[0.9, 0.1]], np.float32), keys=["p1"])
+    elements = ProbBuffer(3, 10, labels=["table", "figure", "no_object"],
+                          columns=ELEMENT_COLUMNS, sink=sinks[1])  # fmt: skip
+    elements.append_batch(np.array([[0.5, 0.3, 0.2], [0.3, 0.6, 0.1]], np.float32),
+                          keys=["e1", "e2"], category_id=[1, 2], activation="softmax",
+                          category=["table", "figure"], discarded="")  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "run.layout.parquet.partial.arrows", "run.parquet.partial.arrows"]  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="run.layout.parquet was never finished"):
+        assert main(["report", str(tmp_path / "run.parquet"), "-o", str(tmp_path / "r.html")]) == 0
+    out = capsys.readouterr().out
+    assert "run: 1 rows" in out
+    assert "run.layout: 2 elements" in out
