@@ -21,17 +21,13 @@ from probhook.estimate import AccuracyEstimate, expected_accuracy
 from probhook.labels_file import LabelTable
 from probhook.review import NONE, ReviewRule, fewest_rows, review_threshold
 from probhook.run_stats import RunStats, run_stats
-from probhook.scan import Rows, run_heads, same_labels
+from probhook.scan import EmptyRunError, Rows, run_heads, same_labels
 from probhook.two_sample import FINE_BINS
 
 QUEUE_ROWS = 25
 """Rows in a head's review queue."""
 SHOWN_COLUMNS = ("file_name", "page_number", "word", "category_name", "key")
 """Columns of a queued row the page shows, where the rows have them."""
-
-
-class EmptyRunError(ValueError):
-    """The run holds no rows at all."""
 
 
 class Queue:

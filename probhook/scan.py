@@ -104,11 +104,16 @@ def _of_view(view: Any) -> Rows:
     return Rows(name, tuple(view.labels), tuple(view.schema), f"head {name!r}", read)
 
 
+class EmptyRunError(ValueError):
+    """The run holds no rows at all."""
+
+
 def run_heads(path: str | os.PathLike[str]) -> dict[str, Rows]:
     """The heads of a run on disk by name: a file and the sibling files a sink wrote for further
     heads (``run.parquet``, ``run.<head>.parquet``), or a folder of Parquet files and the
     sibling folders of further heads (``probhook run --engine ray``: ``run/``,
-    ``run.layout/``)."""
+    ``run.layout/``). A head whose stream holds no row yet (a run killed early) is left out;
+    [`EmptyRunError`][EmptyRunError] when no head has one."""
     require("pyarrow", "parquet", "reading a run's files")
     from probhook.arrow import stream_path
 
@@ -117,9 +122,16 @@ def run_heads(path: str | os.PathLike[str]) -> dict[str, Rows]:
         raise FileNotFoundError(f"no such file or folder: {path}")
     read = _of_folder if path.is_dir() else _of_file
     heads: dict[str, Rows] = {}
+    empty: list[EmptyRunError] = []
     for file in [path, *siblings(path)]:
-        rows = read(file)
+        try:
+            rows = read(file)
+        except EmptyRunError as error:
+            empty.append(error)
+            continue
         heads.setdefault(rows.name, rows)
+    if not heads and empty:
+        raise empty[0]
     return heads
 
 
@@ -231,7 +243,7 @@ def _of_file(path: Path) -> Rows:
         reader = StreamReader(path)
         first = next(stream_tables(reader, target), None)
         if first is None:
-            raise ValueError(f"{path} holds no row (its capture wrote none)")
+            raise EmptyRunError(f"{path} holds no row (its capture wrote none)")
         labels, kinds, encodings = _meta(first.schema, os.fspath(path))
 
         def read_stream(columns: list[str]) -> Iterator[Chunk]:

@@ -286,3 +286,14 @@ def test_a_killed_run_is_reported_with_every_head_it_streamed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "run: 1 rows" in out
     assert "run.layout: 2 elements" in out
+
+
+def test_a_run_killed_before_its_first_row_holds_no_rows(tmp_path, capsys):
+    """Killed while the model loaded: only empty streams are left, so the run holds no rows
+    (exit 1), as a run that classified nothing."""
+    for name in ("run.parquet.partial.arrows", "run.layout.parquet.partial.arrows"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.warns(RuntimeWarning, match="never finished"):
+        assert main(["report", str(tmp_path / "run.parquet"), "-o", str(tmp_path / "r.html")]) == 1
+    assert "holds no row" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
