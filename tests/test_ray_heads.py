@@ -190,6 +190,7 @@ def test_unsupported_or_bad_detector_input_is_one_error_before_ray(detector, tmp
         ("rows", ["--table-model", cells.path], "give a --layout-model whose labels include table"),
         ("rows", ["--layout-model", tmp_path], "no config.json"),
         ("old", ["--layout-model", layout.path], f"the layout rows' folder {taken} exists"),
+        ("old", [], f"the folder {taken} beside it holds an earlier run's rows"),
     ]  # fmt: skip
     for out, options, message in cases:
         argv = ["run", str(demo.SAMPLES_DIR / "memo_1.pdf"), "--engine", "ray",
