@@ -103,3 +103,19 @@ def test_an_earlier_run_s_head_file_beside_out_is_refused_before_any_document(
     assert f"{stale} beside it holds an earlier run's rows" in stderr
     assert not out.exists() and not (tmp_path / "run.layout.parquet").exists()
     assert stdout == ""
+
+
+def test_a_detector_that_found_nothing_does_not_claim_an_earlier_run_s_file(detector, tmp_path,
+                                                                           capsys):  # fmt: skip
+    """The earlier run's ``run.layout.parquet`` stays where this run wrote no element row: the
+    summary does not list it as this run's, and says whose it is."""
+    blind = detector("deformable_detr", class_bias=-40.0)  # no query passes the threshold
+    (tmp_path / "run.layout.parquet").write_bytes(b"an earlier run's rows")
+    out = tmp_path / "run.parquet"
+    with pytest.warns(RuntimeWarning, match="no row was written"):
+        code, stdout, stderr = run_cli(capsys, "run", PDFS[0], "--layout-model", blind.path,
+                                       "--out", out, "-q")  # fmt: skip
+    assert code == 0, stderr
+    assert "0 elements detected; 0 to review\n" in stdout
+    assert "element rows:" not in stdout
+    assert f"warning: {tmp_path / 'run.layout.parquet'} is an earlier run's" in stdout
