@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probhook._extras import require
+from probhook.arrow_folder import folder_files
 from probhook.arrow_rows import (
     TEXT,
     conform,
@@ -53,8 +54,6 @@ PARTIAL = ".partial.arrows"
 """Suffix of the stream a sink writes until it is closed."""
 END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 """The Arrow stream format's end marker (a continuation token and a zero length)."""
-UNFINISHED = ".probhook-unfinished"
-"""Marks a folder a Ray run is writing: removed once every file of the run is in place."""
 PARQUET_ROWS = 65_536
 """Rows per Parquet row group when a stream is converted: memory stays bounded by it."""
 
@@ -353,34 +352,11 @@ def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Tabl
         ) from None
 
 
-def folder_files(path: Path, *, strict: bool = False) -> list[str]:
-    """The Parquet files of a folder (a Ray run's); other files are skipped with a warning
-    (hidden ones and those starting with ``_`` silently); the folder of a run that did not
-    finish is read with a warning (``strict=True``: refused)."""
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    if (path / UNFINISHED).is_file():
-        message = (f"{path} was written by a run that did not finish (killed, failed, or still "
-                   "writing): it holds only the files written so far")  # fmt: skip
-        if strict:
-            raise ValueError(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-    visible = [p for p in files if not p.name.startswith((".", "_"))]
-    stray = [p for p in visible if p.suffix != ".parquet"]
-    if stray:
-        warnings.warn(f"{path} holds {len(stray)} files that are not .parquet (e.g. "
-                      f"{stray[0].name}): skipped", RuntimeWarning, stacklevel=3)  # fmt: skip
-    parquet = [os.fspath(p) for p in visible if p.suffix == ".parquet"]
-    if not parquet:
-        raise ValueError(f"{os.fspath(path)} holds no Parquet file")
-    return parquet
-
-
 def read_folder(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Table:
     """The rows of a folder of Parquet files written by several writers (Ray workers, say): one
     label space across files, only rows whose ``status`` (where there is one) is ``"ok"``, and
-    sequence numbers renumbered in reading order (each writer numbered its own rows). Files
-    that are not ``.parquet`` are skipped with a warning (hidden ones and those starting with
-    ``_`` silently)."""
+    sequence numbers renumbered in reading order (each writer numbered its own rows); which
+    files, and which warnings: ``probhook.arrow_folder.folder_files``."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc

@@ -275,7 +275,7 @@ def _of_folder(path: Path) -> Rows:
     import pyarrow.compute as pc
     import pyarrow.dataset as pds
 
-    from probhook.arrow import folder_files
+    from probhook.arrow_folder import folder_files
 
     folder = pds.dataset(folder_files(path), format="parquet")
     spaces = {f.physical_schema.metadata.get(b"probhook.labels") for f in folder.get_fragments()}

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from probhook.arrow import UNFINISHED
+from probhook.arrow_folder import UNFINISHED
 from probhook.integrations.ray_worker import folder_of, unpack
 
 
@@ -20,8 +20,8 @@ class RowsWriter:
     (a local path or a URI pyarrow opens, such as ``s3://bucket/run``). A file is written under
     a hidden name and renamed into place: a folder holds whole files only, and a write task
     that runs again writes the same file names again (no row twice). Each folder holds the mark
-    [`UNFINISHED`][probhook.arrow.UNFINISHED] until every write task is done: a killed run's
-    folders read with a warning, never as a whole run. Ray's ``Datasink`` base is added by
+    ``.probhook-unfinished`` until every write task is done: a killed run's folders read with
+    a warning, never as a whole run. Ray's ``Datasink`` base is added by
     [`rows_datasink`][rows_datasink], so that Ray is imported only to write."""
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
