@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probhook._extras import require
+from probhook.arrow_folder import folder_files
 from probhook.arrow_rows import (
     TEXT,
     conform,
@@ -338,7 +339,7 @@ def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Tabl
 
     path = Path(path)
     if path.is_dir():
-        return read_folder(path)
+        return read_folder(path, strict=strict)
     path = resolve(path, strict=strict)
     if is_stream(path):
         return read_stream(path, strict=strict)
@@ -351,33 +352,17 @@ def read_table(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Tabl
         ) from None
 
 
-def folder_files(path: Path) -> list[str]:
-    """The Parquet files of a folder (a Ray run's); other files are skipped with a warning
-    (hidden ones and those starting with ``_`` silently)."""
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    visible = [p for p in files if not p.name.startswith((".", "_"))]
-    stray = [p for p in visible if p.suffix != ".parquet"]
-    if stray:
-        warnings.warn(f"{path} holds {len(stray)} files that are not .parquet (e.g. "
-                      f"{stray[0].name}): skipped", RuntimeWarning, stacklevel=3)  # fmt: skip
-    parquet = [os.fspath(p) for p in visible if p.suffix == ".parquet"]
-    if not parquet:
-        raise ValueError(f"{os.fspath(path)} holds no Parquet file")
-    return parquet
-
-
-def read_folder(path: str | os.PathLike[str]) -> pa.Table:
+def read_folder(path: str | os.PathLike[str], *, strict: bool = False) -> pa.Table:
     """The rows of a folder of Parquet files written by several writers (Ray workers, say): one
     label space across files, only rows whose ``status`` (where there is one) is ``"ok"``, and
-    sequence numbers renumbered in reading order (each writer numbered its own rows). Files
-    that are not ``.parquet`` are skipped with a warning (hidden ones and those starting with
-    ``_`` silently)."""
+    sequence numbers renumbered in reading order (each writer numbered its own rows); which
+    files, and which warnings: ``probhook.arrow_folder.folder_files``."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pds
 
-    parquet = folder_files(Path(path))
+    parquet = folder_files(Path(path), strict=strict)
     try:
         dataset = pds.dataset(parquet, format="parquet")
     except (pa.ArrowInvalid, OSError) as err:

@@ -104,10 +104,29 @@ def check_outputs(args: argparse.Namespace) -> None:
         check_folders(args.out, detector_parts(*models))
     else:
         args.out = check_output("--out", args.out, OUT_SUFFIXES, "probhook-results.parquet")
+        check_no_stale_heads(args.out, getattr(args, "layout_model", None),
+                             getattr(args, "table_model", None))  # fmt: skip
     if args.plot is not None:
         args.plot = check_output("--plot", args.plot, PLOT_SUFFIXES, "confidence.png")
         if args.plot.resolve() == args.out.resolve():
             raise UsageError(f"--plot and --out are the same file ({args.out})")
+
+
+def check_no_stale_heads(out: Path, layout_model: Path | None, table_model: Path | None) -> None:
+    """No file beside ``out`` that a reader of the run takes for one of its heads
+    (``<stem>.<head><suffix>``, as ``probhook report`` finds them) is left from an earlier run:
+    each must be one this run writes (``layout``, ``tables``) and replaces."""
+    from probhook.arrow import stream_path
+    from probhook.scan import siblings
+
+    ours = {f"{out.stem}.{part}{out.suffix}" for part, model in
+            (("layout", layout_model), ("tables", table_model)) if model is not None}  # fmt: skip
+    stale = [p for p in siblings(out) if p.name not in ours]
+    if stale:
+        names = ", ".join(p.name if p.exists() else stream_path(p).name for p in stale)
+        raise UsageError(f"--out {out}: {names} beside it holds an earlier run's rows, which "
+                         f"probhook report {out} would read as this run's: move or remove it, "
+                         "or give another --out")  # fmt: skip
 
 
 def check_plot_is_no_input(plot: Path | None, given: list[Path], inputs: Inputs) -> None:

@@ -99,7 +99,8 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
         print(f"probhook: error: {error}", file=err)
         return 2
     from probhook.report import render
-    from probhook.report_data import EmptyRunError, gather
+    from probhook.report_data import gather
+    from probhook.scan import EmptyRunError
 
     try:
         heads = gather(

@@ -29,7 +29,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,8 +69,8 @@ SIGMOID_ENTROPY = (
 )
 
 
-def is_element_schema(schema: Mapping[str, Any]) -> bool:
-    """Whether rows with these columns are element rows."""
+def is_element_schema(schema: Collection[str]) -> bool:
+    """Whether rows with these columns (names, or a schema mapping them) are element rows."""
     return "category_id" in schema and "discarded" in schema
 
 

@@ -16,21 +16,18 @@ import numpy.typing as npt
 
 from probhook.chunk import Columns
 from probhook.drift import Drift, compare_stats
+from probhook.elements import is_element_schema
 from probhook.estimate import AccuracyEstimate, expected_accuracy
 from probhook.labels_file import LabelTable
 from probhook.review import NONE, ReviewRule, fewest_rows, review_threshold
 from probhook.run_stats import RunStats, run_stats
-from probhook.scan import Rows, run_heads, same_labels
+from probhook.scan import EmptyRunError, Rows, run_heads, same_labels
 from probhook.two_sample import FINE_BINS
 
 QUEUE_ROWS = 25
 """Rows in a head's review queue."""
 SHOWN_COLUMNS = ("file_name", "page_number", "word", "category_name", "key")
 """Columns of a queued row the page shows, where the rows have them."""
-
-
-class EmptyRunError(ValueError):
-    """The run holds no rows at all."""
 
 
 class Queue:
@@ -109,7 +106,7 @@ def row_kind(columns: tuple[str, ...]) -> str:
     """``"words"``, ``"elements"``, ``"pages"`` or ``"rows"``, from a head's columns."""
     if "word_id" in columns:
         return "words"
-    if "category_name" in columns or "element_id" in columns:
+    if is_element_schema(columns):  # a detector's rows: one per element, not per page
         return "elements"
     return "pages" if "image_id" in columns else "rows"
 

@@ -104,11 +104,16 @@ def _of_view(view: Any) -> Rows:
     return Rows(name, tuple(view.labels), tuple(view.schema), f"head {name!r}", read)
 
 
+class EmptyRunError(ValueError):
+    """The run holds no rows at all."""
+
+
 def run_heads(path: str | os.PathLike[str]) -> dict[str, Rows]:
     """The heads of a run on disk by name: a file and the sibling files a sink wrote for further
     heads (``run.parquet``, ``run.<head>.parquet``), or a folder of Parquet files and the
     sibling folders of further heads (``probhook run --engine ray``: ``run/``,
-    ``run.layout/``)."""
+    ``run.layout/``). A head whose stream holds no row yet (a run killed early) is left out;
+    [`EmptyRunError`][EmptyRunError] when no head has one."""
     require("pyarrow", "parquet", "reading a run's files")
     from probhook.arrow import stream_path
 
@@ -117,22 +122,36 @@ def run_heads(path: str | os.PathLike[str]) -> dict[str, Rows]:
         raise FileNotFoundError(f"no such file or folder: {path}")
     read = _of_folder if path.is_dir() else _of_file
     heads: dict[str, Rows] = {}
-    for file in [path, *_siblings(path)]:
-        rows = read(file)
+    empty: list[EmptyRunError] = []
+    for file in [path, *siblings(path)]:
+        try:
+            rows = read(file)
+        except EmptyRunError as error:
+            empty.append(error)
+            continue
         heads.setdefault(rows.name, rows)
+    if not heads and empty:
+        raise empty[0]
     return heads
 
 
-def _siblings(path: Path) -> list[Path]:
-    """``run.<head>.suffix`` beside ``run.suffix`` (the sink's files of further heads), or the
-    folders ``run.<head>`` beside the folder ``run`` (a Ray run's)."""
-    stem, suffix = (path.name, "") if path.is_dir() else (path.stem, path.suffix)
-    found = []
-    for other in sorted(path.parent.glob(f"{stem}.*{suffix}")):
-        head = other.name[len(stem) + 1 : len(other.name) - len(suffix)]
-        if other != path and head and "." not in head and other.is_dir() == path.is_dir():
-            found.append(other)
-    return found
+def siblings(path: Path) -> list[Path]:
+    """``run.<head>.suffix`` beside ``run.suffix`` (the sink's files of further heads, or their
+    unfinished streams ``run.<head>.suffix.partial.arrows`` after a killed run: the path of the
+    file, which reading resolves), or the folders ``run.<head>`` beside the folder ``run`` (a
+    Ray run's)."""
+    from probhook.arrow import PARTIAL
+
+    folder = path.is_dir()
+    stem, suffix = (path.name, "") if folder else (path.stem, path.suffix)
+    found = set()
+    for end in [suffix] if folder else [suffix, suffix + PARTIAL]:
+        for other in path.parent.glob(f"{stem}.*{end}"):
+            head = other.name[len(stem) + 1 : len(other.name) - len(end)]
+            file = other.with_name(f"{stem}.{head}{suffix}")
+            if file != path and head and "." not in head and other.is_dir() == folder:
+                found.add(file)
+    return sorted(found)
 
 
 def _meta(schema: pa.Schema, origin: str) -> tuple[tuple[str, ...], dict[str, str], dict[str, str]]:
@@ -207,15 +226,24 @@ def _of_file(path: Path) -> Rows:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from probhook.arrow import StreamReader, is_stream, resolve, stream_tables, stream_target
+    from probhook.arrow import (
+        PARTIAL,
+        StreamReader,
+        is_stream,
+        resolve,
+        stream_tables,
+        stream_target,
+    )
 
+    given = path.name[: -len(PARTIAL)] if path.name.endswith(PARTIAL) else path.name
+    stem = Path(given).stem  # a head without a name: the file's, not its stream's
     path = resolve(path)  # an unfinished run: its partial stream, said so
     if is_stream(path):
         target = stream_target(path)  # one encoding per column over the stream's segments
         reader = StreamReader(path)
         first = next(stream_tables(reader, target), None)
         if first is None:
-            raise ValueError(f"{path} holds no row (its capture wrote none)")
+            raise EmptyRunError(f"{path} holds no row (its capture wrote none)")
         labels, kinds, encodings = _meta(first.schema, os.fspath(path))
 
         def read_stream(columns: list[str]) -> Iterator[Chunk]:
@@ -226,7 +254,7 @@ def _of_file(path: Path) -> Rows:
                 warnings.warn(f"{path} ends in an incomplete block ({reader.damage}); it was "
                               "skipped", RuntimeWarning, stacklevel=2)  # fmt: skip
 
-        name = _head_name(first, path.stem)
+        name = _head_name(first, stem)
         return Rows(name, labels, tuple(kinds), os.fspath(path), read_stream)
     try:
         file = pq.ParquetFile(path)
@@ -247,7 +275,7 @@ def _of_folder(path: Path) -> Rows:
     import pyarrow.compute as pc
     import pyarrow.dataset as pds
 
-    from probhook.arrow import folder_files
+    from probhook.arrow_folder import folder_files
 
     folder = pds.dataset(folder_files(path), format="parquet")
     spaces = {f.physical_schema.metadata.get(b"probhook.labels") for f in folder.get_fragments()}

@@ -66,11 +66,16 @@ def test_json_output_stays_json_with_detectors(detector, tmp_path, capsys):
         (lambda d, tmp: ["--table-model", d("table_transformer").path],
          "give a --layout-model whose labels include table"),
         (lambda d, tmp: ["--layout-model", tmp], "no config.json"),
+        (lambda d, tmp: ["--layout-model", tmp / "gone"], "gone: no such folder (expected a "
+         "detector model folder"),
+        (lambda d, tmp: ["--layout-model", d("deformable_detr").path / "config.json"],
+         "config.json: is a file (expected a detector model folder"),
         (lambda d, tmp: ["--layout-model", demo.MODEL_DIR], "not one of TableTransformer"),
         (lambda d, tmp: ["--layout-model", d("table_transformer", labels=["text", "x"]).path],
          "label 'x' is not a deepdoctection category"),
     ],
-    ids=["tables-without-layout", "no-config", "a-classifier", "unknown-label"],
+    ids=["tables-without-layout", "no-config", "missing", "a-file", "a-classifier",
+         "unknown-label"],
 )  # fmt: skip
 def test_detector_folders_are_checked_before_any_document(detector, tmp_path, capsys, make,
                                                           message):  # fmt: skip
@@ -79,3 +84,38 @@ def test_detector_folders_are_checked_before_any_document(detector, tmp_path, ca
     assert code == 2
     assert message in stderr
     assert not (tmp_path / "r.parquet").exists()
+
+
+@pytest.mark.parametrize("stale", ["run.tables.parquet", "run.tables.parquet.partial.arrows"])
+def test_an_earlier_run_s_head_file_beside_out_is_refused_before_any_document(
+    detector, tmp_path, capsys, stale
+):
+    """``run.tables.parquet`` (or its stream, the run killed) left by an earlier run with a
+    table model: a run without one would not replace it, and ``probhook report run.parquet``
+    would read it as this run's."""
+    layout = detector("deformable_detr")
+    (tmp_path / stale).write_bytes(b"an earlier run's rows")
+    out = tmp_path / "run.parquet"
+    code, stdout, stderr = run_cli(capsys, "run", PDFS[0], "--layout-model", layout.path,
+                                   "--out", out, "-q")  # fmt: skip
+    assert code == 2
+    assert stderr.count("probhook: error: ") == 1
+    assert f"{stale} beside it holds an earlier run's rows" in stderr
+    assert not out.exists() and not (tmp_path / "run.layout.parquet").exists()
+    assert stdout == ""
+
+
+def test_a_detector_that_found_nothing_does_not_claim_an_earlier_run_s_file(detector, tmp_path,
+                                                                           capsys):  # fmt: skip
+    """The earlier run's ``run.layout.parquet`` stays where this run wrote no element row: the
+    summary does not list it as this run's, and says whose it is."""
+    blind = detector("deformable_detr", class_bias=-40.0)  # no query passes the threshold
+    (tmp_path / "run.layout.parquet").write_bytes(b"an earlier run's rows")
+    out = tmp_path / "run.parquet"
+    with pytest.warns(RuntimeWarning, match="no row was written"):
+        code, stdout, stderr = run_cli(capsys, "run", PDFS[0], "--layout-model", blind.path,
+                                       "--out", out, "-q")  # fmt: skip
+    assert code == 0, stderr
+    assert "0 elements detected; 0 to review\n" in stdout
+    assert "element rows:" not in stdout
+    assert f"warning: {tmp_path / 'run.layout.parquet'} is an earlier run's" in stdout

@@ -190,6 +190,7 @@ def test_unsupported_or_bad_detector_input_is_one_error_before_ray(detector, tmp
         ("rows", ["--table-model", cells.path], "give a --layout-model whose labels include table"),
         ("rows", ["--layout-model", tmp_path], "no config.json"),
         ("old", ["--layout-model", layout.path], f"the layout rows' folder {taken} exists"),
+        ("old", [], f"the folder {taken} beside it holds an earlier run's rows"),
     ]  # fmt: skip
     for out, options, message in cases:
         argv = ["run", str(demo.SAMPLES_DIR / "memo_1.pdf"), "--engine", "ray",
@@ -238,3 +239,35 @@ def test_an_analyzer_with_two_classifier_heads_is_refused_in_the_worker(words, t
 
     with pytest.raises(ValueError, match=r"has 2 classifier heads .* one label space per output"):
         engine.DocumentClassifier(factory=factory)
+
+
+def test_a_killed_run_s_folders_read_with_a_warning_never_as_a_whole_run(tmp_path):
+    """A run's folders are marked unfinished from its start until every write task is done:
+    a run killed between leaves folders that ``probhook.load`` reads with a warning
+    (``strict=True`` refuses) and ``probhook report`` reports with it."""
+    import numpy as np
+
+    from probhook import ProbBuffer
+    from probhook.integrations.ray_sink import RowsWriter, mark
+    from probhook.sink import FileSink
+
+    out = tmp_path / "rows"
+    writer = RowsWriter(out)
+    writer.on_write_start()
+    sink = FileSink(tmp_path / "written.parquet")  # one write task's file, as Ray leaves it
+    buffer = ProbBuffer(2, 4, labels=["letter", "invoice"], sink=sink)
+    buffer.append_batch(np.array([[0.9, 0.1]], np.float32), keys=["p1"])
+    sink.close()
+    for folder in (out, tmp_path / "rows.layout"):
+        mark(str(folder))  # a write task marks the folder it writes first
+        shutil.copy(tmp_path / "written.parquet", folder / "task.parquet")
+        with pytest.warns(RuntimeWarning, match="written by a run that did not finish"):
+            assert len(probhook.load(folder)) == 1
+        with pytest.raises(ValueError, match="did not finish"):
+            probhook.load(folder, strict=True)
+    with pytest.warns(RuntimeWarning, match="did not finish"):
+        assert main(["report", str(out), "-o", str(tmp_path / "r.html")]) == 0
+    writer.on_write_complete(type("Result", (), {"write_returns": [["layout"], []]})())
+    for folder in (out, tmp_path / "rows.layout"):
+        assert [p.name for p in folder.iterdir()] == ["task.parquet"]
+        assert len(probhook.load(folder, strict=True)) == 1

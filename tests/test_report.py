@@ -224,3 +224,76 @@ def test_compare_and_estimate_read_a_sink_run_head_by_head(runs):
         assert probhook.compare(probhook.scan.run_heads(reference)[name], rows).current.n == len(
             cap.heads[name]
         )
+
+
+def test_element_rows_are_reported_as_elements_and_not_scored_by_page_labels(tmp_path, capsys):
+    """A detector's rows beside a page run are elements: a page's label (by image_id) is not
+    every element's true class, even when it names one of the detector's classes."""
+    from probhook import ProbBuffer
+    from probhook.elements import ELEMENT_COLUMNS
+    from probhook.sink import FileSink
+
+    pages = FileSink(tmp_path / "run.parquet")
+    buffer = ProbBuffer(2, 10, labels=["letter", "invoice"], columns={"image_id": "str"},
+                        sink=pages)  # fmt: skip
+    buffer.append_batch(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32), keys=["p1", "p2"],
+                        image_id=["p1", "p2"])  # fmt: skip
+    pages.close()
+    elements = FileSink(tmp_path / "run.layout.parquet")
+    buffer = ProbBuffer(3, 10, labels=["table", "figure", "no_object"],
+                        columns={**ELEMENT_COLUMNS, "image_id": "str"}, sink=elements)  # fmt: skip
+    probs = np.array([[0.5, 0.3, 0.2], [0.2, 0.1, 0.7], [0.3, 0.6, 0.1]], np.float32)
+    buffer.append_batch(probs, keys=["e1", "e2", "e3"], category_id=[1, 1, 2],
+                        category=["table", "table", "figure"], activation="softmax",
+                        discarded="", image_id=["p1", "p1", "p2"])  # fmt: skip
+    elements.close()
+    labels = write_labels(tmp_path / "labels.csv", ["image_id", "label"],
+                          [("p1", "letter"), ("p2", "invoice")])  # fmt: skip
+    html = tmp_path / "r.html"
+    run = str(tmp_path / "run.parquet")
+    assert main(["report", run, "--labels", str(labels), "-o", str(html)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    layout = next(x for x in lines if x.startswith("run.layout:"))
+    assert layout.startswith("run.layout: 3 elements;")
+    assert "measured" not in layout
+    assert "measured 1.000" in next(x for x in lines if x.startswith("run:"))
+    assert "least confident elements" in html.read_text(encoding="utf-8")
+    # a page labelled with a detector's class: not a page class, and not its elements' truth
+    labels = write_labels(tmp_path / "table.csv", ["image_id", "label"], [("p1", "table")])
+    assert main(["report", run, "--labels", str(labels), "-o", str(tmp_path / "t.html")]) == 2
+    assert "name classes the classifier does not have: 'table'" in capsys.readouterr().err
+
+
+def test_a_killed_run_is_reported_with_every_head_it_streamed(tmp_path, capsys):
+    """A run killed before it finished left only the streams ``run.parquet.partial.arrows``
+    and ``run.layout.parquet.partial.arrows``: both heads are reported, each with a warning."""
+    from probhook import ProbBuffer
+    from probhook.elements import ELEMENT_COLUMNS
+    from probhook.sink import FileSink
+
+    sinks = [FileSink(tmp_path / "run.parquet"), FileSink(tmp_path / "run.layout.parquet")]
+    pages = ProbBuffer(2, 10, labels=["letter", "invoice"], sink=sinks[0])
+    pages.append_batch(np.array([[0.9, 0.1]], np.float32), keys=["p1"])
+    elements = ProbBuffer(3, 10, labels=["table", "figure", "no_object"],
+                          columns=ELEMENT_COLUMNS, sink=sinks[1])  # fmt: skip
+    elements.append_batch(np.array([[0.5, 0.3, 0.2], [0.3, 0.6, 0.1]], np.float32),
+                          keys=["e1", "e2"], category_id=[1, 2], activation="softmax",
+                          category=["table", "figure"], discarded="")  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "run.layout.parquet.partial.arrows", "run.parquet.partial.arrows"]  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="run.layout.parquet was never finished"):
+        assert main(["report", str(tmp_path / "run.parquet"), "-o", str(tmp_path / "r.html")]) == 0
+    out = capsys.readouterr().out
+    assert "run: 1 rows" in out
+    assert "run.layout: 2 elements" in out
+
+
+def test_a_run_killed_before_its_first_row_holds_no_rows(tmp_path, capsys):
+    """Killed while the model loaded: only empty streams are left, so the run holds no rows
+    (exit 1), as a run that classified nothing."""
+    for name in ("run.parquet.partial.arrows", "run.layout.parquet.partial.arrows"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.warns(RuntimeWarning, match="never finished"):
+        assert main(["report", str(tmp_path / "run.parquet"), "-o", str(tmp_path / "r.html")]) == 1
+    assert "holds no row" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()

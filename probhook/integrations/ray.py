@@ -218,15 +218,24 @@ def detector_parts(layout_model: Any, table_model: Any) -> list[str]:
 
 
 def check_folders(out: str | os.PathLike[str], parts: Sequence[str] = ()) -> None:
-    """Each folder a run writes (``out``, ``<out>.<part>`` for ``parts``) is new or empty: a
-    [`UsageError`][probhook.integrations.deepdoctection.analyzer.UsageError] before any
-    document otherwise."""
+    """Each folder a run writes (``out``, ``<out>.<part>`` for ``parts``) is new or empty, and
+    no other ``<out>.<head>`` folder (an earlier run's, that a reader would take for this run's)
+    is beside it: a [`UsageError`][probhook.integrations.deepdoctection.analyzer.UsageError]
+    before any document otherwise."""
     for part in ("", *parts):
         folder = Path(folder_of(out, part))
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             option = "--out" if not part else f"--out {out}: the {part} rows' folder"
             raise UsageError(f"{option} {folder} exists: --engine ray writes folders of Parquet "
                              "files; give a new or empty folder")  # fmt: skip
+    given = Path(folder_of(out, ""))
+    ours = {Path(folder_of(out, part)).name for part in parts}
+    for other in sorted(given.parent.glob(f"{given.name}.*")):
+        head = other.name[len(given.name) + 1 :]
+        if other.is_dir() and head and "." not in head and other.name not in ours:
+            raise UsageError(f"--out {out}: the folder {other} beside it holds an earlier run's "
+                             f"rows, which probhook report {out} would read as this run's: move "
+                             "or remove it, or give another --out")  # fmt: skip
 
 
 def run(

@@ -40,6 +40,10 @@ def read_detector_folder(path: Path, option: str) -> dict[int, str]:
     categories, ``model.safetensors`` and ``preprocessor_config.json``."""
     import deepdoctection as dd
 
+    if not path.is_dir():
+        kind = "is a file" if path.exists() else "no such folder"
+        raise UsageError(f"{option} {path}: {kind} (expected a detector model folder with "
+                         "config.json, model.safetensors, preprocessor_config.json)")  # fmt: skip
     config = read_config(path, f"{option} {path}: no config.json (expected a detector model "
                          "folder)")  # fmt: skip
     architectures = config.get("architectures") or []
@@ -183,7 +187,13 @@ class ElementReport:
             print(f"{line}{runner_up}{mark}", file=self.stream)
 
     def summary(self) -> None:
-        """Totals over every page added, and where the rows are."""
-        files = ", ".join(str(p) for p in self.paths if p.exists())
+        """Totals over every page added, and where the rows are: the files this run wrote (a
+        detector that found nothing leaves an earlier run's file as it was: said so)."""
+        written = self.files()
+        files = ", ".join(str(p) for p, rows in written if rows and p.exists())
         print(f"{self.elements} elements detected; {self.flagged} to review"
               f"{f'; element rows: {files}' if files else ''}", file=self.stream)  # fmt: skip
+        for path, _ in ((p, n) for p, n in written if not n and p.exists()):
+            print(f"warning: {path} is an earlier run's (this run found no elements there): "
+                  "probhook report would read it with this run's rows; move or remove it",
+                  file=self.stream)  # fmt: skip
