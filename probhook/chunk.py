@@ -62,6 +62,18 @@ class Columns(Mapping[str, npt.NDArray[Any]]):
             return np.asarray(self._done[name][rows])
         return self._convert(name, rows)
 
+    def subset(self, rows: npt.NDArray[np.intp]) -> Columns:
+        """These columns at ``rows`` only, still converted when read."""
+        factorize = self.factorize
+
+        def found(name: str) -> Factorized:
+            whole = factorize(name)
+            used, codes = np.unique(whole.codes[rows], return_inverse=True)  # values of ``rows``
+            return Factorized(codes.reshape(-1).astype(np.int64), [whole.values[i] for i in used])
+
+        return Columns(lambda name, r: self.take(name, rows if r is None else rows[r]),
+                       self._names, found)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Factorized:
@@ -98,6 +110,10 @@ class Chunk:
 
     probs: npt.NDArray[np.floating[Any]]
     columns: Columns
+    at: npt.NDArray[np.int64] | None = None
+    """The column each row is measured at (an element row's own class); None: its argmax."""
+    sigmoid: npt.NDArray[np.bool_] | None = None
+    """Which rows hold a score per class rather than a distribution (a sigmoid detector's)."""
 
     def __len__(self) -> int:
         return len(self.probs)

@@ -115,6 +115,9 @@ class ElementView(HeadView):
         return ElementDistribution(dist.probs, dist.labels, dist.key, self.name, dist.seq,
                                    dist.meta, dist.logits)  # fmt: skip
 
+    def _measured_at(self) -> npt.NDArray[np.int64]:
+        return self.measures().predicted
+
     def confidence(self) -> npt.NDArray[np.float64]:
         """Each row's value at its element's class (the detector's stored score)."""
         return self.measures().confidence

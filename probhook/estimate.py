@@ -154,8 +154,8 @@ class ConfidenceState:
         predicted: npt.NDArray[np.intp] | None = None,
     ) -> None:
         """Add ``(n, C)`` rows (with their group values, aligned); with ``calibrator`` the
-        prediction is the row's argmax and its probabilities the calibrated ones.
-        ``predicted``: the rows' argmax, when the caller has it (finite rows only)."""
+        probabilities are the calibrated ones. ``predicted``: each row's predicted column,
+        aligned with the rows (an element's own class; the uncalibrated argmax when None)."""
         p = as_probs(probs)
         if p.shape[1] != self.n_classes:
             raise ValueError(f"expected {self.n_classes} classes, got rows of {p.shape[1]}")
@@ -166,9 +166,10 @@ class ConfidenceState:
                 key = self.groups[int(g)]
                 self.excluded[key] = self.excluded.get(key, 0) + int(k)
             p, codes = p[finite], codes[finite]
+            predicted = None if predicted is None else np.asarray(predicted)[finite]
         if not len(p):
             return
-        predicted = p.argmax(axis=1) if predicted is None or not finite.all() else predicted
+        predicted = p.argmax(axis=1) if predicted is None else predicted
         q = p if calibrator is None else calibrator.apply(p)
         conf = q[np.arange(len(q)), predicted]
         c, size = self.n_classes, len(self.groups) * self.n_classes
@@ -285,14 +286,17 @@ def expected_accuracy(
     calibrator: Calibrator | None = None,
     groups: npt.ArrayLike | None = None,
     level: float = 0.95,
+    predicted: npt.NDArray[np.intp] | None = None,
 ) -> AccuracyEstimate:
     """The estimate for ``(n, C)`` probabilities (the functional form of
     [`HeadView.estimate_accuracy`][probhook.HeadView.estimate_accuracy]); ``groups`` aligned
-    with the rows gives one estimate per group."""
+    with the rows gives one estimate per group; ``predicted``: each row's predicted column
+    (an element's own class, see [`probhook.row_scores`][probhook.row_scores]), else its
+    argmax."""
     p = as_probs(probs)
     names = list(labels) if labels is not None else [str(i) for i in range(p.shape[1])]
     state = ConfidenceState(p.shape[1])
-    state.update(p, groups, calibrator)
+    state.update(p, groups, calibrator, predicted)
     method = "none" if calibrator is None else calibrator.method
     return state.estimate(names, level, method, by=groups is not None)
 
@@ -349,7 +353,7 @@ def estimate_accuracy(
             groups = values[start : start + len(chunk)]
         start += len(chunk)
         if not isinstance(groups, np.ndarray) or len(groups) == len(chunk):  # else: refused below
-            state.update(chunk.probs, groups, calibrator)
+            state.update(chunk.probs, groups, calibrator, chunk.at)
     if values is not None and start != len(values):
         raise ValueError(f"by= has {len(values)} values for {start} rows of {rows.origin}")
     n = int(state.count.sum())

@@ -307,6 +307,10 @@ class HeadView:
     def _probs2d(self) -> npt.NDArray[Any]:
         return np.asarray(self.probs, dtype=np.float64)
 
+    def _measured_at(self) -> npt.NDArray[np.int64] | None:
+        """The column each row is judged at where that is not its argmax (elements)."""
+        return None
+
     # -- export, plots, notebook: thin calls into the presentation modules --------------------
 
     def to_arrow(self) -> pa.Table:
@@ -364,8 +368,9 @@ class HeadView:
         (see [`probhook.review`][probhook.review]); ``flag(rule)`` applies it."""
         from probhook.review import review_threshold
 
-        return review_threshold(self._probs2d(), self.target_indices(targets), max_error,
-                                delta, per_class=per_class, labels=self.labels)  # fmt: skip
+        return review_threshold(self._probs2d(), self.target_indices(targets), max_error, delta,
+                                per_class=per_class, labels=self.labels,
+                                predicted=self._measured_at())  # fmt: skip
 
 
 def load(path: str | os.PathLike[str], *, strict: bool = False) -> HeadView:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from probhook.chunk import Columns
+from probhook.chunk import Chunk
 from probhook.drift import Drift, compare_stats
 from probhook.elements import is_element_schema
 from probhook.estimate import AccuracyEstimate, expected_accuracy
@@ -30,6 +30,10 @@ SHOWN_COLUMNS = ("file_name", "page_number", "word", "category_name", "key")
 """Columns of a queued row the page shows, where the rows have them."""
 
 
+Labelled = tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+"""A head's labelled rows: their probabilities, true classes and predicted columns."""
+
+
 class Queue:
     """The ``size`` least confident rows seen so far (rows that are not finite first)."""
 
@@ -39,12 +43,14 @@ class Queue:
         self.predicted = np.zeros(0, np.int64)
         self.columns: dict[str, npt.NDArray[Any]] = {}
 
-    def add(self, probs: npt.NDArray[Any], columns: Columns, names: list[str]) -> None:
+    def add(self, chunk: Chunk, names: list[str]) -> None:
         """Offer a chunk of rows (its columns ``names`` are read only for the rows kept)."""
-        p = np.asarray(probs, np.float64)
-        finite = np.isfinite(p).all(axis=1)
-        predicted = np.where(finite, np.nan_to_num(p, nan=-1.0).argmax(axis=1), -1)
-        conf = np.where(finite, np.nan_to_num(p, nan=-1.0).max(axis=1), -np.inf)
+        p = np.nan_to_num(np.asarray(chunk.probs, np.float64), nan=-1.0)
+        finite = np.isfinite(chunk.probs).all(axis=1)
+        predicted = p.argmax(axis=1) if chunk.at is None else chunk.at
+        conf = np.where(finite, p[np.arange(len(p)), predicted], -np.inf)
+        predicted = np.where(finite, predicted, -1)
+        columns = chunk.columns
         if len(conf) > self.size:  # the chunk's own least confident rows first
             pick = np.argpartition(conf, self.size)[: self.size]
         else:
@@ -89,7 +95,7 @@ class HeadReport:
     reference: RunStats | None = None
     reference_origin: str | None = None
     drift: Drift | None = None
-    labelled: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]] | None = None
+    labelled: Labelled | None = None
     measured: float | None = None
     labelled_estimate: AccuracyEstimate | None = None
     rule: ReviewRule | None = None
@@ -120,20 +126,22 @@ def _gather_head(rows: Rows, labels: LabelTable | None, queue_rows: int) -> Head
         id_columns = []  # this head's rows cannot be named that way: no labels for it
     if labels is not None and labels.by != ("key",) and row_kind(rows.columns) != "pages":
         id_columns = []  # a page (image_id, or file and page) names page rows, not its words
-    probs, targets = [], []
+    probs, targets, at = [], [], []
     for chunk in rows.chunks([*shown, *id_columns]):
-        stats.update(chunk.probs)
-        queue.add(chunk.probs, chunk.columns, shown)
+        stats.update(chunk.probs, chunk.at, chunk.sigmoid)
+        queue.add(chunk, shown)
         if id_columns and labels is not None:
             t = labels.lookup(rows.name, rows.labels, chunk.columns)
             hit = t >= 0
             probs.append(np.asarray(chunk.probs[hit], np.float64))
             targets.append(t[hit])
+            at.append(np.asarray(chunk.probs[hit].argmax(axis=1) if chunk.at is None
+                                 else chunk.at[hit], np.int64))  # fmt: skip
     report = HeadReport(
         rows.name, rows.origin, rows.labels, row_kind(rows.columns), stats, queue.rows()
     )
     if probs and sum(len(t) for t in targets):
-        report.labelled = (np.concatenate(probs), np.concatenate(targets))
+        report.labelled = (np.concatenate(probs), np.concatenate(targets), np.concatenate(at))
     return report
 
 
@@ -153,15 +161,17 @@ def _decide(report: HeadReport, max_error: float, delta: float, level: float) ->
             "to get a review threshold with a guarantee"
         )
         return
-    probs, targets = report.labelled
+    probs, targets, at = report.labelled
     finite = np.isfinite(probs).all(axis=1)
     if not finite.any():
         report.notes.append(f"all {len(targets)} labelled rows have NaN or inf probabilities")
         return
     p, t = probs[finite], targets[finite]
-    report.measured = float((p.argmax(axis=1) == t).mean())
-    report.labelled_estimate = expected_accuracy(p, labels=report.labels, level=level)
-    report.rule = review_threshold(probs, targets, max_error, delta, labels=report.labels)
+    report.measured = float((at[finite] == t).mean())
+    report.labelled_estimate = expected_accuracy(p, labels=report.labels, level=level,
+                                                 predicted=at[finite])  # fmt: skip
+    report.rule = review_threshold(probs, targets, max_error, delta, labels=report.labels,
+                                   predicted=at)  # fmt: skip
     need = fewest_rows(max_error, delta)
     if report.rule.min_confidence == NONE and len(targets) < need:
         report.notes.append(

@@ -174,11 +174,13 @@ def review_threshold(
     *,
     per_class: bool = False,
     labels: Sequence[str] | None = None,
+    predicted: npt.ArrayLike | None = None,
 ) -> ReviewRule:
     """The lowest confidence threshold whose accepted rows have an error rate of at most
     ``max_error`` with probability at least ``1 - delta`` (see the module), from labelled
     calibration rows: ``probs`` ``(n, C)`` and target class indices. Rows that are not finite
-    are left out (``excluded``): ``flag`` sends them to review anyway."""
+    are left out (``excluded``): ``flag`` sends them to review anyway. ``predicted``: each
+    row's predicted column (an element's own class), else its argmax."""
     if not 0 < max_error < 1 or not 0 < delta < 1:
         raise ValueError(f"max_error and delta must lie in (0, 1), got {max_error} and {delta}")
     p = as_probs(probs)
@@ -190,12 +192,16 @@ def review_threshold(
     names = [str(x) for x in labels] if labels is not None else [str(i) for i in range(p.shape[1])]
     finite = np.isfinite(p).all(axis=1)
     excluded = int((~finite).sum())
+    at = None if predicted is None else np.asarray(predicted)
+    if at is not None and (at.shape != (len(p),) or at.dtype.kind not in "iu"):
+        raise ValueError(f"predicted must be {len(p)} column indices, one per row; got "
+                         f"{at.dtype} of shape {at.shape}")  # fmt: skip
     p, t = p[finite], t[finite]
     if not len(p):
         raise ValueError(f"no calibration rows to set a threshold on ({excluded} not finite)")
     if t.min() < 0 or t.max() >= p.shape[1]:
         raise ValueError(f"targets must lie in 0..{p.shape[1] - 1}")
-    predicted = p.argmax(axis=1)
+    predicted = p.argmax(axis=1) if at is None else at[finite]
     conf, wrong = p[np.arange(len(p)), predicted], predicted != t
     if not per_class:
         s = select(conf, wrong, max_error, delta)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from probhook import metrics
+from probhook import metrics, row_scores
 from probhook.calibrators import Calibrator
 from probhook.estimate import AccuracyEstimate, ConfidenceState
 from probhook.scan import open_rows
@@ -72,20 +72,27 @@ class RunStats:
         """Rows per predicted class."""
         return np.asarray(self.confidence.count.sum(axis=0), np.int64)
 
-    def update(self, probs: npt.ArrayLike) -> None:
-        """Add a chunk of rows; non-finite rows are counted in ``excluded``."""
+    def update(
+        self,
+        probs: npt.ArrayLike,
+        at: npt.NDArray[np.int64] | None = None,
+        sigmoid: npt.NDArray[np.bool_] | None = None,
+    ) -> None:
+        """Add a chunk of rows (``at``, ``sigmoid``: how they are measured, see
+        [`probhook.row_scores`][probhook.row_scores]); non-finite rows are counted in
+        ``excluded``."""
         p = metrics.as_probs(probs)
         finite = np.isfinite(p).all(axis=1)
         self.excluded += int((~finite).sum())
-        p = p[finite] if not finite.all() else p
+        if not finite.all():
+            p = p[finite]
+            at = None if at is None else at[finite]
+            sigmoid = None if sigmoid is None else sigmoid[finite]
         if not len(p):
             return
-        predicted = p.argmax(axis=1)
+        predicted, confidence, entropy = row_scores.scores(p, at, sigmoid)
         self.confidence.update(p, calibrator=self.calibrator, predicted=predicted)
-        scores = {
-            "confidence": p[np.arange(len(p)), predicted],
-            "entropy": metrics.entropy(p, normalized=True),
-        }
+        scores = {"confidence": confidence, "entropy": entropy}
         c = len(self.labels)
         for name, values in scores.items():
             self.sums[name] += np.bincount(predicted, values, minlength=c)
@@ -141,5 +148,5 @@ def run_stats(
     rows = open_rows(source)
     stats = RunStats(rows.labels, exact_rows=exact_rows, calibrator=calibrator)
     for chunk in rows.chunks():
-        stats.update(chunk.probs)
+        stats.update(chunk.probs, chunk.at, chunk.sigmoid)
     return stats

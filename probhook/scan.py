@@ -54,13 +54,18 @@ class Rows:
 
     def chunks(self, columns: Sequence[str] = ()) -> Iterator[Chunk]:
         """The rows in chunks, oldest first, with the metadata ``columns`` asked for (a column
-        the rows lack is an error naming the columns there are)."""
+        the rows lack is an error naming the columns there are); element rows as
+        [`probhook.row_scores`][probhook.row_scores] measures them."""
         missing = [c for c in columns if c not in self.columns]
         if missing:
             raise KeyError(
                 f"{self.origin} has no column {missing[0]!r}; its columns: {list(self.columns)}"
             )
-        return self._read(list(dict.fromkeys(columns)))
+        from probhook.row_scores import element_chunk, measured_columns
+
+        extra = measured_columns(self.columns)
+        read = self._read(list(dict.fromkeys([*columns, *extra])))
+        return (element_chunk(c) for c in read) if extra else read
 
 
 def open_rows(source: Any) -> Rows:

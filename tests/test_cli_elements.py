@@ -101,7 +101,8 @@ def test_an_earlier_run_s_head_file_beside_out_is_refused_before_any_document(
     assert code == 2
     assert stderr.count("probhook: error: ") == 1
     assert f"{stale} beside it holds an earlier run's rows" in stderr
-    assert not out.exists() and not (tmp_path / "run.layout.parquet").exists()
+    assert not out.exists()
+    assert not (tmp_path / "run.layout.parquet").exists()
     assert stdout == ""
 
 

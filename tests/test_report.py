@@ -297,3 +297,24 @@ def test_a_run_killed_before_its_first_row_holds_no_rows(tmp_path, capsys):
         assert main(["report", str(tmp_path / "run.parquet"), "-o", str(tmp_path / "r.html")]) == 1
     assert "holds no row" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_review_queue_ranks_an_element_by_its_own_class_not_by_no_object(tmp_path, capsys):
+    """An element stored as a table at 0.2 with "no object" at 0.7 heads the queue at 0.2."""
+    from probhook import ProbBuffer
+    from probhook.elements import ELEMENT_COLUMNS
+    from probhook.report_data import gather
+    from probhook.sink import FileSink
+
+    sink = FileSink(tmp_path / "run.parquet")
+    buffer = ProbBuffer(3, 10, labels=["table", "figure", "no_object"],
+                        columns={**ELEMENT_COLUMNS, "image_id": "str"}, sink=sink)  # fmt: skip
+    probs = np.array([[0.5, 0.4, 0.1], [0.2, 0.1, 0.7], [0.3, 0.6, 0.1]], np.float32)
+    buffer.append_batch(probs, keys=["e1", "e2", "e3"], category_id=[1, 1, 2],
+                        category=["table", "table", "figure"], activation="softmax",
+                        discarded="", image_id=["p1", "p1", "p2"])  # fmt: skip
+    sink.close()
+    (head,) = gather(tmp_path / "run.parquet")
+    assert [(r["predicted"], round(r["confidence"], 6)) for r in head.queue] == [
+        ("table", 0.2), ("table", 0.5), ("figure", 0.6)]  # fmt: skip
+    assert head.estimate.accuracy == pytest.approx((0.5 + 0.2 + 0.6) / 3, rel=1e-6)
