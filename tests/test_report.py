@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from element_files import write_elements
 
 import probhook
 from probhook import capture_probs
@@ -230,7 +231,6 @@ def test_element_rows_are_reported_as_elements_and_not_scored_by_page_labels(tmp
     """A detector's rows beside a page run are elements: a page's label (by image_id) is not
     every element's true class, even when it names one of the detector's classes."""
     from probhook import ProbBuffer
-    from probhook.elements import ELEMENT_COLUMNS
     from probhook.sink import FileSink
 
     pages = FileSink(tmp_path / "run.parquet")
@@ -239,14 +239,9 @@ def test_element_rows_are_reported_as_elements_and_not_scored_by_page_labels(tmp
     buffer.append_batch(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32), keys=["p1", "p2"],
                         image_id=["p1", "p2"])  # fmt: skip
     pages.close()
-    elements = FileSink(tmp_path / "run.layout.parquet")
-    buffer = ProbBuffer(3, 10, labels=["table", "figure", "no_object"],
-                        columns={**ELEMENT_COLUMNS, "image_id": "str"}, sink=elements)  # fmt: skip
-    probs = np.array([[0.5, 0.3, 0.2], [0.2, 0.1, 0.7], [0.3, 0.6, 0.1]], np.float32)
-    buffer.append_batch(probs, keys=["e1", "e2", "e3"], category_id=[1, 1, 2],
-                        category=["table", "table", "figure"], activation="softmax",
-                        discarded="", image_id=["p1", "p1", "p2"])  # fmt: skip
-    elements.close()
+    write_elements(tmp_path / "run.layout.parquet",
+                   [[0.5, 0.3, 0.2], [0.2, 0.1, 0.7], [0.3, 0.6, 0.1]], [1, 1, 2],
+                   image_ids=["p1", "p1", "p2"])  # fmt: skip
     labels = write_labels(tmp_path / "labels.csv", ["image_id", "label"],
                           [("p1", "letter"), ("p2", "invoice")])  # fmt: skip
     html = tmp_path / "r.html"
@@ -301,20 +296,12 @@ def test_a_run_killed_before_its_first_row_holds_no_rows(tmp_path, capsys):
 
 def test_the_review_queue_ranks_an_element_by_its_own_class_not_by_no_object(tmp_path, capsys):
     """An element stored as a table at 0.2 with "no object" at 0.7 heads the queue at 0.2."""
-    from probhook import ProbBuffer
-    from probhook.elements import ELEMENT_COLUMNS
     from probhook.report_data import gather
-    from probhook.sink import FileSink
 
-    sink = FileSink(tmp_path / "run.parquet")
-    buffer = ProbBuffer(3, 10, labels=["table", "figure", "no_object"],
-                        columns={**ELEMENT_COLUMNS, "image_id": "str"}, sink=sink)  # fmt: skip
-    probs = np.array([[0.5, 0.4, 0.1], [0.2, 0.1, 0.7], [0.3, 0.6, 0.1]], np.float32)
-    buffer.append_batch(probs, keys=["e1", "e2", "e3"], category_id=[1, 1, 2],
-                        category=["table", "table", "figure"], activation="softmax",
-                        discarded="", image_id=["p1", "p1", "p2"])  # fmt: skip
-    sink.close()
-    (head,) = gather(tmp_path / "run.parquet")
+    run = write_elements(tmp_path / "run.parquet",
+                         [[0.5, 0.4, 0.1], [0.2, 0.1, 0.7], [0.3, 0.6, 0.1]], [1, 1, 2],
+                         image_ids=["p1", "p1", "p2"])  # fmt: skip
+    (head,) = gather(run)
     assert [(r["predicted"], round(r["confidence"], 6)) for r in head.queue] == [
         ("table", 0.2), ("table", 0.5), ("figure", 0.6)]  # fmt: skip
     assert head.estimate.accuracy == pytest.approx((0.5 + 0.2 + 0.6) / 3, rel=1e-6)

@@ -4,31 +4,21 @@ object"; the queries a detector discarded are no elements."""
 
 import numpy as np
 import pytest
+from element_files import write_elements
 
 import probhook
-from probhook import ProbBuffer
 from probhook.chunk import Chunk, of_arrays
-from probhook.elements import ELEMENT_COLUMNS
 from probhook.row_scores import element_chunk, scores
 from probhook.run_stats import run_stats
-from probhook.sink import FileSink
 
-LABELS = ["table", "figure", "no_object"]
-# e1: stored as a table at 0.2, "no object" at 0.7: among the least sure, not a sure one
-PROBS = np.array([[0.2, 0.1, 0.7], [0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.05, 0.05, 0.9]], np.float32)
-CATEGORY_IDS = [1, 1, 2, 1]
-DISCARDED = ["", "", "", "below threshold"]  # the last query gave no element
+# e1: stored as a table at 0.2, "no object" at 0.7: among the least sure, not a sure one;
+# the last query gave no element
+PROBS = [[0.2, 0.1, 0.7], [0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.05, 0.05, 0.9]]
 
 
-def _element_file(path, activation="softmax"):
-    sink = FileSink(path)
-    buffer = ProbBuffer(3, 10, labels=LABELS, columns={**ELEMENT_COLUMNS, "image_id": "str"},
-                        sink=sink)  # fmt: skip
-    buffer.append_batch(PROBS, keys=["e1", "e2", "e3", "p1#q7"], category_id=CATEGORY_IDS,
-                        category=["table", "table", "figure", "table"], activation=activation,
-                        discarded=DISCARDED, image_id=["p1", "p1", "p2", "p1"])  # fmt: skip
-    sink.close()
-    return path
+def _element_file(path):
+    return write_elements(path, PROBS, [1, 1, 2, 1], image_ids=["p1", "p1", "p2", "p1"],
+                          discarded=["", "", "", "below threshold"])  # fmt: skip
 
 
 def test_an_element_row_is_measured_at_its_own_class_and_discarded_queries_are_left_out(tmp_path):
